@@ -1,0 +1,45 @@
+# otpylib: `make demo` runs the multi-node demo, `make test` runs every check.
+# Both create .venv on first use with only Python 3.11+ and make on the machine.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Runs a command inside a fresh network namespace with only loopback up,
+# when the machine allows it (see scripts/netns-run).
+NETNS := scripts/netns-run
+
+.PHONY: all venv test lint typecheck pytest demo bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "otpylib needs Python 3.11 or newer, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,uvloop]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check otpylib otpylib_dist tests examples bench scripts
+	$(BIN)/ruff format --check otpylib otpylib_dist tests examples bench scripts
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict -p otpylib -p otpylib_dist
+
+pytest: $(STAMP)
+	$(NETNS) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+demo: $(STAMP)
+	$(NETNS) $(BIN)/python -m examples.demo
+
+bench: $(STAMP)
+	$(NETNS) $(BIN)/python -m bench.local
+	$(NETNS) $(BIN)/python -m bench.dist
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""otpylib: Erlang/OTP-style processes for Python on asyncio."""

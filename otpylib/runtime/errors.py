@@ -1,0 +1,72 @@
+"""Exceptions raised by the runtime API, each with a ``reason`` to match on.
+
+Reasons are data (usually atoms, as Erlang's exit reasons); the exception
+message is for humans and says what to do next.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "NameAlreadyRegistered",
+    "NotInProcessError",
+    "OtpError",
+    "ProcessExit",
+    "RuntimeClosedError",
+    "UnknownNameError",
+]
+
+
+class OtpError(Exception):
+    """Base class of every error the otpylib runtime raises on purpose."""
+
+    reason: Any = None
+
+
+class NotInProcessError(OtpError, RuntimeError):
+    """Raised when process-only API (``self``, ``receive``...) is called from outside a process.
+
+    Code in ``main`` talks to the runtime object directly; code running as a
+    process uses :mod:`otpylib.process` (or the runtime object it was given).
+    """
+
+
+class RuntimeClosedError(OtpError, RuntimeError):
+    """Raised when the runtime was never initialized or has been shut down."""
+
+
+class UnknownNameError(OtpError, LookupError):
+    """Raised when sending to a registered name that nobody holds.
+
+    Erlang raises ``badarg`` here; we name the missing name instead.
+    """
+
+    def __init__(self, name: object, detail: str = "") -> None:
+        self.name = name
+        self.reason = name
+        msg = f"no process is registered as {name!r}"
+        if detail:
+            msg += f"; {detail}"
+        else:
+            msg += "; check the spelling, or look it up with whereis() first"
+        super().__init__(msg)
+
+
+class NameAlreadyRegistered(OtpError, ValueError):
+    """Raised by ``register`` when the name is taken or the process already has a name."""
+
+
+class ProcessExit(OtpError):
+    """An exit seen by a caller: raised by ``gen_server.call`` and friends.
+
+    ``reason`` is the exit reason (``noproc``, ``noconnection``, ``timeout``,
+    or whatever the server exited with), like Erlang's ``{Reason, {M, F, A}}``.
+    """
+
+    def __init__(self, reason: Any, message: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(message if message is not None else f"exit: {reason!r}")

@@ -1,0 +1,1 @@
+"""otpylib_dist: distribution for otpylib."""
