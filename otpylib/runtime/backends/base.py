@@ -47,9 +47,7 @@ class RemoteRouter(Protocol):
     async def send(self, sender: Pid | None, to: Pid, message: Any) -> None:
         """Send ``message`` to the remote pid ``to`` (dropped if it is dead)."""
 
-    async def send_registered(
-        self, sender: Pid | None, name: str, node: str, message: Any
-    ) -> None:
+    async def send_registered(self, sender: Pid | None, name: str, node: str, message: Any) -> None:
         """Send to the process registered as ``name`` on ``node``."""
 
     async def link(self, local: Pid, remote: Pid) -> None:
@@ -70,7 +68,9 @@ class RemoteRouter(Protocol):
     def link_exit(self, sender: Pid, target: Pid, reason: Any) -> None:
         """Tell remote ``target`` that its linked local process ``sender`` ended."""
 
-    def monitor_down(self, target: Pid | tuple[str, str], owner: Pid, ref: Ref, reason: Any) -> None:
+    def monitor_down(
+        self, target: Pid | tuple[str, str], owner: Pid, ref: Ref, reason: Any
+    ) -> None:
         """Tell remote ``owner`` that the local process it monitored ended."""
 
     def is_alive(self, pid: Pid) -> bool | None:

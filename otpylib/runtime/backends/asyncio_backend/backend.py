@@ -1,0 +1,905 @@
+"""AsyncIOBackend: one node's processes as asyncio tasks, with Erlang semantics.
+
+Theory of operation
+-------------------
+A process is an asyncio task running a wrapper around the user's coroutine.
+The wrapper sets the ``current_process`` context variable, awaits the user
+function, and turns however it ended into an exit reason:
+
+- returned                -> ``normal``
+- raised ``ProcessExit``  -> its ``reason`` (not logged as a crash)
+- raised anything else    -> the exception itself (logged once, with traceback)
+- cancelled by a signal   -> the reason the signal carried (``killed``, ...)
+
+Termination (``_terminate``) then runs synchronously, with no ``await``, so
+no other process can observe a half-dead process: the pid leaves the process
+table and the registry, each linked process gets a link exit signal, and each
+monitor owner gets its ``(DOWN, ref, pid, reason)``.
+
+Exit signals follow ``erlang:exit/2``:
+
+=====================  =====================  ==========================
+signal reason          target traps exits     target does not trap
+=====================  =====================  ==========================
+``kill`` (exit/2)      dies, reason killed    dies, reason killed
+``normal``             ``(EXIT, from, normal)``  ignored (unless from itself)
+anything else          ``(EXIT, from, R)``    dies with reason R
+=====================  =====================  ==========================
+
+A link signal (a linked process ended) is the same, except that ``kill`` is
+not special (it arrives as a plain reason) and ``normal`` from itself cannot
+happen.
+
+Remote pids: every operation checks the process table first (the common
+case). A pid whose node is not ours is handed to ``self._router`` (set by the
+distribution layer); without a router, such a pid is treated as dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from otpylib.runtime.atoms import (
+    DOWN,
+    EXIT,
+    KILL,
+    KILLED,
+    NOCONNECTION,
+    NOPROC,
+    NORMAL,
+    SHUTDOWN,
+    TRAP_EXIT,
+    Atom,
+    atom,
+)
+from otpylib.runtime.backends.asyncio_backend.process import Process
+from otpylib.runtime.backends.base import (
+    ProcessFunction,
+    RemoteRouter,
+    RuntimeBackend,
+    Target,
+)
+from otpylib.runtime.context import current_process
+from otpylib.runtime.data import LOCAL_NODE, Pid, ProcessInfo, Ref, RuntimeStatistics
+from otpylib.runtime.errors import (
+    NameAlreadyRegistered,
+    NotInProcessError,
+    ProcessExit,
+    RuntimeClosedError,
+    UnknownNameError,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AsyncIOBackend", "resolve_function"]
+
+#: Exit reasons that are not crashes: a process ending with one of these is
+#: not logged (as Erlang's error logger stays quiet for normal and shutdown).
+_QUIET_REASONS = (NORMAL, SHUTDOWN)
+
+#: Strings accepted as the well-known exit reasons. The seed manual writes
+#: ``runtime.exit(pid, 'shutdown')``; Python users will type strings, and a
+#: string that silently failed to mean ``kill`` would be a trap.
+#: Differs from Erlang: there, the string "kill" is not the atom kill.
+_REASON_ALIASES: dict[str, Atom] = {"normal": NORMAL, "kill": KILL, "shutdown": SHUTDOWN}
+
+
+def _normalize_reason(reason: Any) -> Any:
+    if type(reason) is str:
+        return _REASON_ALIASES.get(reason, reason)
+    return reason
+
+
+def resolve_function(ref: str) -> Callable[..., Any]:
+    """Import ``"package.module:function"`` and return the function.
+
+    This is how a process is named across nodes (remote spawn): by an
+    importable reference, never by shipping code.
+
+    Raises:
+        ValueError: ``ref`` is not of the form ``module:function``.
+        ImportError: the module cannot be imported.
+        AttributeError: the module has no such function.
+        TypeError: the attribute is not callable.
+    """
+    module_name, sep, qualname = ref.partition(":")
+    if not sep or not module_name or not qualname:
+        raise ValueError(f"function reference {ref!r} is not of the form 'package.module:function'")
+    module = importlib.import_module(module_name)
+    obj: Any = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"{ref!r} is not callable (it is a {type(obj).__name__})")
+    return obj  # type: ignore[no-any-return]
+
+
+def _function_name(fn: Any) -> str:
+    if isinstance(fn, str):
+        return fn
+    module = getattr(fn, "__module__", None) or "?"
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    return f"{module}.{name}"
+
+
+class AsyncIOBackend(RuntimeBackend):
+    """The local runtime: processes, mailboxes, registry, links and monitors.
+
+    Create one per node, ``await initialize()`` inside a running event loop,
+    and ``await shutdown()`` at the end. Process code reaches its runtime
+    through :mod:`otpylib.process` (or by being handed this object).
+    """
+
+    def __init__(self) -> None:
+        self._node_name: str = LOCAL_NODE
+        self._creation: int = 0
+        self._router: RemoteRouter | None = None
+        self._processes: dict[Pid, Process] = {}
+        self._registry: dict[str, Pid] = {}
+        self._pid_counter = itertools.count(1)
+        self._ref_counter = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started_at = 0.0
+        self._initialized = False
+        self._closing = False
+        self._closed = False
+        self._total_spawned = 0
+        self._messages = 0
+        self._links = 0
+        self._monitors = 0
+        self._runtime_pid = Pid(self._node_name, 0, self._creation)
+
+    # ------------------------------------------------------------------ life
+
+    @property
+    def node_name(self) -> str:
+        """This runtime's node name (``nonode@nohost`` when not distributed)."""
+        return self._node_name
+
+    @property
+    def runtime_pid(self) -> Pid:
+        """The pid that signals sent from outside any process carry as sender."""
+        return self._runtime_pid
+
+    def _set_identity(self, node_name: str, creation: int) -> None:
+        """Set the node name and creation; only before the first spawn."""
+        if self._total_spawned:
+            raise RuntimeError("the node identity cannot change after processes exist")
+        self._node_name = node_name
+        self._creation = creation
+        self._runtime_pid = Pid(node_name, 0, creation)
+
+    async def initialize(self) -> None:
+        """Start the runtime in the running event loop; call once before anything else."""
+        if self._initialized:
+            raise RuntimeError("this runtime is already initialized")
+        self._loop = asyncio.get_running_loop()
+        self._started_at = time.monotonic()
+        self._initialized = True
+
+    async def shutdown(self, timeout: float = 2.0) -> None:
+        """End every process with reason ``shutdown`` and release everything.
+
+        First every process gets the exit signal ``shutdown`` from the runtime:
+        processes that do not trap exits end at once; those that trap (such as
+        supervisors) get ``(EXIT, runtime_pid, shutdown)`` and up to
+        ``timeout`` seconds to stop their children in order and exit. What is
+        still alive after that is killed (reason ``shutdown``). Links and
+        monitors fire as usual throughout. Calling ``shutdown`` twice is safe.
+        """
+        if self._closed or not self._initialized:
+            self._closed = True
+            return
+        self._closing = True
+        for proc in list(self._processes.values()):
+            if proc.pid in self._processes:
+                self._exit_signal(proc, self._runtime_pid, SHUTDOWN, link=False)
+        await self._wait_all_gone(timeout)
+        for proc in list(self._processes.values()):
+            self._kill(proc, SHUTDOWN)
+        if not await self._wait_all_gone(timeout):
+            stuck = [p.pid for p in self._processes.values()]
+            logger.warning(
+                "shutdown: %d process(es) ignored cancellation and were abandoned: %r",
+                len(stuck),
+                stuck[:10],
+            )
+            for pid in stuck:
+                left = self._processes.get(pid)
+                if left is not None:
+                    self._terminate(left, SHUTDOWN)
+        self._closed = True
+
+    async def _wait_all_gone(self, timeout: float) -> bool:
+        tasks = [p.task for p in self._processes.values() if p.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        # Let done tasks finish their clean-up callbacks.
+        await asyncio.sleep(0)
+        return not self._processes
+
+    def _check_open(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None or self._closed:
+            state = "has been shut down" if self._closed else "is not initialized"
+            raise RuntimeClosedError(
+                f"the runtime {state}; call 'await runtime.initialize()' first "
+                "and use it only until 'await runtime.shutdown()'"
+            )
+        return loop
+
+    # ----------------------------------------------------------------- spawn
+
+    async def spawn(
+        self,
+        fn: ProcessFunction,
+        args: list[Any] | tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        trap_exits: bool = False,
+        node: str | None = None,
+    ) -> Pid:
+        """Start a process running ``await fn(*args, **kwargs)``; return its pid.
+
+        Args:
+            fn: an async function, or ``"package.module:function"``.
+            args, kwargs: passed to ``fn``.
+            name: register the new process under this name before it runs.
+            trap_exits: start with exit trapping on (see ``process_flag``).
+            node: run it on another node (distributed runtimes only).
+
+        Raises:
+            NameAlreadyRegistered: ``name`` is taken.
+            RuntimeClosedError: the runtime is not running.
+        """
+        if node is not None and node != self._node_name:
+            return (await self._spawn_remote(node, fn, args, kwargs, name, trap_exits, None))[0]
+        proc = self._spawn(fn, args, kwargs, name, trap_exits)
+        return proc.pid
+
+    async def spawn_link(
+        self,
+        fn: ProcessFunction,
+        args: list[Any] | tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        trap_exits: bool = False,
+        node: str | None = None,
+    ) -> Pid:
+        """Spawn and link to the caller atomically (Erlang's ``spawn_link``)."""
+        caller = self._caller("spawn_link")
+        if node is not None and node != self._node_name:
+            pid, _ = await self._spawn_remote(node, fn, args, kwargs, name, trap_exits, "link")
+            return pid
+        proc = self._spawn(fn, args, kwargs, name, trap_exits)
+        self._add_link(caller, proc)
+        return proc.pid
+
+    async def spawn_monitor(
+        self,
+        fn: ProcessFunction,
+        args: list[Any] | tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        trap_exits: bool = False,
+        node: str | None = None,
+    ) -> tuple[Pid, Ref]:
+        """Spawn and monitor atomically; returns ``(pid, ref)`` (``spawn_monitor``)."""
+        caller = self._caller("spawn_monitor")
+        if node is not None and node != self._node_name:
+            pid, ref = await self._spawn_remote(node, fn, args, kwargs, name, trap_exits, "monitor")
+            assert ref is not None
+            return pid, ref
+        proc = self._spawn(fn, args, kwargs, name, trap_exits)
+        ref = self.make_ref()
+        self._add_monitor(caller, proc, ref, proc.pid)
+        return proc.pid, ref
+
+    async def _spawn_remote(
+        self,
+        node: str,
+        fn: ProcessFunction,
+        args: list[Any] | tuple[Any, ...] | None,
+        kwargs: dict[str, Any] | None,
+        name: str | None,
+        trap_exits: bool,
+        relation: str | None,
+    ) -> tuple[Pid, Ref | None]:
+        raise RuntimeError(
+            f"cannot spawn on node {node!r}: this runtime is not distributed "
+            "(use otpylib_dist.DistributedBackend)"
+        )
+
+    def _spawn(
+        self,
+        fn: ProcessFunction,
+        args: list[Any] | tuple[Any, ...] | None,
+        kwargs: dict[str, Any] | None,
+        name: str | None,
+        trap_exits: bool,
+    ) -> Process:
+        loop = self._check_open()
+        func: Callable[..., Any] = resolve_function(fn) if isinstance(fn, str) else fn
+        if not callable(func):
+            raise TypeError(f"spawn() needs an async function, got {type(func).__name__}")
+        if name is not None:
+            name = self._check_name(name)
+            if name in self._registry:
+                raise NameAlreadyRegistered(
+                    f"cannot spawn with name {name!r}: it is registered to {self._registry[name]!r}"
+                )
+        pid = Pid(self._node_name, next(self._pid_counter), self._creation)
+        proc = Process(pid, self, bool(trap_exits), time.time(), _function_name(fn))
+        self._processes[pid] = proc
+        if name is not None:
+            self._registry[name] = pid
+            proc.name = name
+        self._total_spawned += 1
+        proc.task = loop.create_task(self._run(proc, func, args or (), kwargs or {}))
+        return proc
+
+    async def _run(
+        self,
+        proc: Process,
+        fn: Callable[..., Any],
+        args: list[Any] | tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        proc.started = True
+        current_process.set(proc)
+        reason: Any = NORMAL
+        try:
+            await fn(*args, **kwargs)
+        except asyncio.CancelledError:
+            reason = proc.kill_reason if proc.kill_reason is not None else KILLED
+        except ProcessExit as exc:
+            reason = proc.kill_reason if proc.kill_reason is not None else exc.reason
+        except BaseException as exc:
+            if proc.kill_reason is not None:
+                reason = proc.kill_reason
+            else:
+                reason = exc
+                logger.error(
+                    "process %r (%s) crashed: %s: %s",
+                    proc.pid,
+                    proc.function,
+                    type(exc).__name__,
+                    exc,
+                    exc_info=exc,
+                )
+            if not isinstance(exc, Exception):
+                # KeyboardInterrupt / SystemExit must still reach the loop.
+                self._terminate(proc, reason)
+                raise
+        self._terminate(proc, reason)
+
+    # ---------------------------------------------------------------- self
+
+    def _caller(self, what: str) -> Process:
+        proc = current_process.get()
+        if proc is None or proc.runtime is not self:
+            raise NotInProcessError(
+                f"{what}() must be called from inside a process of this runtime; "
+                "spawn a process and call it there (from main, use spawn/send/exit)"
+            )
+        return proc
+
+    def self(self) -> Pid:
+        """The pid of the calling process (Erlang's ``self()``).
+
+        Raises:
+            NotInProcessError: called from outside a process of this runtime.
+        """
+        return self._caller("self").pid
+
+    def make_ref(self) -> Ref:
+        """A new reference, unique within this node's incarnation (a counter)."""
+        return Ref(self._node_name, next(self._ref_counter), self._creation)
+
+    def process_flag(self, flag: Atom | str, value: Any) -> Any:
+        """Set a flag of the calling process and return its old value.
+
+        Only ``trap_exit`` exists today (Erlang's ``process_flag(trap_exit, B)``):
+        when on, exit signals arrive as ``(EXIT, from, reason)`` messages
+        instead of ending the process (except ``kill``).
+        """
+        proc = self._caller("process_flag")
+        if flag is TRAP_EXIT or flag == "trap_exit":
+            old = proc.trap_exits
+            proc.trap_exits = bool(value)
+            return old
+        raise ValueError(f"unknown process flag {flag!r}; supported: trap_exit")
+
+    # ------------------------------------------------------------ messages
+
+    async def send(self, target: Target, message: Any) -> None:
+        """Send ``message`` to a pid, a registered name or ``(name, node)``.
+
+        Sending to a dead pid drops the message silently, as in Erlang (use a
+        monitor to learn of the death). Sending to a name nobody holds raises.
+
+        Raises:
+            UnknownNameError: ``target`` is a name that is not registered here.
+        """
+        if type(target) is Pid:
+            proc = self._processes.get(target)
+            if proc is not None:
+                self._messages += 1
+                proc.deliver(message)
+                return
+            if target.node != self._node_name and self._router is not None:
+                await self._router.send(self._sender_pid(), target, message)
+            return
+        if isinstance(target, str):
+            pid = self._registry.get(target)
+            if pid is None:
+                raise UnknownNameError(target)
+            proc = self._processes[pid]
+            self._messages += 1
+            proc.deliver(message)
+            return
+        if isinstance(target, tuple) and len(target) == 2:
+            name, node = target
+            if node == self._node_name:
+                await self.send(name, message)
+                return
+            if self._router is None:
+                raise UnknownNameError(
+                    target, f"node {node!r} is not reachable: this runtime is not distributed"
+                )
+            await self._router.send_registered(self._sender_pid(), name, node, message)
+            return
+        raise TypeError(
+            f"send() target must be a Pid, a registered name or (name, node); "
+            f"got {type(target).__name__}: {target!r}"
+        )
+
+    def send_nowait(self, target: Pid | str, message: Any) -> bool:
+        """Deliver to a local pid or name without awaiting; returns whether delivered.
+
+        For callbacks that cannot await. Remote targets are not accepted here
+        (they may need to wait for a connection): use ``await send``.
+        """
+        if type(target) is Pid:
+            proc = self._processes.get(target)
+        else:
+            pid = self._registry.get(target)  # type: ignore[arg-type]
+            proc = self._processes.get(pid) if pid is not None else None
+        if proc is None:
+            return False
+        self._messages += 1
+        proc.deliver(message)
+        return True
+
+    def _sender_pid(self) -> Pid:
+        proc = current_process.get()
+        if proc is None or proc.runtime is not self:
+            return self._runtime_pid
+        return proc.pid
+
+    async def receive(
+        self,
+        timeout: float | None = None,
+        match: Callable[[Any], bool] | None = None,
+    ) -> Any:
+        """Take the next message from the caller's mailbox, waiting if none.
+
+        With ``match``, take the first message for which ``match(msg)`` is
+        true and leave the others queued in their order (selective receive).
+
+        Raises:
+            TimeoutError: (``asyncio.TimeoutError``) nothing arrived within
+                ``timeout`` seconds; ``timeout=0`` polls.
+            NotInProcessError: called from outside a process.
+        """
+        proc = current_process.get()
+        if proc is None or proc.runtime is not self:
+            self._caller("receive")
+            raise AssertionError("unreachable")
+        mailbox = proc.mailbox
+        if match is None and mailbox:
+            return mailbox.popleft()
+        scanned = 0
+        deadline: float | None = None
+        loop = self._loop
+        assert loop is not None
+        if timeout is not None:
+            deadline = loop.time() + timeout
+        while True:
+            if match is None:
+                if mailbox:
+                    return mailbox.popleft()
+            else:
+                n = len(mailbox)
+                while scanned < n:
+                    msg = mailbox[scanned]
+                    if match(msg):
+                        del mailbox[scanned]
+                        return msg
+                    scanned += 1
+            if deadline is not None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise TimeoutError(f"receive timed out after {timeout} s")
+            waiter = loop.create_future()
+            proc.waiter = waiter
+            handle = None
+            if deadline is not None:
+                handle = loop.call_at(deadline, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                proc.waiter = None
+                if handle is not None:
+                    handle.cancel()
+
+    # ------------------------------------------------------------ registry
+
+    @staticmethod
+    def _check_name(name: Any) -> str:
+        if type(name) is Atom:
+            return str(name.name)
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"registered names are non-empty str, got {name!r}")
+        return name
+
+    async def register(self, name: str, pid: Pid | None = None) -> None:
+        """Register ``pid`` (default: the caller) under ``name`` (``register/2``).
+
+        The name is freed when the process ends.
+
+        Raises:
+            NameAlreadyRegistered: the name is taken, or the process already
+                has another name.
+            ValueError: ``pid`` is not a live local process.
+        """
+        name = self._check_name(name)
+        proc = self._caller("register") if pid is None else self._processes.get(pid)
+        if proc is None:
+            raise ValueError(f"cannot register {name!r}: {pid!r} is not a live local process")
+        holder = self._registry.get(name)
+        if holder is not None:
+            if holder == proc.pid:
+                return
+            raise NameAlreadyRegistered(
+                f"cannot register {name!r}: the name is taken by {holder!r}; "
+                "unregister it first or choose another name"
+            )
+        if proc.name is not None:
+            raise NameAlreadyRegistered(
+                f"cannot register {proc.pid!r} as {name!r}: it is already registered "
+                f"as {proc.name!r} (a process has at most one name)"
+            )
+        self._registry[name] = proc.pid
+        proc.name = name
+
+    async def unregister(self, name: str) -> None:
+        """Remove ``name`` from the registry (``unregister/1``).
+
+        Raises:
+            UnknownNameError: nobody is registered under ``name``.
+        """
+        name = self._check_name(name)
+        pid = self._registry.pop(name, None)
+        if pid is None:
+            raise UnknownNameError(name, "nothing to unregister")
+        proc = self._processes.get(pid)
+        if proc is not None:
+            proc.name = None
+
+    def whereis(self, name: str) -> Pid | None:
+        """The pid registered under ``name``, or ``None`` (``whereis/1``)."""
+        return self._registry.get(name)
+
+    def registered(self) -> list[str]:
+        """All registered names (``registered/0``)."""
+        return list(self._registry)
+
+    # --------------------------------------------------------------- links
+
+    async def link(self, pid: Pid) -> None:
+        """Link the caller and ``pid`` (``link/1``): bidirectional and idempotent.
+
+        Linking to a dead process delivers the exit signal ``noproc`` to the
+        caller at once (a message when trapping exits, else the caller dies),
+        where Erlang raises ``noproc`` or sends it, depending on the version.
+        """
+        proc = self._caller("link")
+        if pid == proc.pid:
+            return
+        other = self._processes.get(pid)
+        if other is not None:
+            self._add_link(proc, other)
+            return
+        if pid.node != self._node_name and self._router is not None:
+            if proc.links is None:
+                proc.links = set()
+            if pid not in proc.links:
+                proc.links.add(pid)
+                self._links += 1
+                await self._router.link(proc.pid, pid)
+            return
+        self._exit_signal(proc, pid, NOPROC, link=True)
+        await asyncio.sleep(0)
+
+    def _add_link(self, a: Process, b: Process) -> None:
+        if a.links is None:
+            a.links = set()
+        if b.pid in a.links:
+            return
+        a.links.add(b.pid)
+        if b.links is None:
+            b.links = set()
+        b.links.add(a.pid)
+        self._links += 1
+
+    async def unlink(self, pid: Pid) -> None:
+        """Remove the link between the caller and ``pid`` if there is one (``unlink/1``)."""
+        proc = self._caller("unlink")
+        if proc.links is None or pid not in proc.links:
+            return
+        proc.links.discard(pid)
+        self._links -= 1
+        other = self._processes.get(pid)
+        if other is not None:
+            if other.links is not None:
+                other.links.discard(proc.pid)
+        elif pid.node != self._node_name and self._router is not None:
+            await self._router.unlink(proc.pid, pid)
+
+    # ------------------------------------------------------------ monitors
+
+    async def monitor(self, target: Pid | str | tuple[str, str]) -> Ref:
+        """Monitor ``target`` (``monitor(process, T)``) and return the monitor's ref.
+
+        When the target ends (or is already dead, or the name is not
+        registered), the caller gets ``(DOWN, ref, pid_or_name, reason)``;
+        ``noproc`` for a target that did not exist. Monitoring is one-way and
+        stackable: each call makes a new, independent monitor.
+        """
+        proc = self._caller("monitor")
+        ref = self.make_ref()
+        if type(target) is Pid:
+            other = self._processes.get(target)
+            if other is not None:
+                self._add_monitor(proc, other, ref, target)
+                return ref
+            if target.node != self._node_name and self._router is not None:
+                self._own_monitor(proc, ref, target)
+                await self._router.monitor(proc.pid, target, ref)
+                return ref
+            proc.deliver((DOWN, ref, target, NOPROC))
+            return ref
+        if isinstance(target, tuple):
+            name, node = target
+            if node != self._node_name:
+                if self._router is None:
+                    proc.deliver((DOWN, ref, target, NOCONNECTION))
+                    return ref
+                self._own_monitor(proc, ref, (name, node))
+                await self._router.monitor(proc.pid, (name, node), ref)
+                return ref
+            target = name
+        name = self._check_name(target)
+        pid = self._registry.get(name)
+        other = self._processes.get(pid) if pid is not None else None
+        if other is None:
+            proc.deliver((DOWN, ref, name, NOPROC))
+            return ref
+        self._add_monitor(proc, other, ref, other.pid)
+        return ref
+
+    def _own_monitor(self, owner: Process, ref: Ref, item: Any) -> None:
+        if owner.monitors is None:
+            owner.monitors = {}
+        owner.monitors[ref] = item
+        self._monitors += 1
+
+    def _add_monitor(self, owner: Process, target: Process, ref: Ref, item: Any) -> None:
+        self._own_monitor(owner, ref, item)
+        if target.monitored_by is None:
+            target.monitored_by = {}
+        target.monitored_by[ref] = owner.pid
+
+    async def demonitor(self, ref: Ref, flush: bool = False) -> bool:
+        """Remove the monitor ``ref`` (``demonitor/2``); returns whether it was active.
+
+        With ``flush=True`` a ``DOWN`` message for it that already arrived is
+        removed from the mailbox too, so the caller never sees it.
+        """
+        proc = self._caller("demonitor")
+        item = proc.monitors.pop(ref, _MISSING) if proc.monitors else _MISSING
+        active = item is not _MISSING
+        if active:
+            self._monitors -= 1
+            if type(item) is Pid and item.node == self._node_name:
+                target = self._processes.get(item)
+                if target is not None and target.monitored_by is not None:
+                    target.monitored_by.pop(ref, None)
+            elif self._router is not None:
+                await self._router.demonitor(proc.pid, item, ref)
+        if flush:
+            self._flush_down(proc, ref)
+        return active
+
+    @staticmethod
+    def _flush_down(proc: Process, ref: Ref) -> None:
+        mailbox = proc.mailbox
+        for i, msg in enumerate(mailbox):
+            if type(msg) is tuple and len(msg) == 4 and msg[0] is DOWN and msg[1] == ref:
+                del mailbox[i]
+                return
+
+    # --------------------------------------------------------- exit signals
+
+    async def exit(self, pid: Pid, reason: Any) -> None:
+        """Send the exit signal ``reason`` to ``pid`` (Erlang's ``exit/2``).
+
+        ``kill`` ends the target unconditionally (its exit reason becomes
+        ``killed``); ``normal`` is ignored unless the target traps exits or is
+        the caller itself; any other reason ends a non-trapping target with
+        that reason and reaches a trapping one as ``(EXIT, from, reason)``.
+        The strings "normal", "kill" and "shutdown" mean those atoms.
+        """
+        reason = _normalize_reason(reason)
+        sender = self._sender_pid()
+        target = self._processes.get(pid)
+        if target is not None:
+            self._exit_signal(target, sender, reason, link=False)
+            if target.pid == sender:
+                # Let the cancellation land here, in the caller, right away.
+                await asyncio.sleep(0)
+            return
+        if pid.node != self._node_name and self._router is not None:
+            await self._router.exit(sender, pid, reason)
+
+    def _link_exit(self, target: Process, sender: Pid, reason: Any) -> None:
+        """A process linked to ``target`` ended: drop the link, then signal.
+
+        Ignored when there is no such link (it was removed meanwhile), as in
+        Erlang, where an unlink makes later link signals from that pid void.
+        """
+        links = target.links
+        if links is None or sender not in links:
+            return
+        links.discard(sender)
+        self._links -= 1
+        self._exit_signal(target, sender, reason, link=True)
+
+    def _exit_signal(self, target: Process, sender: Pid, reason: Any, *, link: bool) -> None:
+        """Apply an exit signal to a live local process (the table above)."""
+        if target.kill_reason is not None:
+            return
+        if reason is KILL and not link:
+            self._kill(target, KILLED)
+        elif target.trap_exits:
+            self._messages += 1
+            target.deliver((EXIT, sender, reason))
+        elif reason is NORMAL:
+            if not link and sender == target.pid:
+                self._kill(target, NORMAL)
+        else:
+            self._kill(target, reason)
+
+    def _kill(self, proc: Process, reason: Any) -> None:
+        """Make ``proc`` end with ``reason`` (cancels its task; idempotent)."""
+        if proc.kill_reason is not None:
+            return
+        proc.kill_reason = reason
+        task = proc.task
+        if not proc.started:
+            # Cancelling a task that never ran skips the wrapper entirely, so
+            # clean up here; the task then finishes without running the body.
+            self._terminate(proc, reason)
+        # For a process ending by its own hand (exit(self(), R)) the pending
+        # CancelledError surfaces at its next await.
+        if task is not None:
+            task.cancel()
+
+    def _terminate(self, proc: Process, reason: Any) -> None:
+        """Remove a finished process and fire its links and monitors (no awaits)."""
+        pid = proc.pid
+        if self._processes.pop(pid, None) is None:
+            return
+        if proc.name is not None and self._registry.get(proc.name) == pid:
+            del self._registry[proc.name]
+        if proc.waiter is not None and not proc.waiter.done():
+            proc.waiter.cancel()
+        if reason not in _QUIET_REASONS and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("process %r exited: %r", pid, reason)
+        if proc.links:
+            for other_pid in proc.links:
+                other = self._processes.get(other_pid)
+                if other is not None:
+                    self._link_exit(other, pid, reason)
+                    continue
+                self._links -= 1
+                if other_pid.node != self._node_name and self._router is not None:
+                    self._router.link_exit(pid, other_pid, reason)
+            proc.links = None
+        if proc.monitored_by:
+            for ref, owner_pid in proc.monitored_by.items():
+                owner = self._processes.get(owner_pid)
+                if owner is not None:
+                    item = owner.monitors.pop(ref, _MISSING) if owner.monitors else _MISSING
+                    if item is not _MISSING:
+                        self._monitors -= 1
+                        self._messages += 1
+                        owner.deliver((DOWN, ref, item, reason))
+                elif owner_pid.node != self._node_name and self._router is not None:
+                    self._router.monitor_down(pid, owner_pid, ref, reason)
+            proc.monitored_by = None
+        if proc.monitors:
+            for ref, item in proc.monitors.items():
+                self._monitors -= 1
+                if type(item) is Pid and item.node == self._node_name:
+                    target = self._processes.get(item)
+                    if target is not None and target.monitored_by is not None:
+                        target.monitored_by.pop(ref, None)
+                elif self._router is not None:
+                    coro = self._router.demonitor(pid, item, ref)
+                    if self._loop is not None:
+                        self._loop.create_task(coro)
+            proc.monitors = None
+
+    # -------------------------------------------------------- introspection
+
+    def is_alive(self, pid: Pid) -> bool:
+        """Whether ``pid`` is alive (``is_process_alive/1``; remote: best knowledge)."""
+        if pid in self._processes:
+            return True
+        if pid.node != self._node_name and self._router is not None:
+            return bool(self._router.is_alive(pid))
+        return False
+
+    def process_info(self, pid: Pid) -> ProcessInfo | None:
+        """A snapshot of a live local process, or ``None`` (``process_info/1``)."""
+        proc = self._processes.get(pid)
+        if proc is None:
+            return None
+        return ProcessInfo(
+            pid=proc.pid,
+            state=proc.state,
+            name=proc.name,
+            created_at=proc.created_at,
+            trap_exits=proc.trap_exits,
+            message_queue_len=len(proc.mailbox),
+            links=tuple(proc.links or ()),
+            monitors=tuple((proc.monitors or {}).values()),
+            monitored_by=tuple((proc.monitored_by or {}).values()),
+            function=proc.function,
+        )
+
+    def processes(self) -> list[Pid]:
+        """Pids of all live local processes (``processes/0``)."""
+        return list(self._processes)
+
+    def statistics(self) -> RuntimeStatistics:
+        """Counters for this runtime (a frozen snapshot)."""
+        uptime = time.monotonic() - self._started_at if self._initialized else 0.0
+        return RuntimeStatistics(
+            uptime_seconds=uptime,
+            total_spawned=self._total_spawned,
+            active_processes=len(self._processes),
+            messages_processed=self._messages,
+            active_monitors=self._monitors,
+            active_links=self._links,
+            registered_names=len(self._registry),
+        )
+
+
+_MISSING: Any = atom.ensure("$otpylib_missing")
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

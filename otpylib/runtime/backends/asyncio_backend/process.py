@@ -1,0 +1,106 @@
+"""The record the asyncio backend keeps for each live process.
+
+A mailbox is a deque plus one wake-up future that exists only while the
+owner is blocked in ``receive`` (no asyncio.Queue, no task per delivery):
+a send is an append and, at most, one ``set_result``.
+
+Link, monitor and name tables are created on first use; most processes
+never link or monitor, and an idle process should stay small (Erlang's is
+2.7 KB).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from otpylib.runtime.data import Pid, Ref
+
+if TYPE_CHECKING:
+    from otpylib.runtime.backends.asyncio_backend.backend import AsyncIOBackend
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Process"]
+
+
+class Process:
+    """One live process: its pid, task, mailbox, flags and relations.
+
+    Attributes:
+        pid: this process's pid.
+        runtime: the backend running it (so process code can reach it).
+        task: the asyncio task running the process function.
+        mailbox: queued messages, oldest first.
+        waiter: future the owner awaits in ``receive``; ``None`` when not waiting.
+        trap_exits: exit signals arrive as ``(EXIT, from, reason)`` messages.
+        name: registered name or ``None``.
+        links: linked pids (local or remote), or ``None`` if never linked.
+        monitors: refs of monitors this process holds -> monitored target.
+        monitored_by: refs of monitors on this process -> owner pid.
+        kill_reason: set once the process has been told to die; its exit reason.
+        started: the process function has begun running.
+        created_at: wall-clock time of the spawn.
+        function: printable name of the process function.
+    """
+
+    __slots__ = (
+        "created_at",
+        "function",
+        "kill_reason",
+        "links",
+        "mailbox",
+        "monitored_by",
+        "monitors",
+        "name",
+        "pid",
+        "runtime",
+        "started",
+        "task",
+        "trap_exits",
+        "waiter",
+    )
+
+    def __init__(
+        self,
+        pid: Pid,
+        runtime: AsyncIOBackend,
+        trap_exits: bool,
+        created_at: float,
+        function: str,
+    ) -> None:
+        self.pid = pid
+        self.runtime = runtime
+        self.task: asyncio.Task[None] | None = None
+        self.mailbox: deque[Any] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.trap_exits = trap_exits
+        self.name: str | None = None
+        self.links: set[Pid] | None = None
+        self.monitors: dict[Ref, Any] | None = None
+        self.monitored_by: dict[Ref, Pid] | None = None
+        self.kill_reason: Any = None
+        self.started = False
+        self.created_at = created_at
+        self.function = function
+
+    def deliver(self, message: Any) -> None:
+        """Append ``message`` and wake the owner if it waits in ``receive``."""
+        self.mailbox.append(message)
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    @property
+    def state(self) -> str:
+        """``waiting`` when blocked in receive, ``exiting`` when told to die, else ``running``."""
+        if self.kill_reason is not None:
+            return "exiting"
+        return "waiting" if self.waiter is not None else "running"
+
+    def __repr__(self) -> str:
+        return f"<Process {self.pid!r} {self.function} {self.state}>"
