@@ -53,14 +53,14 @@ class RemoteRouter(Protocol):
     async def link(self, local: Pid, remote: Pid) -> None:
         """Ask ``remote``'s node to add a link; an unknown pid answers with noproc."""
 
-    async def unlink(self, local: Pid, remote: Pid) -> None:
-        """Remove a link on the remote side."""
+    def unlink(self, local: Pid, remote: Pid) -> None:
+        """Remove a link on the remote side (enqueue only: no connection, no link)."""
 
     async def monitor(self, owner: Pid, target: Pid | tuple[str, str], ref: Ref) -> None:
         """Ask the remote node to monitor ``target`` for ``owner``."""
 
-    async def demonitor(self, owner: Pid, target: Pid | tuple[str, str], ref: Ref) -> None:
-        """Remove a monitor on the remote side."""
+    def demonitor(self, owner: Pid, target: Pid | tuple[str, str], ref: Ref) -> None:
+        """Remove a monitor on the remote side (enqueue only)."""
 
     async def exit(self, sender: Pid, target: Pid, reason: Any) -> None:
         """Deliver an ``exit/2`` signal to a remote process."""

@@ -654,7 +654,7 @@ class AsyncIOBackend(RuntimeBackend):
             if other.links is not None:
                 other.links.discard(proc.pid)
         elif pid.node != self._node_name and self._router is not None:
-            await self._router.unlink(proc.pid, pid)
+            self._router.unlink(proc.pid, pid)
 
     # ------------------------------------------------------------ monitors
 
@@ -726,7 +726,7 @@ class AsyncIOBackend(RuntimeBackend):
                 if target is not None and target.monitored_by is not None:
                     target.monitored_by.pop(ref, None)
             elif self._router is not None:
-                await self._router.demonitor(proc.pid, item, ref)
+                self._router.demonitor(proc.pid, item, ref)
         if flush:
             self._flush_down(proc, ref)
         return active
@@ -846,10 +846,122 @@ class AsyncIOBackend(RuntimeBackend):
                     if target is not None and target.monitored_by is not None:
                         target.monitored_by.pop(ref, None)
                 elif self._router is not None:
-                    coro = self._router.demonitor(pid, item, ref)
-                    if self._loop is not None:
-                        self._loop.create_task(coro)
+                    self._router.demonitor(pid, item, ref)
             proc.monitors = None
+
+    # ------------------------------------------- signals arriving from peers
+    #
+    # The distribution layer calls these when a control message from another
+    # node names one of our processes. They never await and never raise for a
+    # dead target: each returns what the caller needs to answer the peer.
+
+    def _remote_deliver(self, pid: Pid, message: Any) -> bool:
+        """Deliver a message from another node; ``False`` if ``pid`` is not alive."""
+        proc = self._processes.get(pid)
+        if proc is None:
+            return False
+        self._messages += 1
+        proc.deliver(message)
+        return True
+
+    def _remote_deliver_named(self, name: str, message: Any) -> bool:
+        """Deliver to a registered name for another node; ``False`` if nobody holds it."""
+        pid = self._registry.get(name)
+        return pid is not None and self._remote_deliver(pid, message)
+
+    def _remote_link(self, local: Pid, remote: Pid) -> bool:
+        """A peer linked ``remote`` to our ``local``; ``False`` means noproc."""
+        proc = self._processes.get(local)
+        if proc is None or proc.kill_reason is not None:
+            return False
+        if proc.links is None:
+            proc.links = set()
+        if remote not in proc.links:
+            proc.links.add(remote)
+            self._links += 1
+        return True
+
+    def _remote_unlink(self, local: Pid, remote: Pid) -> None:
+        """A peer removed the link between ``remote`` and our ``local``."""
+        proc = self._processes.get(local)
+        if proc is not None and proc.links is not None and remote in proc.links:
+            proc.links.discard(remote)
+            self._links -= 1
+
+    def _remote_link_exit(self, local: Pid, remote: Pid, reason: Any) -> None:
+        """The remote process linked to our ``local`` ended with ``reason``."""
+        proc = self._processes.get(local)
+        if proc is not None:
+            self._link_exit(proc, remote, reason)
+
+    def _remote_exit(self, local: Pid, sender: Pid, reason: Any) -> None:
+        """An ``exit/2`` signal from a process on another node."""
+        proc = self._processes.get(local)
+        if proc is not None:
+            self._exit_signal(proc, sender, reason, link=False)
+
+    def _remote_monitor(self, target: Pid | str, owner: Pid, ref: Ref) -> Pid | None:
+        """A remote ``owner`` monitors our ``target``; returns its pid, or None (noproc)."""
+        pid = target if type(target) is Pid else self._registry.get(target)  # type: ignore[arg-type]
+        proc = self._processes.get(pid) if pid is not None else None
+        if proc is None or proc.kill_reason is not None:
+            return None
+        if proc.monitored_by is None:
+            proc.monitored_by = {}
+        proc.monitored_by[ref] = owner
+        return proc.pid
+
+    def _remote_demonitor(self, target: Pid | str, ref: Ref) -> None:
+        """A remote owner removed its monitor ``ref`` on our ``target``."""
+        pid = target if type(target) is Pid else self._registry.get(target)  # type: ignore[arg-type]
+        proc = self._processes.get(pid) if pid is not None else None
+        if proc is not None and proc.monitored_by is not None:
+            proc.monitored_by.pop(ref, None)
+
+    def _remote_down(self, owner: Pid, ref: Ref, reason: Any) -> None:
+        """A process our ``owner`` monitored on another node ended (its DOWN)."""
+        proc = self._processes.get(owner)
+        if proc is None or not proc.monitors:
+            return
+        item = proc.monitors.pop(ref, _MISSING)
+        if item is not _MISSING:
+            self._monitors -= 1
+            self._messages += 1
+            proc.deliver((DOWN, ref, item, reason))
+
+    def _add_remote_link(self, local: Pid, remote: Pid) -> None:
+        """Record our side of a link the peer already made (remote spawn_link)."""
+        self._remote_link(local, remote)
+
+    def _add_remote_monitor(self, owner: Pid, ref: Ref, item: Any) -> None:
+        """Record our side of a monitor the peer already made (remote spawn_monitor)."""
+        proc = self._processes.get(owner)
+        if proc is not None:
+            self._own_monitor(proc, ref, item)
+
+    def _node_lost(self, node: str, reason: Any = NOCONNECTION) -> None:
+        """The connection to ``node`` is gone: fire every link and monitor across it.
+
+        Each local process linked to a process there gets the link exit signal
+        ``reason`` (``noconnection``), each monitor on a process there delivers
+        ``(DOWN, ref, item, noconnection)``, and monitors held by processes
+        there on ours are dropped: exactly once each.
+        """
+        for proc in list(self._processes.values()):
+            if proc.monitored_by:
+                for ref in [r for r, o in proc.monitored_by.items() if o.node == node]:
+                    del proc.monitored_by[ref]
+            if proc.monitors:
+                gone = [
+                    ref
+                    for ref, item in proc.monitors.items()
+                    if (item.node if type(item) is Pid else item[1]) == node
+                ]
+                for ref in gone:
+                    self._remote_down(proc.pid, ref, reason)
+            if proc.links:
+                for other in [p for p in proc.links if p.node == node]:
+                    self._link_exit(proc, other, reason)
 
     # -------------------------------------------------------- introspection
 
