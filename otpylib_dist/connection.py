@@ -1,0 +1,348 @@
+"""One connection to one peer node: moves bytes, holds no protocol logic.
+
+House rules (after h11 and Trio's ``StrictFIFOLock`` lesson):
+
+- The protocol lives in ``protocol/`` (handshake core, framing, control
+  codec, ticker). This module feeds them bytes and writes what they return.
+- Every interaction with a core happens in one step with no ``await`` in
+  between; the only awaits are in ``drain`` (backpressure).
+- Reads: asyncio hands us whatever the socket had; every complete frame in
+  it is decoded and dispatched to the node in the same step, in order.
+- Writes: control messages queued during one loop iteration are appended to
+  one buffer and written with one ``transport.write`` (coalescing); a
+  sender awaits ``drain`` only while the buffer is over the high-water mark
+  or the transport has paused us (the ``FlowControlMixin`` pattern).
+- Every way a connection ends maps to exactly one reason, passed to the
+  node: ``connection_closed`` (peer closed or socket error),
+  ``net_tick_timeout`` (peer silent), ``disconnect`` (we closed it),
+  ``protocol_error`` (peer sent something illegal), ``setup_timeout`` or a
+  handshake refusal (never up, so no nodedown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import socket
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+from otpylib.runtime.atoms import Atom, atom
+
+from otpylib_dist.protocol import control
+from otpylib_dist.protocol.errors import HandshakeRefused, ProtocolError, RemoteProtocolError
+from otpylib_dist.protocol.framing import (
+    DEFAULT_MAX_FRAME,
+    TICK,
+    FrameReader,
+    TICK_FRAME,
+)
+from otpylib_dist.protocol.handshake import Established, Handshake
+from otpylib_dist.protocol.handshake import Role as CoreRole
+from otpylib_dist.protocol.ticks import Ticker, TickAction
+
+if TYPE_CHECKING:
+    from otpylib_dist.node import DistributedBackend
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Connection", "Role"]
+
+#: Bytes queued before a sender must await ``drain``. 1 MiB keeps a fast
+#: sender busy for several write calls while bounding memory per peer.
+HIGH_WATER: Final = 1 << 20
+#: The transport's own write-buffer limits (kernel buffer full -> pause).
+TRANSPORT_HIGH_WATER: Final = 4 << 20
+TRANSPORT_LOW_WATER: Final = 1 << 20
+
+CONNECTION_CLOSED: Final = atom.ensure("connection_closed")
+NET_TICK_TIMEOUT: Final = atom.ensure("net_tick_timeout")
+PROTOCOL_ERROR: Final = atom.ensure("protocol_error")
+SETUP_TIMEOUT: Final = atom.ensure("setup_timeout")
+
+
+class Role(enum.Enum):
+    """Which side dialed: named after Erlang's dist_util entry points."""
+
+    INITIATOR = "we_started"
+    ACCEPTOR = "other_started"
+
+
+class Connection(asyncio.Protocol):
+    """An asyncio protocol for one node-to-node connection.
+
+    Attributes:
+        role: who dialed.
+        expected_peer: for an initiator, the node we meant to reach.
+        peer_name, peer_creation, peer_hidden: known once the handshake is done.
+        refusal: the handshake refusal reason, if it was refused.
+        closed: a future resolved when the connection is gone.
+        address: the peer's ``host:port`` (for logs).
+    """
+
+    def __init__(
+        self, node: DistributedBackend, role: Role, expected_peer: str | None = None
+    ) -> None:
+        self.node = node
+        self.role = role
+        self.expected_peer = expected_peer
+        self.peer_name: str | None = None
+        self.peer_creation = -1
+        self.peer_hidden = False
+        self.refusal: str | None = None
+        self.failure: str | None = None
+        self.address = "?"
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._handshake: Handshake | None = None
+        self._reader: FrameReader | None = None
+        self._encoder = control.ControlEncoder()
+        self._decoder = control.ControlDecoder()
+        self._up = False
+        self._out = bytearray()
+        self._flush_handle: asyncio.Handle | None = None
+        self._paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._close_reason: Any = None
+        self._setup_timer: asyncio.TimerHandle | None = None
+        self._tick_timer: asyncio.TimerHandle | None = None
+        self._ticker: Ticker | None = None
+        self._bytes_in = 0
+        self._bytes_out = 0
+
+    # ------------------------------------------------------------ handshake
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.address = f"{peer[0]}:{peer[1]}"
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        transport.set_write_buffer_limits(high=TRANSPORT_HIGH_WATER, low=TRANSPORT_LOW_WATER)
+        node = self.node
+        node._handshaking.add(self)
+        self._handshake = Handshake(
+            role=CoreRole.INITIATOR if self.role is Role.INITIATOR else CoreRole.ACCEPTOR,
+            name=node.node_name,
+            creation=node.creation,
+            cookie=node.cookie,
+            nonce=_nonce(),
+            now=time.monotonic(),
+            hidden=node.hidden,
+            expected_peer=self.expected_peer,
+        )
+        self._write_raw(self._handshake.start())
+        self._setup_timer = self._loop.call_later(node.setup_time, self._setup_timeout)
+
+    def _setup_timeout(self) -> None:
+        if not self._up:
+            logger.warning(
+                "handshake with %s (%s) did not finish in %.1f s; closing",
+                self.expected_peer or "incoming peer",
+                self.address,
+                self.node.setup_time,
+            )
+            self.refusal = "setup_timeout"
+            self.close(SETUP_TIMEOUT)
+
+    def _handshake_data(self, data: bytes) -> None:
+        hs = self._handshake
+        assert hs is not None
+        try:
+            hs.receive_data(data)
+            while True:
+                event = hs.next_event(time.monotonic())
+                if event is None:
+                    break
+                out = self._on_handshake_event(hs, event)
+                if out:
+                    self._write_raw(out)
+                if self._up or self._transport is None:
+                    break
+        except HandshakeRefused as exc:
+            self.refusal = str(exc.reason)
+            self.failure = str(exc)
+            logger.warning(
+                "handshake with %s (%s) refused: %s",
+                self.expected_peer or hs.peer_name or "incoming peer",
+                self.address,
+                exc,
+            )
+            out = hs.data_to_send()
+            if out:
+                self._write_raw(out)
+            self.close(PROTOCOL_ERROR)
+            return
+        except ProtocolError as exc:
+            self.failure = str(exc)
+            logger.warning("handshake with %s failed: %s", self.address, exc)
+            self.close(PROTOCOL_ERROR)
+            return
+        if self._up:
+            rest = hs.trailing_data()
+            if rest:
+                self._steady_data(rest)
+
+    def _on_handshake_event(self, hs: Handshake, event: Any) -> bytes:
+        if hs.needs_decision(event):
+            refusal = self.node._check_incoming(hs.peer_name or "")
+            return hs.refuse(refusal) if refusal is not None else hs.accept()
+        if isinstance(event, Established):
+            self.peer_name = event.peer_name
+            self.peer_creation = event.peer_creation
+            self.peer_hidden = event.peer_hidden
+            if self._setup_timer is not None:
+                self._setup_timer.cancel()
+            self.node._handshaking.discard(self)
+            if not self.node._connection_up(self):
+                logger.info("dropping a second connection to %s", self.peer_name)
+                self.peer_name = None
+                self.close(PROTOCOL_ERROR)
+                return b""
+            self._up = True
+            self._reader = FrameReader(DEFAULT_MAX_FRAME)
+            self._ticker = Ticker(self.node.net_ticktime)
+            self._schedule_tick()
+        return b""
+
+    # --------------------------------------------------------- steady state
+
+    def data_received(self, data: bytes) -> None:
+        self._bytes_in += len(data)
+        if self._up:
+            self._steady_data(data)
+        else:
+            self._handshake_data(data)
+
+    def _steady_data(self, data: bytes) -> None:
+        reader = self._reader
+        assert reader is not None
+        decode = self._decoder.decode
+        dispatch = self.node._dispatch
+        try:
+            reader.receive_data(data)
+            for frame in reader.frames():
+                if frame is TICK:
+                    continue
+                dispatch(self, decode(frame))
+        except RemoteProtocolError as exc:
+            logger.warning(
+                "closing connection to %s: it sent something illegal: %s", self.peer_name, exc
+            )
+            self.close(PROTOCOL_ERROR)
+
+    def send_control(self, msg: Any) -> None:
+        """Queue one control message; it leaves with this loop step's batch."""
+        if self._transport is None or self._close_reason is not None:
+            return
+        self._encoder.encode_into(msg, self._out)
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    @property
+    def must_drain(self) -> bool:
+        """Whether a sender should ``await drain()`` before queueing more."""
+        return self._paused or len(self._out) > HIGH_WATER
+
+    async def drain(self) -> None:
+        """Wait until the peer has taken enough of what we queued."""
+        if len(self._out) > HIGH_WATER:
+            self._flush()
+        if not self._paused or self._transport is None:
+            return
+        waiter = self._loop.create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if self._out and self._transport is not None:
+            self._bytes_out += len(self._out)
+            self._transport.write(bytes(self._out))
+            self._out.clear()
+
+    def _write_raw(self, data: bytes) -> None:
+        if self._transport is not None and data:
+            self._bytes_out += len(data)
+            self._transport.write(data)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._wake_drainers()
+
+    def _wake_drainers(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    # ----------------------------------------------------------------- ticks
+
+    def _schedule_tick(self) -> None:
+        assert self._ticker is not None
+        self._tick_timer = self._loop.call_later(self._ticker.interval, self._tick)
+
+    def _tick(self) -> None:
+        ticker = self._ticker
+        if ticker is None or self._transport is None:
+            return
+        action = ticker.check(self._bytes_in, self._bytes_out, queue_empty=not self._out)
+        if action is TickAction.PEER_SILENT:
+            logger.warning(
+                "node %s sent nothing for %.0f s (net_ticktime); declaring it down",
+                self.peer_name,
+                self.node.net_ticktime,
+            )
+            self.close(NET_TICK_TIMEOUT)
+            return
+        if action is TickAction.SEND_TICK:
+            self._write_raw(TICK_FRAME)
+        self._schedule_tick()
+
+    # ----------------------------------------------------------------- close
+
+    def close(self, reason: Atom | Any) -> None:
+        """Close with ``reason`` (first reason wins); queued bytes are written first."""
+        if self._close_reason is None:
+            self._close_reason = reason
+        if self._transport is not None:
+            self._flush()
+            if reason is NET_TICK_TIMEOUT or reason is PROTOCOL_ERROR:
+                self._transport.abort()
+            else:
+                self._transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = self._close_reason if self._close_reason is not None else CONNECTION_CLOSED
+        self._transport = None
+        for timer in (self._setup_timer, self._tick_timer, self._flush_handle):
+            if timer is not None:
+                timer.cancel()
+        self._out.clear()
+        self._wake_drainers()
+        self.node._handshaking.discard(self)
+        if self._up:
+            self.node._connection_down(self, reason)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def __repr__(self) -> str:
+        state = "up" if self._up else "handshaking"
+        return f"<Connection {self.role.name} {self.peer_name or self.expected_peer} {state}>"
+
+
+def _nonce() -> bytes:
+    import secrets
+
+    return secrets.token_bytes(32)

@@ -1,0 +1,99 @@
+"""Questions a node answers about itself: what ``otpy-node`` subcommands ask.
+
+These run in the node, outside any process, and answer from local state at
+once. The answers are plain data (str, int, float, lists and dicts) so that
+any peer can decode them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from otpylib_dist.node import DistributedBackend
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["OPS", "answer"]
+
+
+def _ping(node: DistributedBackend, arg: Any) -> Any:
+    return "pong"
+
+
+def _nodes(node: DistributedBackend, arg: Any) -> Any:
+    return node.nodes()
+
+
+def _whereis(node: DistributedBackend, arg: Any) -> Any:
+    return node.whereis(str(arg))
+
+
+def _processes(node: DistributedBackend, arg: Any) -> Any:
+    rows = []
+    for pid in node.processes():
+        info = node.process_info(pid)
+        if info is None:
+            continue
+        rows.append(
+            {
+                "pid": str(info.pid),
+                "name": info.name,
+                "state": info.state,
+                "message_queue_len": info.message_queue_len,
+                "function": info.function,
+                "links": len(info.links),
+                "trap_exits": info.trap_exits,
+            }
+        )
+    return rows
+
+
+def _statistics(node: DistributedBackend, arg: Any) -> Any:
+    stats = node.statistics()
+    return {
+        "node": node.node_name,
+        "uptime_seconds": stats.uptime_seconds,
+        "total_spawned": stats.total_spawned,
+        "active_processes": stats.active_processes,
+        "messages_processed": stats.messages_processed,
+        "active_monitors": stats.active_monitors,
+        "active_links": stats.active_links,
+        "registered_names": stats.registered_names,
+        "connected_nodes": node.nodes(),
+    }
+
+
+def _stop(node: DistributedBackend, arg: Any) -> Any:
+    # Answer first, stop right after: the reply must leave before we close.
+    if node.on_stop_request is not None:
+        asyncio.get_running_loop().call_soon(node.on_stop_request)
+    else:
+        asyncio.get_running_loop().call_later(0.05, lambda: node._spawn_background(node.shutdown()))
+    return "stopping"
+
+
+#: The operations a node answers, by name.
+OPS: dict[str, Callable[[DistributedBackend, Any], Any]] = {
+    "ping": _ping,
+    "nodes": _nodes,
+    "whereis": _whereis,
+    "processes": _processes,
+    "statistics": _statistics,
+    "stop": _stop,
+}
+
+
+def answer(node: DistributedBackend, op: str, arg: Any) -> tuple[bool, Any]:
+    """Answer ``op``: ``(True, result)``, or ``(False, explanation)``."""
+    handler = OPS.get(op)
+    if handler is None:
+        return False, f"unknown operation {op!r}; known: {', '.join(sorted(OPS))}"
+    try:
+        return True, handler(node, arg)
+    except Exception as exc:
+        logger.exception("node rpc %r failed", op)
+        return False, f"{type(exc).__name__}: {exc}"

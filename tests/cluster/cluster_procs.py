@@ -1,0 +1,31 @@
+"""Process functions the cluster tests spawn by reference ("cluster_procs:echo")."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from otpylib import process
+
+
+async def echo() -> None:
+    """Reply ``("echo", msg)`` to every ``(sender, msg)``."""
+    while True:
+        sender, msg = await process.receive()
+        await process.send(sender, ("echo", msg))
+
+
+async def sleeper(seconds: float = 60.0) -> None:
+    """Stay alive (and receive nothing) for ``seconds``."""
+    await asyncio.sleep(seconds)
+
+
+async def crash_after(seconds: float, text: str) -> None:
+    """Raise ``ValueError(text)`` after ``seconds``."""
+    await asyncio.sleep(seconds)
+    raise ValueError(text)
+
+
+async def report_to(pid: Any, value: Any) -> None:
+    """Send ``value`` to ``pid`` and end."""
+    await process.send(pid, value)
