@@ -1,0 +1,319 @@
+"""Two nodes in two OS processes on loopback: one-way messages/s and round trip.
+
+Printed beside, from the same run:
+
+- a raw floor: two processes exchanging msgspec-msgpack frames over plain
+  asyncio TCP, no runtime (what the distribution layer spends its overhead
+  against);
+- two Erlang nodes doing the same (when ``erl`` is installed; skipped
+  otherwise).
+
+Usage: ``python -m bench.dist [--messages N] [--round-trips M] [--uvloop]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from otpylib import process
+from otpylib.runtime.atoms import atom
+
+COOKIE = "bench-cookie"
+HERE = Path(__file__).resolve().parent
+DONE = atom.ensure("done")
+MSG = atom.ensure("msg")
+
+
+# ----------------------------------------------------------------- otpylib
+
+
+async def sink(count: int) -> None:
+    """Take ``count`` messages, then tell the ``(DONE, sender)`` asker."""
+    await process.register("sink")
+    while True:
+        first = await process.receive()
+        reply_to = first[1]
+        for _ in range(count - 1):
+            await process.receive()
+        await process.send(reply_to, DONE)
+
+
+async def echo() -> None:
+    """Send every ``(sender, x)`` back as ``x``."""
+    await process.register("echo")
+    while True:
+        sender, x = await process.receive()
+        await process.send(sender, x)
+
+
+async def _serve_node(port_file: str, count: int) -> None:
+    from otpylib_dist import DistributedBackend
+
+    node = DistributedBackend("bench_b@127.0.0.1", cookie=COOKIE)
+    await node.initialize()
+    await node.spawn(sink, args=[count])
+    await node.spawn(echo)
+    Path(port_file).write_text(str(node.port))
+    await asyncio.Event().wait()
+
+
+async def _client_node(port: int, count: int, trips: int) -> tuple[float, float]:
+    from otpylib_dist import DistributedBackend
+
+    node = DistributedBackend("bench_a@127.0.0.1", cookie=COOKIE)
+    await node.initialize()
+    assert await node.connect("bench_b@127.0.0.1", "127.0.0.1", port)
+    result: asyncio.Future[tuple[float, float]] = asyncio.get_running_loop().create_future()
+
+    async def client() -> None:
+        me = process.self()
+        target = ("sink", "bench_b@127.0.0.1")
+        echo_to = ("echo", "bench_b@127.0.0.1")
+        # Warm-up round trip so the connection and code paths are hot.
+        await process.send(echo_to, (me, 0))
+        await process.receive(timeout=10)
+        t0 = time.perf_counter()
+        for i in range(count):
+            await process.send(target, (MSG, me, i, "payload"))
+        await process.receive(timeout=60)
+        one_way = count / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for i in range(trips):
+            await process.send(echo_to, (me, i))
+            await process.receive(timeout=10)
+        rtt = (time.perf_counter() - t0) / trips * 1e6
+        result.set_result((one_way, rtt))
+
+    await node.spawn(client)
+    out = await result
+    await node.shutdown()
+    return out
+
+
+# ---------------------------------------------------------------- raw floor
+
+_ENC = msgspec.msgpack.Encoder()
+_DEC = msgspec.msgpack.Decoder()
+
+
+async def _serve_raw(port_file: str, count: int) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buf = bytearray()
+        seen = 0
+        while True:
+            data = await reader.read(1 << 16)
+            if not data:
+                return
+            buf += data
+            pos = 0
+            out = bytearray()
+            while len(buf) - pos >= 4:
+                (n,) = struct.unpack_from(">I", buf, pos)
+                if len(buf) - pos - 4 < n:
+                    break
+                msg = _DEC.decode(memoryview(buf)[pos + 4 : pos + 4 + n])
+                pos += 4 + n
+                if msg[0] == "echo":
+                    body = _ENC.encode(msg[1])
+                    out += struct.pack(">I", len(body)) + body
+                else:
+                    seen += 1
+                    if seen == count:
+                        body = _ENC.encode("done")
+                        out += struct.pack(">I", len(body)) + body
+                        seen = 0
+            del buf[:pos]
+            if out:
+                writer.write(bytes(out))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    Path(port_file).write_text(str(server.sockets[0].getsockname()[1]))
+    await asyncio.Event().wait()
+
+
+async def _client_raw(port: int, count: int, trips: int) -> tuple[float, float]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def read_one() -> Any:
+        (n,) = struct.unpack(">I", await reader.readexactly(4))
+        return _DEC.decode(await reader.readexactly(n))
+
+    t0 = time.perf_counter()
+    batch = bytearray()
+    for i in range(count):
+        body = _ENC.encode(("msg", "pid", i, "payload"))
+        batch += struct.pack(">I", len(body)) + body
+        if len(batch) > 1 << 16:
+            writer.write(bytes(batch))
+            batch.clear()
+            await writer.drain()
+    writer.write(bytes(batch))
+    await read_one()
+    one_way = count / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for i in range(trips):
+        body = _ENC.encode(("echo", i))
+        writer.write(struct.pack(">I", len(body)) + body)
+        await read_one()
+    rtt = (time.perf_counter() - t0) / trips * 1e6
+    writer.close()
+    return one_way, rtt
+
+
+# ------------------------------------------------------------------ erlang
+
+_ERL_SOURCE = """
+-module(otpy_dist_bench).
+-export([serve/1, run/1]).
+
+serve([CountA]) ->
+    Count = list_to_integer(atom_to_list(CountA)),
+    register(sink, spawn(fun() -> sink(Count) end)),
+    register(echo, spawn(fun echo/0)),
+    receive stop -> ok end.
+
+sink(Count) ->
+    receive {msg, From, _, _} -> drain(Count - 1), From ! done end,
+    sink(Count).
+
+drain(0) -> ok;
+drain(N) -> receive _ -> drain(N - 1) end.
+
+echo() -> receive {From, X} -> From ! X end, echo().
+
+run([PeerA, CountA, TripsA]) ->
+    Count = list_to_integer(atom_to_list(CountA)),
+    Trips = list_to_integer(atom_to_list(TripsA)),
+    pong = net_adm:ping(PeerA),
+    {echo, PeerA} ! {self(), 0}, receive 0 -> ok end,
+    T0 = erlang:monotonic_time(microsecond),
+    [{sink, PeerA} ! {msg, self(), I, <<"payload">>} || I <- lists:seq(1, Count)],
+    receive done -> ok end,
+    T1 = erlang:monotonic_time(microsecond),
+    lists:foreach(fun(I) -> {echo, PeerA} ! {self(), I}, receive I -> ok end end,
+                  lists:seq(1, Trips)),
+    T2 = erlang:monotonic_time(microsecond),
+    io:format("RESULT ~p ~p~n", [Count * 1000000 / (T1 - T0), (T2 - T1) / Trips]),
+    halt(0).
+"""
+
+
+def _erlang(count: int, trips: int) -> tuple[float, float] | None:
+    erl, erlc = shutil.which("erl"), shutil.which("erlc")
+    if erl is None or erlc is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "otpy_dist_bench.erl"
+        src.write_text(_ERL_SOURCE)
+        subprocess.run([erlc, "-o", tmp, str(src)], check=True)
+        base = [erl, "-noshell", "-pa", tmp, "-setcookie", COOKIE]
+        server = subprocess.Popen(
+            [*base, "-name", "erl_b@127.0.0.1", "-s", "otpy_dist_bench", "serve", str(count)]
+        )
+        try:
+            time.sleep(1.5)
+            out = subprocess.run(
+                [*base, "-name", "erl_a@127.0.0.1", "-s", "otpy_dist_bench", "run",
+                 "erl_b@127.0.0.1", str(count), str(trips)],
+                capture_output=True, text=True, timeout=120,
+            ).stdout
+        finally:
+            server.kill()
+            server.wait()
+    match = re.search(r"RESULT ([\d.e+]+) ([\d.e+]+)", out)
+    return (float(match.group(1)), float(match.group(2))) if match else None
+
+
+# -------------------------------------------------------------------- main
+
+
+def _child(kind: str, count: int, uvloop_on: bool) -> tuple[subprocess.Popen[bytes], int]:
+    port_file = tempfile.mktemp()
+    argv = [sys.executable, "-m", "bench.dist", "--serve", kind, "--port-file", port_file,
+            "--messages", str(count)]
+    if uvloop_on:
+        argv.append("--uvloop")
+    proc = subprocess.Popen(argv, cwd=HERE.parent)
+    for _ in range(200):
+        if os.path.exists(port_file) and Path(port_file).read_text():
+            port = int(Path(port_file).read_text())
+            os.unlink(port_file)
+            return proc, port
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"{kind} server did not start")
+
+
+def _run(coro: Any, uvloop_on: bool) -> Any:
+    if uvloop_on:
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def main() -> None:
+    """Run all three and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--round-trips", type=int, default=5_000)
+    parser.add_argument("--uvloop", action="store_true", help="use uvloop when installed")
+    parser.add_argument("--serve", choices=("node", "raw"), help=argparse.SUPPRESS)
+    parser.add_argument("--port-file", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    uvloop_on = args.uvloop
+    if uvloop_on:
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            print("uvloop is not installed; using the default loop")
+            uvloop_on = False
+    if args.serve == "node":
+        _run(_serve_node(args.port_file, args.messages), uvloop_on)
+        return
+    if args.serve == "raw":
+        _run(_serve_raw(args.port_file, args.messages), uvloop_on)
+        return
+
+    rows: dict[str, tuple[float, float] | None] = {}
+    for kind, client in (("raw floor", _client_raw), ("otpylib", _client_node)):
+        proc, port = _child("raw" if kind == "raw floor" else "node", args.messages, uvloop_on)
+        try:
+            rows[kind] = _run(client(port, args.messages, args.round_trips), uvloop_on)
+        finally:
+            proc.kill()
+            proc.wait()
+    rows["erlang"] = _erlang(args.messages, args.round_trips)
+
+    loop_name = "uvloop" if uvloop_on else "asyncio default loop"
+    print(f"\nbench.dist: two OS processes on 127.0.0.1, {args.messages} msgs, "
+          f"{args.round_trips} round trips, {loop_name}")
+    print(f"{'':<12} {'one-way msg/s':>15} {'round trip us':>15}")
+    for kind, row in rows.items():
+        if row is None:
+            print(f"{kind:<12} {'(erl not installed: skipped)':>31}")
+        else:
+            print(f"{kind:<12} {row[0]:>15,.0f} {row[1]:>15.1f}")
+    ours, raw, erl = rows["otpylib"], rows["raw floor"], rows["erlang"]
+    assert ours is not None and raw is not None
+    print(f"\notpylib / raw floor: one-way {ours[0] / raw[0]:.2f}x, round trip {ours[1] / raw[1]:.2f}x")
+    if erl is not None:
+        print(f"otpylib / erlang:    one-way {ours[0] / erl[0]:.2f}x (target >= 1.0), "
+              f"round trip {ours[1] / erl[1]:.2f}x (target <= 1.5)")
+
+
+if __name__ == "__main__":
+    main()
