@@ -1,0 +1,376 @@
+"""The request/reply machinery the behaviours share (the role of OTP's ``gen`` module).
+
+A *call* is a message that expects exactly one answer. Doing it right takes
+more than a send and a receive, and every behaviour needs the same steps, so
+they live here once:
+
+1. The caller monitors the server before sending, so a server that is dead,
+   unknown, dies while working or sits on a lost node produces a ``DOWN``
+   whose reason the caller raises (``noproc``, the server's exit reason,
+   ``noconnection``). A call never hangs on a dead server.
+2. The request is ``(CALL, from_, request)`` where ``from_`` is
+   ``(caller_pid, (reply_to, ref))`` and ``ref`` is the monitor's ref. The
+   answer is ``(ref, value)`` sent to ``reply_to``; the caller takes it by
+   selective receive on ``ref``, so it can arrive among any other messages.
+3. After the answer, the caller demonitors with ``flush``: no ``DOWN`` of the
+   server is ever left behind in its mailbox.
+
+Late replies, and how none can reach the caller
+-----------------------------------------------
+A call that times out leaves a server that may still answer. Erlang/OTP 24+
+sends the answer to a process *alias* that the caller deactivates on timeout,
+so the runtime drops it. This runtime has no aliases, and the only address
+that can be closed is a pid, by ending its process. So:
+
+- ``timeout=None`` (wait forever): the reply goes straight to the caller
+  (``reply_to`` is the caller's own pid). Two messages per call, and no late
+  reply from the server can exist: the call ends only with the answer, or
+  with the server's ``DOWN``, which comes after everything else the server
+  sent us (per-pair order holds locally and on one connection between two
+  nodes). One corner remains: a server that hands ``from_`` to *another*
+  process to answer and then dies fails the call with its ``DOWN``, and the
+  other process may still answer afterwards. Servers that delegate answers
+  should be called with a finite timeout.
+- a finite timeout (the default, 5 s, as in OTP): the call is made by a
+  short-lived *proxy* process spawned next to the caller. ``reply_to`` is the
+  proxy, which waits at most ``timeout``, hands the outcome to the caller and
+  ends. An answer arriving after that is addressed to a dead pid and dropped
+  by the runtime, exactly like a message to an inactive alias. The caller
+  only ever receives the proxy's one outcome message (tagged with a fresh
+  ref) and demonitors the proxy with ``flush``. The cost is one spawn and one
+  extra local message per call (``python -m bench.gen_server`` measures it).
+
+``from_[0]`` is always the real caller, so a server may monitor or link to
+its client, as OTP servers do; only ``reply_to`` differs. Code outside any
+process (``main``) has no mailbox: it calls through a helper process that is
+itself short-lived, so it needs no proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeAlias
+
+from otpylib import process
+from otpylib.runtime.atoms import (
+    DOWN,
+    KILL,
+    KILLED,
+    NOCONNECTION,
+    NOPROC,
+    NORMAL,
+    SHUTDOWN,
+    TIMEOUT,
+    atom,
+)
+from otpylib.runtime.backends.base import RuntimeBackend, Target
+from otpylib.runtime.data import Pid, Ref
+from otpylib.runtime.errors import NotInProcessError, ProcessExit, UnknownNameError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CALL",
+    "CALLING_SELF",
+    "CAST",
+    "DEFAULT_CALL_TIMEOUT",
+    "CallError",
+    "From",
+    "call",
+    "describe_reason",
+    "flush",
+    "is_quiet",
+    "pick_runtime",
+    "resolve",
+    "run_outside",
+    "send_reply",
+]
+
+#: Tag of a call request: ``(CALL, from_, request)``.
+CALL: Final = atom.ensure("$gen_call")
+#: Tag of a cast: ``(CAST, request)``.
+CAST: Final = atom.ensure("$gen_cast")
+#: Reason of a call a process makes to itself (it would wait for itself forever).
+CALLING_SELF: Final = atom.ensure("calling_self")
+_OK: Final = atom.ensure("ok")
+_ERROR: Final = atom.ensure("error")
+_RAISE: Final = atom.ensure("raise")
+
+#: OTP's default call timeout (5000 ms): long enough for any healthy server,
+#: short enough that a stuck one is reported rather than hanging its clients.
+DEFAULT_CALL_TIMEOUT: Final = 5.0
+
+#: Who made a call: ``(caller_pid, (reply_to_pid, ref))``. Opaque apart from
+#: ``from_[0]``, the calling process; hand it to ``gen_server.reply``.
+From: TypeAlias = tuple[Pid, tuple[Pid, Ref]]
+
+
+class CallError(ProcessExit):
+    """A call (or stop) did not get its answer; ``.reason`` says why.
+
+    Reasons: ``noproc`` (no such process, or it was already dead),
+    ``timeout``, ``noconnection`` (its node was lost), ``calling_self``, or
+    whatever the server exited with while handling the call (an exception
+    object for a crash). It is a :class:`ProcessExit`, so a process that does
+    not catch it ends with that reason, as an Erlang process exits when its
+    ``gen_server:call`` fails.
+
+    Attributes:
+        reason: the reason, as above.
+        target: the pid or name that was called.
+    """
+
+    def __init__(self, reason: Any, target: Any, message: str | None = None) -> None:
+        self.target = target
+        super().__init__(reason, message or _call_message(reason, target))
+
+
+def describe_reason(reason: Any) -> str:
+    """A short human text for an exit reason (an exception shows its type)."""
+    if isinstance(reason, BaseException):
+        return f"{type(reason).__name__}: {reason}"
+    return repr(reason)
+
+
+def is_quiet(reason: Any) -> bool:
+    """Whether an exit reason is not a failure: normal, shutdown or ``(shutdown, _)``.
+
+    Such exits are not logged, and a transient child is not restarted after
+    one (OTP draws the same line).
+    """
+    return (
+        reason is NORMAL
+        or reason is SHUTDOWN
+        or (type(reason) is tuple and len(reason) == 2 and reason[0] is SHUTDOWN)
+    )
+
+
+def _call_message(reason: Any, target: Any) -> str:
+    if reason is NOPROC:
+        return (
+            f"call to {target!r} failed: no such process (noproc); check that the server "
+            "is running and the name is spelled right"
+        )
+    if reason is NOCONNECTION:
+        return f"call to {target!r} failed: the connection to its node was lost (noconnection)"
+    if reason is CALLING_SELF:
+        return (
+            f"call to {target!r} failed: it is the calling process itself (calling_self); "
+            "a server cannot wait for its own answer"
+        )
+    if reason is TIMEOUT:
+        return f"call to {target!r} timed out (timeout)"
+    return f"call to {target!r} failed: the server exited with reason {describe_reason(reason)}"
+
+
+def pick_runtime(runtime: RuntimeBackend | None, what: str) -> tuple[RuntimeBackend, bool]:
+    """The runtime to use and whether the caller is one of its processes.
+
+    Inside a process, the process's own runtime is the default. Outside any
+    process the runtime must be named, since nothing else identifies it.
+
+    Raises:
+        NotInProcessError: outside any process and ``runtime`` is None.
+    """
+    if process.in_process():
+        own = process.runtime()
+        if runtime is None or runtime is own:
+            return own, True
+        return runtime, False
+    if runtime is None:
+        raise NotInProcessError(
+            f"{what}() was called outside any process, so it cannot tell which runtime "
+            f"to use; pass it: 'await {what}(..., runtime=runtime)'"
+        )
+    return runtime, False
+
+
+def resolve(rt: RuntimeBackend, target: Target) -> Pid | tuple[str, str] | None:
+    """Turn a target into what to monitor and send to; ``None`` means noproc.
+
+    A local name is looked up once, so the monitor and the send reach the
+    same process even if the name moves meanwhile. ``(name, node)`` for
+    another node stays as it is: that node resolves it.
+    """
+    if type(target) is Pid:
+        return target
+    if isinstance(target, str):
+        return rt.whereis(target)
+    if isinstance(target, tuple) and len(target) == 2:
+        name, node = target
+        if node == rt.node_name:
+            return rt.whereis(name)
+        return (name, node)
+    raise TypeError(
+        f"a server is named by a Pid, a registered name or (name, node); "
+        f"got {type(target).__name__}: {target!r}"
+    )
+
+
+async def flush(rt: RuntimeBackend, match: Callable[[Any], bool]) -> Any:
+    """Take the first queued message ``match`` accepts without waiting; ``None`` if none."""
+    try:
+        return await rt.receive(0, match)
+    except TimeoutError:
+        return None
+
+
+async def send_reply(rt: RuntimeBackend, from_: From, value: Any) -> None:
+    """Send the answer ``value`` for the call ``from_`` (dropped if nobody waits)."""
+    reply_to, ref = from_[1]
+    await rt.send(reply_to, (ref, value))
+
+
+async def call(
+    rt: RuntimeBackend,
+    target: Target,
+    message_tag: Any,
+    request: Any,
+    timeout: float | None,
+    *,
+    short_lived: bool = False,
+) -> Any:
+    """Make a call from the calling process of ``rt``; see the module docstring.
+
+    ``message_tag`` is the first element of the request message (``CALL``
+    for gen_server). ``short_lived=True`` says the calling process ends
+    right after the call (a :func:`run_outside` helper), so late replies
+    cannot reach anyone and no proxy is needed. Raises :class:`CallError`.
+    """
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be None (wait forever) or >= 0 seconds, got {timeout}")
+    me = rt.self()
+    dest = resolve(rt, target)
+    if dest is None:
+        raise CallError(NOPROC, target)
+    if dest == me:
+        raise CallError(CALLING_SELF, target)
+    if timeout is None or short_lived:
+        return await _call_direct(rt, me, me, dest, target, message_tag, request, timeout)
+    ptag = rt.make_ref()
+    proxy_args = (me, ptag, dest, target, message_tag, request, timeout)
+    _proxy_pid, pmref = await rt.spawn_monitor(_call_proxy, proxy_args)
+
+    def match(m: Any) -> bool:
+        return type(m) is tuple and (
+            (len(m) == 4 and m[0] == ptag) or (len(m) == 4 and m[0] is DOWN and m[1] == pmref)
+        )
+
+    msg = await rt.receive(None, match)
+    await rt.demonitor(pmref, flush=True)
+    if msg[0] is DOWN:
+        # The proxy was killed (the runtime is shutting down, or someone
+        # killed it): the call has no answer, and its reason says why.
+        raise CallError(msg[3], target)
+    _, outcome, value, text = msg
+    if outcome is _OK:
+        return value
+    if outcome is _RAISE:
+        raise value
+    raise CallError(value, target, text)
+
+
+async def _call_direct(
+    rt: RuntimeBackend,
+    caller: Pid,
+    reply_to: Pid,
+    dest: Pid | tuple[str, str],
+    target: Target,
+    message_tag: Any,
+    request: Any,
+    timeout: float | None,
+) -> Any:
+    """Monitor, send, wait for the answer or the DOWN: run by the caller or its proxy."""
+    mref = await rt.monitor(dest)
+    # UnknownNameError: (name, node) on a node this runtime cannot reach;
+    # the monitor has already queued the DOWN that says why.
+    with contextlib.suppress(UnknownNameError):
+        await rt.send(dest, (message_tag, (caller, (reply_to, mref)), request))
+
+    def match(m: Any) -> bool:
+        return type(m) is tuple and (
+            (len(m) == 2 and m[0] == mref) or (len(m) == 4 and m[0] is DOWN and m[1] == mref)
+        )
+
+    try:
+        msg = await rt.receive(timeout, match)
+    except TimeoutError:
+        await rt.demonitor(mref, flush=True)
+        raise CallError(
+            TIMEOUT,
+            target,
+            f"call to {target!r} timed out after {timeout} s (timeout); the server may be "
+            "busy or stuck: pass a larger timeout, or timeout=None to wait forever",
+        ) from None
+    if len(msg) == 2:
+        await rt.demonitor(mref, flush=True)
+        return msg[1]
+    raise CallError(msg[3], target)
+
+
+async def _call_proxy(
+    caller: Pid,
+    ptag: Ref,
+    dest: Pid | tuple[str, str],
+    target: Target,
+    message_tag: Any,
+    request: Any,
+    timeout: float,
+) -> None:
+    """The body of a call proxy: make the call, report the outcome to ``caller``, end."""
+    rt = process.runtime()
+    try:
+        value = await _call_direct(
+            rt, caller, rt.self(), dest, target, message_tag, request, timeout
+        )
+    except CallError as exc:
+        await rt.send(caller, (ptag, _ERROR, exc.reason, str(exc)))
+    except Exception as exc:
+        await rt.send(caller, (ptag, _RAISE, exc, None))
+    else:
+        await rt.send(caller, (ptag, _OK, value, None))
+
+
+async def run_outside(rt: RuntimeBackend, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """Run ``await fn(*args)`` in a short-lived helper process of ``rt``; return its result.
+
+    This is how code outside any process (``main``) calls, starts and stops
+    servers: those need a mailbox to receive answers and ``DOWN`` messages,
+    and a helper process has one. Exceptions raised by ``fn`` propagate. If
+    the awaiting task is cancelled, the helper is killed.
+    """
+    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    pid = await rt.spawn(_helper, (fut, fn, args))
+    try:
+        return await fut
+    except asyncio.CancelledError:
+        if rt.is_alive(pid):
+            await rt.exit(pid, KILL)
+        raise
+
+
+async def _helper(
+    fut: asyncio.Future[Any], fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+) -> None:
+    """The body of a :func:`run_outside` helper: run ``fn``, settle ``fut``, end quietly."""
+    try:
+        result = await fn(*args)
+    except asyncio.CancelledError:
+        if not fut.done():
+            fut.set_exception(
+                ProcessExit(
+                    KILLED,
+                    "the helper process doing this for code outside any process was "
+                    "killed (is the runtime shutting down?)",
+                )
+            )
+        raise
+    except Exception as exc:
+        if not fut.done():
+            fut.set_exception(exc)
+    else:
+        if not fut.done():
+            fut.set_result(result)

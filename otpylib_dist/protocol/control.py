@@ -1,0 +1,366 @@
+"""Control messages: what one node asks of another once the handshake is done.
+
+Each message mirrors one of Erlang's distribution operations (the ``DOP_*``
+control messages of the external term format), plus what our nodes need
+for remote spawn and for the ``otpy-node`` command. They form one tagged
+union of ``array_like``, frozen, ``gc=False`` msgspec Structs: a message is
+a short msgpack array whose first element is the tag, decoded by one typed
+``Decoder`` with no Python per field. The tag numbers are Erlang's operation
+numbers where Erlang has the operation, so a reader of both can match them.
+
+Payloads and reasons are terms (``codec.Term``: a shape and the value
+still encoded as ``msgspec.Raw``): the header decodes typed and fast, the
+payload only when the handler calls ``decode_term`` on it, and a term
+produced by ``encode_term`` is embedded as it is. The fast path
+:meth:`ControlEncoder.send_into` goes further: it encodes the header and
+the term in one msgspec call, straight into the output buffer.
+
+Frames: :meth:`ControlEncoder.encode_into` appends a whole frame (length
+header and body) to a reused ``bytearray``; :meth:`ControlDecoder.decode`
+takes one frame body as cut by ``framing.FrameReader``.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgspec
+
+from otpylib.runtime.data import Pid, Ref
+from otpylib_dist.protocol.codec import Term, encode_failure, make_encoder, to_tagged, to_wire
+from otpylib_dist.protocol.errors import EncodeError, RemoteProtocolError
+from otpylib_dist.protocol.framing import DEFAULT_MAX_FRAME, HEADER_SIZE, TICK_FRAME
+from otpylib_dist.protocol.shapes import FLAT_SHAPES, tuple_shape
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ControlDecoder",
+    "ControlEncoder",
+    "ControlMessage",
+    "Demonitor",
+    "Exit",
+    "Exit2",
+    "Link",
+    "Monitor",
+    "MonitorExit",
+    "NodeRpc",
+    "NodeRpcReply",
+    "RegSend",
+    "Send",
+    "SpawnReply",
+    "SpawnRequest",
+    "Unlink",
+]
+
+
+class _Control(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """Base of all control messages (configuration only)."""
+
+
+class Link(_Control, tag=1, frozen=True):
+    """``link/1`` across nodes: ``from_`` links itself to ``to`` (DOP_LINK)."""
+
+    from_: Pid
+    to: Pid
+
+
+class Send(_Control, tag=2, frozen=True):
+    """A message to a process by pid (DOP_SEND). ``payload``: a term."""
+
+    to: Pid
+    payload: Term
+
+
+class Exit(_Control, tag=3, frozen=True):
+    """A link broke: ``from_`` ended or found ``to`` gone (DOP_EXIT).
+
+    ``reason``: a term from ``encode_reason``.
+    """
+
+    from_: Pid
+    to: Pid
+    reason: Term
+
+
+class Unlink(_Control, tag=4, frozen=True):
+    """``unlink/1`` across nodes (DOP_UNLINK)."""
+
+    from_: Pid
+    to: Pid
+
+
+class RegSend(_Control, tag=6, frozen=True):
+    """A message to a registered name on the receiving node (DOP_REG_SEND).
+
+    ``sender`` is None when the send came from outside any process.
+    """
+
+    sender: Pid | None
+    name: str
+    payload: Term
+
+
+class Exit2(_Control, tag=8, frozen=True):
+    """An ``exit/2`` signal from ``from_`` to ``to`` (DOP_EXIT2)."""
+
+    from_: Pid
+    to: Pid
+    reason: Term
+
+
+class Monitor(_Control, tag=19, frozen=True):
+    """``monitor(process, target)``: ``owner`` watches ``target`` (DOP_MONITOR_P).
+
+    ``target`` is a pid, or a name registered on the receiving node.
+    """
+
+    owner: Pid
+    target: Pid | str
+    ref: Ref
+
+
+class Demonitor(_Control, tag=20, frozen=True):
+    """``demonitor/1`` across nodes (DOP_DEMONITOR_P)."""
+
+    owner: Pid
+    target: Pid | str
+    ref: Ref
+
+
+class MonitorExit(_Control, tag=21, frozen=True):
+    """The monitored ``target`` ended: deliver DOWN to ``owner`` (DOP_MONITOR_P_EXIT)."""
+
+    target: Pid | str
+    owner: Pid
+    ref: Ref
+    reason: Term
+
+
+class SpawnRequest(_Control, tag=29, frozen=True):
+    """Spawn ``function`` on the receiving node (DOP_SPAWN_REQUEST).
+
+    Differs from Erlang: the function is named as ``"package.module:function"``
+    and must be importable there; ``args`` is a term ``(args_tuple,
+    kwargs_dict)``. ``link`` / ``monitor`` set up the relation with ``sender``
+    atomically, as ``spawn_link`` / ``spawn_monitor`` do; ``name`` registers
+    the new process.
+    """
+
+    ref: Ref
+    sender: Pid
+    function: str
+    args: Term
+    link: bool = False
+    monitor: bool = False
+    trap_exits: bool = False
+    name: str | None = None
+
+
+class SpawnReply(_Control, tag=31, frozen=True):
+    """Answer to :class:`SpawnRequest` ``ref`` (DOP_SPAWN_REPLY).
+
+    ``result`` is the new Pid when ``ok``, else the reason it failed.
+    """
+
+    ref: Ref
+    ok: bool
+    result: Term
+
+
+class NodeRpc(_Control, tag=64, frozen=True):
+    """A question to the receiving node itself (``ping``, ``nodes``, ``processes``,
+    ``statistics``, ``stop``), answered by :class:`NodeRpcReply` with the same ref.
+
+    Differs from Erlang, which asks the ``rex`` server with a REG_SEND.
+    """
+
+    ref: Ref
+    op: str
+    arg: Term
+
+
+class NodeRpcReply(_Control, tag=65, frozen=True):
+    """Answer to :class:`NodeRpc` ``ref``: ``result`` if ``ok``, else an explanation."""
+
+    ref: Ref
+    ok: bool
+    result: Term
+
+
+#: Every control message a peer may send.
+ControlMessage = (
+    Link
+    | Send
+    | Exit
+    | Unlink
+    | RegSend
+    | Exit2
+    | Monitor
+    | Demonitor
+    | MonitorExit
+    | SpawnRequest
+    | SpawnReply
+    | NodeRpc
+    | NodeRpcReply
+)
+
+
+# Encode-only twins of Send and RegSend whose payload is a term not yet
+# encoded (codec.to_wire output): same tag, same fields, same bytes.
+class _SendTerm(_Control, tag=2, frozen=True):
+    to: Pid
+    payload: Any
+
+
+class _RegSendTerm(_Control, tag=6, frozen=True):
+    sender: Pid | None
+    name: str
+    payload: Any
+
+
+class ControlEncoder:
+    """Encodes control messages; build one per connection.
+
+    Args:
+        max_frame_size: largest frame body the peer accepts; a larger
+            message raises :class:`EncodeError` at the sender instead of
+            making the peer drop the connection.
+    """
+
+    __slots__ = ("_encode", "_encode_into", "_max")
+
+    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME) -> None:
+        encoder = make_encoder()
+        self._encode = encoder.encode
+        self._encode_into = encoder.encode_into
+        self._max = max_frame_size
+
+    def encode(self, msg: ControlMessage) -> bytes:
+        """Return the frame body of ``msg`` (no length header)."""
+        return self._encode(msg)
+
+    def encode_into(self, msg: ControlMessage, out: bytearray) -> int:
+        """Append ``msg`` as a whole frame to ``out``; return the bytes appended.
+
+        Raises:
+            EncodeError: the message exceeds the frame limit (``out`` unchanged).
+        """
+        start = len(out)
+        out += TICK_FRAME  # placeholder for the length header
+        try:
+            self._encode_into(msg, out, -1)
+        except BaseException:
+            del out[start:]
+            raise
+        return self._finish(out, start, type(msg).__name__)
+
+    def send_into(self, to: Pid, term: Any, out: bytearray) -> int:
+        """Append ``Send(to, encode_term(term))`` as a frame, in one encoding pass.
+
+        The fast path of a remote send (written out inline: every Python
+        call saved here is saved per message); returns the bytes appended.
+
+        Raises:
+            EncodeError: ``term`` cannot be sent, or the message exceeds the
+                frame limit. ``out`` is left unchanged.
+        """
+        start = len(out)
+        out += TICK_FRAME  # placeholder for the length header
+        try:
+            if type(term) is tuple:
+                types = tuple(map(type, term))
+                shape = FLAT_SHAPES.get(types) or tuple_shape(term, types)
+                wire = (shape, term) if shape is not None else to_tagged(term)
+            else:
+                wire = to_wire(term)
+            self._encode_into(_SendTerm(to, wire), out, -1)
+        except OverflowError:
+            del out[start:]
+            return self._term_into(_SendTerm, "Send", (to,), term, out)
+        except (TypeError, ValueError) as exc:
+            del out[start:]
+            raise encode_failure(exc) from None
+        except BaseException:
+            del out[start:]
+            raise
+        size = len(out) - start - HEADER_SIZE
+        if size > self._max:
+            return self._finish(out, start, "Send")
+        _pack_header_into(out, start, size)
+        return size + HEADER_SIZE
+
+    def reg_send_into(self, sender: Pid | None, name: str, term: Any, out: bytearray) -> int:
+        """Append ``RegSend(sender, name, encode_term(term))`` as a frame, in one pass.
+
+        Raises:
+            EncodeError: as :meth:`send_into`.
+        """
+        return self._term_into(_RegSendTerm, "RegSend", (sender, name), term, out)
+
+    def _term_into(
+        self,
+        kind: Callable[..., _Control],
+        name: str,
+        head: tuple[Any, ...],
+        term: Any,
+        out: bytearray,
+    ) -> int:
+        start = len(out)
+        out += TICK_FRAME
+        try:
+            try:
+                self._encode_into(kind(*head, to_wire(term)), out, -1)
+            except OverflowError:  # an int beyond 64 bits: the tagged form carries it
+                del out[start + HEADER_SIZE :]
+                self._encode_into(kind(*head, to_tagged(term)), out, -1)
+        except (TypeError, ValueError, OverflowError) as exc:
+            del out[start:]
+            raise encode_failure(exc) from None
+        except BaseException:
+            del out[start:]
+            raise
+        return self._finish(out, start, name)
+
+    def _finish(self, out: bytearray, start: int, name: str) -> int:
+        size = len(out) - start - HEADER_SIZE
+        if size > self._max:
+            del out[start:]
+            raise EncodeError(
+                f"a {name} message of {size} bytes exceeds "
+                f"the frame limit of {self._max} bytes; send large data in parts, or raise "
+                "max_frame_size on both nodes"
+            )
+        _pack_header_into(out, start, size)
+        return size + HEADER_SIZE
+
+
+_pack_header_into = struct.Struct(">I").pack_into
+_DECODE_ERRORS: Final = (msgspec.DecodeError, ValueError, TypeError, RecursionError)
+
+
+class ControlDecoder:
+    """Decodes control messages from frame bodies; build one per connection."""
+
+    __slots__ = ("_decode",)
+
+    def __init__(self) -> None:
+        decoder: msgspec.msgpack.Decoder[ControlMessage] = msgspec.msgpack.Decoder(ControlMessage)
+        self._decode = decoder.decode
+
+    def decode(self, frame: bytes | memoryview) -> ControlMessage:
+        """Decode one frame body (as cut by ``FrameReader``).
+
+        Payload and reason fields stay encoded (``codec.Term``); pass them
+        to ``codec.decode_term``.
+
+        Raises:
+            RemoteProtocolError: the frame is not a valid control message.
+        """
+        try:
+            return self._decode(frame)
+        except _DECODE_ERRORS as exc:
+            raise RemoteProtocolError(f"malformed control message from peer: {exc}") from None

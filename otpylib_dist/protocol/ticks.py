@@ -1,0 +1,100 @@
+"""Ticks: keep an idle connection alive, and notice a peer that went silent.
+
+Erlang's ``net_kernel`` wakes a ticker four times per ``net_ticktime`` and
+hands each connection a tiny pure decision over its byte counters. This is
+that decision, with no timer and no socket: the connection calls
+:meth:`Ticker.check` every :attr:`Ticker.interval` seconds (``net_ticktime
+/ 4``) with its cumulative bytes read and written, and acts on the answer.
+
+- :data:`TickAction.SEND_TICK`: nothing was written since the last check
+  and nothing is queued, so write a tick (a zero-length frame) to show the
+  peer we are alive. An idle connection thus ticks every other interval,
+  since the tick itself counts as a write.
+- :data:`TickAction.PEER_SILENT`: nothing was read for four checks in a
+  row, a full ``net_ticktime``: declare the peer down (``net_tick_timeout``).
+- :data:`TickAction.NOTHING`: otherwise.
+
+Detection window. A live idle peer writes at least every two of its own
+intervals (``T/2``), so four silent checks never happen to a live peer,
+whatever the phase between the two tickers. A peer whose last byte
+arrives at time ``t`` is seen as silent at the fourth check after the
+first check that follows ``t``: between ``T`` and ``T + T/4`` after ``t``
+(60 to 75 s for the default ``T = 60``).
+
+Differs from Erlang: Erlang documents detection between ``T - T/4`` and
+``T + T/4``; we never declare a peer down before a whole ``T`` of silence.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import Final
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CHECKS_PER_TICKTIME", "DEFAULT_NET_TICKTIME", "TickAction", "Ticker"]
+
+#: Erlang's ``net_ticktime`` default, in seconds.
+DEFAULT_NET_TICKTIME: Final = 60.0
+
+#: Checks per ``net_ticktime``, as Erlang's ticker; also the number of
+#: silent checks in a row after which the peer is declared down.
+CHECKS_PER_TICKTIME: Final = 4
+
+
+class TickAction(enum.Enum):
+    """What the connection should do after a :meth:`Ticker.check`."""
+
+    NOTHING = "NOTHING"
+    SEND_TICK = "SEND_TICK"  # write TICK_FRAME
+    PEER_SILENT = "PEER_SILENT"  # close the connection with reason net_tick_timeout
+
+    def __repr__(self) -> str:
+        return self.value
+
+
+class Ticker:
+    """The tick decision for one connection (Erlang's ``need_to_tick`` and friends).
+
+    Args:
+        net_ticktime: seconds of silence after which a peer is down; the
+            same value should be used on every node of a cluster.
+
+    Attributes:
+        net_ticktime: as given.
+        interval: seconds between calls to :meth:`check` (``net_ticktime / 4``).
+        silent_checks: checks in a row that saw nothing read.
+    """
+
+    __slots__ = ("_read", "_written", "interval", "net_ticktime", "silent_checks")
+
+    def __init__(self, net_ticktime: float = DEFAULT_NET_TICKTIME) -> None:
+        if not net_ticktime > 0:
+            raise ValueError(f"net_ticktime must be positive, got {net_ticktime!r}")
+        self.net_ticktime = net_ticktime
+        self.interval = net_ticktime / CHECKS_PER_TICKTIME
+        self.silent_checks = 0
+        self._read = 0
+        self._written = 0
+
+    def check(self, bytes_read: int, bytes_written: int, *, queue_empty: bool = True) -> TickAction:
+        """Decide what to do at this tick; call every :attr:`interval` seconds.
+
+        Args:
+            bytes_read: everything read from the peer so far (ticks included).
+            bytes_written: everything written to the peer so far, ticks included.
+            queue_empty: False when bytes wait to be written (the peer will
+                hear from us soon without a tick).
+        """
+        if bytes_read != self._read:
+            self._read = bytes_read
+            self.silent_checks = 0
+        else:
+            self.silent_checks += 1
+            if self.silent_checks >= CHECKS_PER_TICKTIME:
+                return TickAction.PEER_SILENT
+        if bytes_written != self._written:
+            self._written = bytes_written
+            return TickAction.NOTHING
+        return TickAction.SEND_TICK if queue_empty else TickAction.NOTHING

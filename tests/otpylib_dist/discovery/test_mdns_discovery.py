@@ -1,0 +1,252 @@
+"""MdnsDiscovery: several nodes in one process find each other over loopback multicast.
+
+These tests run on the loopback interface only (``interfaces=["127.0.0.1"]``).
+That needs ``lo`` to carry multicast, which ``scripts/netns-run`` arranges in
+its private network namespace; elsewhere the tests skip, naming what is
+missing, instead of waiting for packets that never come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+import struct
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from otpylib_dist.cookie import cluster_id
+from otpylib_dist.discovery import (
+    Discovery,
+    DiscoveryError,
+    DiscoveryEvent,
+    MdnsDiscovery,
+    NodeAppeared,
+    NodeDisappeared,
+)
+from otpylib_dist.discovery.mdns import instance_name
+
+#: The mDNS group; the probe uses it on an ephemeral port, not 5353.
+_GROUP = "224.0.0.251"
+#: IFF_MULTICAST from <linux/if.h>.
+_IFF_MULTICAST = 0x1000
+#: SIOCGIFFLAGS from <linux/sockios.h>.
+_SIOCGIFFLAGS = 0x8913
+
+
+def _loopback_flags() -> int | None:
+    """Flags of ``lo`` in this network namespace (SIOCGIFFLAGS), None if unknown.
+
+    Not read from /sys/class/net: sysfs may belong to another namespace.
+    """
+    try:
+        import fcntl
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            reply = fcntl.ioctl(sock, _SIOCGIFFLAGS, struct.pack("16sH14x", b"lo", 0))
+    except (ImportError, OSError):
+        return None
+    return int(struct.unpack_from("16sH", reply)[1])
+
+
+def _loopback_multicast_problem() -> str | None:
+    """Return why multicast on loopback cannot work here, or None if it does."""
+    flags = _loopback_flags()
+    if flags is not None and not flags & _IFF_MULTICAST:
+        return (
+            "the loopback interface has no MULTICAST flag; run the tests through "
+            "scripts/netns-run (it sets `ip link set lo multicast on` in a private namespace)"
+        )
+    try:
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx,
+        ):
+            rx.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            rx.bind(("", 0))
+            port = rx.getsockname()[1]
+            membership = struct.pack(
+                "4s4s", socket.inet_aton(_GROUP), socket.inet_aton("127.0.0.1")
+            )
+            rx.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+            rx.settimeout(2.0)
+            tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+            tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+            tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+            tx.sendto(b"otpylib-probe", (_GROUP, port))
+            data = rx.recv(64)
+    except OSError as exc:
+        return f"multicast on loopback is not available here: {exc}"
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mdns:
+            # As zeroconf binds it: shared with any other responder on the host.
+            mdns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if hasattr(socket, "SO_REUSEPORT"):
+                mdns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            mdns.bind(("", 5353))
+    except OSError as exc:
+        return f"UDP port 5353 (mDNS) cannot be shared here: {exc}"
+    if data != b"otpylib-probe":
+        return "multicast on loopback delivered an unexpected datagram"
+    return None
+
+
+@pytest.fixture(scope="session")
+def loopback_multicast() -> None:
+    """Skip the test unless multicast datagrams loop back on 127.0.0.1."""
+    problem = _loopback_multicast_problem()
+    if problem is not None:
+        pytest.skip(problem)
+
+
+#: Generous: loopback mDNS settles in about a second (probing takes ~0.75 s);
+#: this bounds a broken setup, it does not measure speed.
+DEADLINE = 15.0
+
+Factory = Callable[..., MdnsDiscovery]
+
+
+class Watcher:
+    """Collects one discovery's events and waits for them."""
+
+    def __init__(self, disco: MdnsDiscovery) -> None:
+        self.events: list[DiscoveryEvent] = []
+        self._changed = asyncio.Event()
+        disco.subscribe(self._on_event)
+
+    def _on_event(self, event: DiscoveryEvent) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    async def wait_for(self, predicate: Callable[[list[DiscoveryEvent]], bool]) -> None:
+        async with asyncio.timeout(DEADLINE):
+            while not predicate(self.events):
+                self._changed.clear()
+                await self._changed.wait()
+
+    def appeared(self) -> set[str]:
+        return {e.name for e in self.events if isinstance(e, NodeAppeared)}
+
+
+@pytest.fixture
+async def make(loopback_multicast: None) -> AsyncIterator[Factory]:
+    """Build MdnsDiscovery instances on loopback, on a service type of this test only."""
+    service_type = f"_otpyt-{secrets.token_hex(3)}._tcp.local."
+    made: list[MdnsDiscovery] = []
+
+    def factory(cluster: str, **kwargs: object) -> MdnsDiscovery:
+        disco = MdnsDiscovery(
+            cluster=cluster,
+            interfaces=["127.0.0.1"],
+            service_type=service_type,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        made.append(disco)
+        return disco
+
+    try:
+        yield factory
+    finally:
+        await asyncio.gather(*(d.stop() for d in made))
+
+
+async def test_three_nodes_see_each_other_resolve_and_see_goodbyes(make: Factory) -> None:
+    cluster = secrets.token_hex(8)
+    discos = [make(cluster) for _ in range(3)]
+    assert all(isinstance(d, Discovery) for d in discos)
+    watchers = [Watcher(d) for d in discos]
+    names = [f"n{i}@127.0.0.1" for i in range(3)]
+    await asyncio.gather(
+        *(
+            d.start(name, "127.0.0.1", 41000 + i)
+            for i, (d, name) in enumerate(zip(discos, names, strict=True))
+        )
+    )
+    for i, watcher in enumerate(watchers):
+        others = set(names) - {names[i]}
+        await watcher.wait_for(lambda _e, w=watcher, o=others: w.appeared() == o)  # type: ignore[misc]
+    assert NodeAppeared("n1@127.0.0.1", "127.0.0.1", 41001) in watchers[0].events
+    assert await discos[0].resolve("n2@127.0.0.1") == ("127.0.0.1", 41002)
+    assert discos[1].known_nodes() == {
+        "n0@127.0.0.1": ("127.0.0.1", 41000),
+        "n2@127.0.0.1": ("127.0.0.1", 41002),
+    }
+
+    await discos[2].stop()
+    gone = NodeDisappeared("n2@127.0.0.1")
+    for watcher in watchers[:2]:
+        await watcher.wait_for(lambda events: gone in events)
+    assert "n2@127.0.0.1" not in discos[0].known_nodes()
+
+
+async def test_resolve_asks_the_network_for_a_node_not_yet_browsed(make: Factory) -> None:
+    cluster = secrets.token_hex(8)
+    server = make(cluster)
+    await server.start("srv@127.0.0.1", "127.0.0.1", 42000)
+    asker = make(cluster, announce=False)
+    await asker.start("asker@127.0.0.1", "127.0.0.1", 1)
+    assert await asker.resolve("srv@127.0.0.1", timeout=DEADLINE) == ("127.0.0.1", 42000)
+    assert await asker.resolve("nobody@127.0.0.1", timeout=0.5) is None
+
+
+async def test_nodes_of_another_cluster_are_ignored(make: Factory) -> None:
+    outsider = make(secrets.token_hex(8))
+    outsider_watch = Watcher(outsider)
+    await outsider.start("x@127.0.0.1", "127.0.0.1", 43000)
+    cluster = secrets.token_hex(8)
+    a, b = make(cluster), make(cluster)
+    watch_a = Watcher(a)
+    await asyncio.gather(
+        a.start("a@127.0.0.1", "127.0.0.1", 43001), b.start("b@127.0.0.1", "127.0.0.1", 43002)
+    )
+    await watch_a.wait_for(lambda _events: watch_a.appeared() == {"b@127.0.0.1"})
+    # The outsider announced first, so a has long received its records too.
+    assert a.known_nodes() == {"b@127.0.0.1": ("127.0.0.1", 43002)}
+    assert outsider.known_nodes() == {}
+    assert outsider_watch.events == []
+    assert await a.resolve("x@127.0.0.1", timeout=0.5) is None
+
+
+async def test_cookie_selects_the_cluster() -> None:
+    assert MdnsDiscovery("secret").cluster == cluster_id("secret")
+
+
+async def test_a_name_announced_twice_in_one_cluster_is_refused(make: Factory) -> None:
+    cluster = secrets.token_hex(8)
+    first = make(cluster)
+    await first.start("dup@127.0.0.1", "127.0.0.1", 44000)
+    second = make(cluster)
+    with pytest.raises(
+        DiscoveryError, match=r"^node dup@127\.0\.0\.1 is already announced by another node"
+    ):
+        await second.start("dup@127.0.0.1", "127.0.0.1", 44001)
+
+
+def test_instance_names_fit_a_dns_label() -> None:
+    long_short = "n" * 63
+    label = instance_name("c" * 16, f"{long_short}@127.0.0.1")
+    assert len(label.encode()) <= 63
+    assert label.startswith("n" * 50)
+    assert instance_name("c1", "a@h") != instance_name("c2", "a@h")
+    assert instance_name("c1", "a@h1") != instance_name("c1", "a@h2")
+
+
+def test_bad_configuration_is_refused() -> None:
+    with pytest.raises(DiscoveryError, match=r"^MdnsDiscovery needs exactly one of cookie= "):
+        MdnsDiscovery()
+    with pytest.raises(DiscoveryError, match=r"^MdnsDiscovery needs exactly one of cookie= "):
+        MdnsDiscovery("c", cluster="x")
+    with pytest.raises(DiscoveryError, match=r"is not a DNS-SD service type"):
+        MdnsDiscovery(cluster="x", service_type="otpylib.local.")
+
+
+async def test_bad_node_names_and_early_resolve_are_refused() -> None:
+    disco = MdnsDiscovery(cluster="x", interfaces=["127.0.0.1"])
+    with pytest.raises(DiscoveryError, match=r"^cannot announce 'no-host' over mDNS: "):
+        await disco.start("no-host", "127.0.0.1", 1)
+    with pytest.raises(DiscoveryError, match=r"^MdnsDiscovery\.resolve\(\) needs start\(\) first$"):
+        await disco.resolve("a@127.0.0.1")
+    with pytest.raises(DiscoveryError, match=r"is too long to announce over mDNS"):
+        await disco.start("a@" + ".".join(["h" * 62] * 4), "127.0.0.1", 1)
+    await disco.stop()
