@@ -226,9 +226,20 @@ def _erlang(count: int, trips: int) -> tuple[float, float] | None:
         try:
             time.sleep(1.5)
             out = subprocess.run(
-                [*base, "-name", "erl_a@127.0.0.1", "-s", "otpy_dist_bench", "run",
-                 "erl_b@127.0.0.1", str(count), str(trips)],
-                capture_output=True, text=True, timeout=120,
+                [
+                    *base,
+                    "-name",
+                    "erl_a@127.0.0.1",
+                    "-s",
+                    "otpy_dist_bench",
+                    "run",
+                    "erl_b@127.0.0.1",
+                    str(count),
+                    str(trips),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
             ).stdout
         finally:
             server.kill()
@@ -242,8 +253,17 @@ def _erlang(count: int, trips: int) -> tuple[float, float] | None:
 
 def _child(kind: str, count: int, uvloop_on: bool) -> tuple[subprocess.Popen[bytes], int]:
     port_file = tempfile.mktemp()
-    argv = [sys.executable, "-m", "bench.dist", "--serve", kind, "--port-file", port_file,
-            "--messages", str(count)]
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.dist",
+        "--serve",
+        kind,
+        "--port-file",
+        port_file,
+        "--messages",
+        str(count),
+    ]
     if uvloop_on:
         argv.append("--uvloop")
     proc = subprocess.Popen(argv, cwd=HERE.parent)
@@ -299,8 +319,10 @@ def main() -> None:
     rows["erlang"] = _erlang(args.messages, args.round_trips)
 
     loop_name = "uvloop" if uvloop_on else "asyncio default loop"
-    print(f"\nbench.dist: two OS processes on 127.0.0.1, {args.messages} msgs, "
-          f"{args.round_trips} round trips, {loop_name}")
+    print(
+        f"\nbench.dist: two OS processes on 127.0.0.1, {args.messages} msgs, "
+        f"{args.round_trips} round trips, {loop_name}"
+    )
     print(f"{'':<12} {'one-way msg/s':>15} {'round trip us':>15}")
     for kind, row in rows.items():
         if row is None:
@@ -309,10 +331,15 @@ def main() -> None:
             print(f"{kind:<12} {row[0]:>15,.0f} {row[1]:>15.1f}")
     ours, raw, erl = rows["otpylib"], rows["raw floor"], rows["erlang"]
     assert ours is not None and raw is not None
-    print(f"\notpylib / raw floor: one-way {ours[0] / raw[0]:.2f}x, round trip {ours[1] / raw[1]:.2f}x")
+    print(
+        f"\notpylib / raw floor: one-way {ours[0] / raw[0]:.2f}x, "
+        f"round trip {ours[1] / raw[1]:.2f}x"
+    )
     if erl is not None:
-        print(f"otpylib / erlang:    one-way {ours[0] / erl[0]:.2f}x (target >= 1.0), "
-              f"round trip {ours[1] / erl[1]:.2f}x (target <= 1.5)")
+        print(
+            f"otpylib / erlang:    one-way {ours[0] / erl[0]:.2f}x (target >= 1.0), "
+            f"round trip {ours[1] / erl[1]:.2f}x (target <= 1.5)"
+        )
 
 
 if __name__ == "__main__":

@@ -74,7 +74,9 @@ def main() -> int:
         if not show("mesh complete", 3, MESH_DEADLINE):
             print("demo: FAILED: the three nodes did not form a full mesh in time")
             return 1
-        print(f"demo: full mesh after {time.monotonic() - t_start:.2f} s (including Python start-up)")
+        print(
+            f"demo: full mesh after {time.monotonic() - t_start:.2f} s (including Python start-up)"
+        )
         print("demo: killing gamma with SIGKILL; alpha and beta should see noconnection")
         procs["gamma"].send_signal(signal.SIGKILL)
         if not show("saw nodedown gamma", 2, 30.0):

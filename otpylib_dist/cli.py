@@ -48,7 +48,10 @@ class _LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         msg = record.getMessage().replace('"', "'")
-        line = f'time={ts}.{int(record.msecs):03d}Z level={record.levelname} logger={record.name} msg="{msg}"'
+        line = (
+            f"time={ts}.{int(record.msecs):03d}Z level={record.levelname} "
+            f'logger={record.name} msg="{msg}"'
+        )
         if record.exc_info:
             line += " exc=" + json.dumps(self.formatException(record.exc_info))
         return line
@@ -64,11 +67,15 @@ def _setup_logging(level: str) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     cookie = parser.add_mutually_exclusive_group()
-    cookie.add_argument("--cookie", help="the cluster's shared secret (default: OTPY_COOKIE or ~/.otpylib.cookie)")
-    cookie.add_argument("--cookie-file", type=Path, help="read the cookie from this file (mode 0400)")
+    cookie.add_argument(
+        "--cookie", help="the cluster's shared secret (default: OTPY_COOKIE or ~/.otpylib.cookie)"
+    )
+    cookie.add_argument(
+        "--cookie-file", type=Path, help="read the cookie from this file (mode 0400)"
+    )
     parser.add_argument(
         "--discovery",
-        choices=("mdns", "static", "epmd", "none"),
+        choices=("mdns", "static", "epmd", "dns", "none"),
         default="none",
         help="how to find other nodes (default: none)",
     )
@@ -80,8 +87,28 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="addresses for --discovery static",
     )
     parser.add_argument("--epmd-port", type=int, default=4369, help="port of the EPMD to use")
-    parser.add_argument("--tls-dir", type=Path, help="mutual TLS: directory with ca.pem, NAME.pem, NAME.key")
-    parser.add_argument("--net-ticktime", type=float, default=60.0, help="seconds of silence before a peer is down")
+    parser.add_argument(
+        "--dns-service",
+        metavar="NAME",
+        help="for --discovery dns: the headless service, e.g. otpy.default.svc.cluster.local",
+    )
+    parser.add_argument(
+        "--dns-port-name",
+        default="otpy-dist",
+        help="for --discovery dns: the service port's name (SRV _NAME._tcp.SERVICE)",
+    )
+    parser.add_argument(
+        "--mdns-interface",
+        action="append",
+        metavar="ADDRESS",
+        help="for --discovery mdns: IPv4 address of an interface to use (repeatable)",
+    )
+    parser.add_argument(
+        "--tls-dir", type=Path, help="mutual TLS: directory with ca.pem, NAME.pem, NAME.key"
+    )
+    parser.add_argument(
+        "--net-ticktime", type=float, default=60.0, help="seconds of silence before a peer is down"
+    )
     parser.add_argument("--log-level", default="warning", help="debug, info, warning, error")
 
 
@@ -96,14 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", required=True, help="NAME or NAME@HOST (HOST: where peers reach it)")
     run.add_argument("--port", type=int, default=0, help="TCP port to listen on (0: any)")
     run.add_argument("--listen", help="address to bind (default: the HOST of --name)")
-    run.add_argument("--connect", nargs="*", default=[], metavar="NODE", help="nodes to connect to at start")
-    run.add_argument("--run", dest="run_fn", metavar="MODULE:FUNCTION", help="spawn this process at start")
-    run.add_argument("--auto-connect", action=argparse.BooleanOptionalAction, default=True, help="connect to every discovered node")
+    run.add_argument(
+        "--connect", nargs="*", default=[], metavar="NODE", help="nodes to connect to at start"
+    )
+    run.add_argument(
+        "--run", dest="run_fn", metavar="MODULE:FUNCTION", help="spawn this process at start"
+    )
+    run.add_argument(
+        "--auto-connect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="connect to every discovered node",
+    )
     _common(run)
     for verb in SUBCOMMANDS:
         p = sub.add_parser(verb, help=f"{verb} a running node")
         p.add_argument("node", help="NAME@HOST of the running node")
-        p.add_argument("--address", metavar="HOST:PORT", help="where NODE listens (skips discovery)")
+        p.add_argument(
+            "--address", metavar="HOST:PORT", help="where NODE listens (skips discovery)"
+        )
         p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
         _common(p)
     return parser
@@ -115,14 +153,22 @@ def _cookie(args: argparse.Namespace) -> str:
     return load_cookie(args.cookie)
 
 
-def _discovery(args: argparse.Namespace, cookie: str) -> Discovery | None:
+def _discovery(
+    args: argparse.Namespace, cookie: str, *, announce: bool = True
+) -> Discovery | None:
     kind = args.discovery
     if kind == "none":
         return None
     if kind == "mdns":
         from otpylib_dist.discovery.mdns import MdnsDiscovery
 
-        return MdnsDiscovery(cookie)
+        return MdnsDiscovery(cookie, interfaces=args.mdns_interface, announce=announce)
+    if kind == "dns":
+        from otpylib_dist.discovery.dns import DnsDiscovery
+
+        if not args.dns_service:
+            raise _UsageError("--discovery dns needs --dns-service NAME")
+        return DnsDiscovery(args.dns_service, port_name=args.dns_port_name)
     if kind == "static":
         from otpylib_dist.discovery.static import StaticDiscovery
 
@@ -130,6 +176,10 @@ def _discovery(args: argparse.Namespace, cookie: str) -> Discovery | None:
     from otpylib_dist.discovery.epmd import EpmdDiscovery
 
     return EpmdDiscovery(port=args.epmd_port)
+
+
+class _UsageError(Exception):
+    """A combination of options that cannot work; printed as one line, exit code 2."""
 
 
 def _tls(args: argparse.Namespace, node_name: str) -> Any:
@@ -178,7 +228,7 @@ async def _ask(args: argparse.Namespace) -> int:
     me = DistributedBackend(
         f"otpy-cli-{os.getpid()}@127.0.0.1",
         cookie=cookie,
-        discovery=_discovery(args, cookie),
+        discovery=_discovery(args, cookie, announce=False),
         hidden=True,
         setup_time=args.timeout,
         tls=_tls(args, target) if args.tls_dir else None,
@@ -194,7 +244,13 @@ async def _ask(args: argparse.Namespace) -> int:
             if args.command == "ping":
                 print("pang")
             return 1
-        op = {"ping": "ping", "nodes": "nodes", "ps": "processes", "stats": "statistics", "stop": "stop"}[args.command]
+        op = {
+            "ping": "ping",
+            "nodes": "nodes",
+            "ps": "processes",
+            "stats": "statistics",
+            "stop": "stop",
+        }[args.command]
         result = await me.rpc(target, op, timeout=args.timeout)
         _print_result(args.command, result)
         return 0
@@ -234,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return asyncio.run(_run_node(args))
         return asyncio.run(_ask(args))
-    except (NodeNameError, CookieError) as exc:
+    except (NodeNameError, CookieError, _UsageError) as exc:
         print(f"otpy-node: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

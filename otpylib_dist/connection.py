@@ -22,6 +22,7 @@ House rules (after h11 and Trio's ``StrictFIFOLock`` lesson):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import socket
@@ -29,18 +30,17 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from otpylib.runtime.atoms import Atom, atom
-
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.errors import HandshakeRefused, ProtocolError, RemoteProtocolError
 from otpylib_dist.protocol.framing import (
     DEFAULT_MAX_FRAME,
     TICK,
-    FrameReader,
     TICK_FRAME,
+    FrameReader,
 )
-from otpylib_dist.protocol.handshake import Established, Handshake
+from otpylib_dist.protocol.handshake import NEED_DATA, Established, Flags, Handshake, Hello
 from otpylib_dist.protocol.handshake import Role as CoreRole
-from otpylib_dist.protocol.ticks import Ticker, TickAction
+from otpylib_dist.protocol.ticks import TickAction, Ticker
 
 if TYPE_CHECKING:
     from otpylib_dist.node import DistributedBackend
@@ -122,10 +122,8 @@ class Connection(asyncio.Protocol):
             self.address = f"{peer[0]}:{peer[1]}"
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
         transport.set_write_buffer_limits(high=TRANSPORT_HIGH_WATER, low=TRANSPORT_LOW_WATER)
         node = self.node
         node._handshaking.add(self)
@@ -138,6 +136,7 @@ class Connection(asyncio.Protocol):
             now=time.monotonic(),
             hidden=node.hidden,
             expected_peer=self.expected_peer,
+            setup_time=node.setup_time,
         )
         self._write_raw(self._handshake.start())
         self._setup_timer = self._loop.call_later(node.setup_time, self._setup_timeout)
@@ -158,27 +157,34 @@ class Connection(asyncio.Protocol):
         assert hs is not None
         try:
             hs.receive_data(data)
-            while True:
+            while not self._up and self._transport is not None:
                 event = hs.next_event(time.monotonic())
-                if event is None:
+                if event is NEED_DATA:
                     break
-                out = self._on_handshake_event(hs, event)
-                if out:
-                    self._write_raw(out)
-                if self._up or self._transport is None:
-                    break
+                if isinstance(event, Hello):
+                    refusal = self.node._check_incoming(event.name)
+                    if refusal is not None:
+                        self.refusal = refusal
+                        logger.info("refusing %s from %s: %s", event.name, self.address, refusal)
+                        self._write_raw(hs.refuse(refusal))
+                        self.close(PROTOCOL_ERROR)
+                        return
+                    self._write_raw(hs.accept(time.monotonic()))
+                elif isinstance(event, Established):
+                    self._write_raw(hs.data_to_send())
+                    self._established(event)
+            self._write_raw(hs.data_to_send())
         except HandshakeRefused as exc:
             self.refusal = str(exc.reason)
             self.failure = str(exc)
-            logger.warning(
+            log = logger.info if exc.reason == "simultaneous_lost" else logger.warning
+            log(
                 "handshake with %s (%s) refused: %s",
                 self.expected_peer or hs.peer_name or "incoming peer",
                 self.address,
                 exc,
             )
-            out = hs.data_to_send()
-            if out:
-                self._write_raw(out)
+            self._write_raw(hs.data_to_send())
             self.close(PROTOCOL_ERROR)
             return
         except ProtocolError as exc:
@@ -191,27 +197,22 @@ class Connection(asyncio.Protocol):
             if rest:
                 self._steady_data(rest)
 
-    def _on_handshake_event(self, hs: Handshake, event: Any) -> bytes:
-        if hs.needs_decision(event):
-            refusal = self.node._check_incoming(hs.peer_name or "")
-            return hs.refuse(refusal) if refusal is not None else hs.accept()
-        if isinstance(event, Established):
-            self.peer_name = event.peer_name
-            self.peer_creation = event.peer_creation
-            self.peer_hidden = event.peer_hidden
-            if self._setup_timer is not None:
-                self._setup_timer.cancel()
-            self.node._handshaking.discard(self)
-            if not self.node._connection_up(self):
-                logger.info("dropping a second connection to %s", self.peer_name)
-                self.peer_name = None
-                self.close(PROTOCOL_ERROR)
-                return b""
-            self._up = True
-            self._reader = FrameReader(DEFAULT_MAX_FRAME)
-            self._ticker = Ticker(self.node.net_ticktime)
-            self._schedule_tick()
-        return b""
+    def _established(self, event: Established) -> None:
+        self.peer_name = event.peer_name
+        self.peer_creation = event.peer_creation
+        self.peer_hidden = bool(event.peer_flags & Flags.HIDDEN)
+        if self._setup_timer is not None:
+            self._setup_timer.cancel()
+        self.node._handshaking.discard(self)
+        if not self.node._connection_up(self):
+            logger.info("dropping a second connection to %s", self.peer_name)
+            self.peer_name = None
+            self.close(PROTOCOL_ERROR)
+            return
+        self._up = True
+        self._reader = FrameReader(DEFAULT_MAX_FRAME)
+        self._ticker = Ticker(self.node.net_ticktime)
+        self._schedule_tick()
 
     # --------------------------------------------------------- steady state
 

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from otpylib.runtime.atoms import NOPROC
 from otpylib.runtime.backends.asyncio_backend import resolve_function
-
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import decode_term, encode_reason, encode_term
 
@@ -71,9 +70,7 @@ def _monitor_exit(node: DistributedBackend, conn: Connection, msg: control.Monit
     node._remote_down(msg.owner, msg.ref, decode_term(msg.reason))
 
 
-def _spawn_request(
-    node: DistributedBackend, conn: Connection, msg: control.SpawnRequest
-) -> None:
+def _spawn_request(node: DistributedBackend, conn: Connection, msg: control.SpawnRequest) -> None:
     try:
         fn = resolve_function(msg.function)
         args, kwargs = decode_term(msg.args)
@@ -81,7 +78,9 @@ def _spawn_request(
     except Exception as exc:
         logger.warning("refused remote spawn of %r from %s: %s", msg.function, conn.peer_name, exc)
         conn.send_control(
-            control.SpawnReply(ref=msg.ref, ok=False, result=encode_reason(f"{type(exc).__name__}: {exc}"))
+            control.SpawnReply(
+                ref=msg.ref, ok=False, result=encode_reason(f"{type(exc).__name__}: {exc}")
+            )
         )
         return
     if msg.link:

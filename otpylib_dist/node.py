@@ -32,13 +32,12 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from otpylib.runtime.atoms import NODEDOWN, NODEUP, atom
 from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
 from otpylib.runtime.backends.base import ProcessFunction
 from otpylib.runtime.data import Pid, Ref
-
 from otpylib_dist import control_handlers
 from otpylib_dist.connection import Connection, Role
 from otpylib_dist.cookie import load_cookie
@@ -46,9 +45,13 @@ from otpylib_dist.discovery.base import Discovery, DiscoveryEvent, NodeAppeared
 from otpylib_dist.errors import NodeUnreachable, RemoteSpawnError
 from otpylib_dist.names import make_node_name, split_node_name
 from otpylib_dist.protocol import control
-from otpylib_dist.protocol.codec import decode_term, encode_term
+from otpylib_dist.protocol.codec import encode_term
+from otpylib_dist.protocol.errors import RefusalReason
+from otpylib_dist.protocol.handshake import simultaneous_winner
 from otpylib_dist.router import NodeRouter
-from otpylib_dist.tls import TlsConfig
+
+if TYPE_CHECKING:
+    from otpylib_dist.tls import TlsConfig
 
 logger = logging.getLogger(__name__)
 
@@ -362,28 +365,25 @@ class DistributedBackend(AsyncIOBackend):
 
     # ------------------------------------------- callbacks from connections
 
-    def _check_incoming(self, peer: str) -> str | None:
-        """Decide on a peer's Hello: ``None`` to go on, else a refusal reason."""
-        from otpylib_dist.protocol.handshake import simultaneous_winner
+    def _check_incoming(self, peer: str) -> RefusalReason | None:
+        """Decide on a peer's Hello: ``None`` to go on, else a refusal reason.
 
+        When both sides are dialing each other at once, the node with the
+        greater name keeps its own attempt and refuses the other's with
+        ``simultaneous_lost`` (the loser then waits for the winner's attempt).
+        """
         if self._stopping or self._closed:
             return "not_allowed"
-        if peer == self._node_name:
+        if peer == self._node_name or peer in self._connections:
             return "duplicate_name"
-        if peer in self._connections:
-            return "duplicate_name"
-        if peer in self._connecting and not any(
-            c.role is Role.ACCEPTOR and c.expected_peer == peer for c in self._handshaking
-        ):
-            # Both sides are dialing: keep the attempt of the winning name.
-            if simultaneous_winner(self._node_name, peer):
-                return "simultaneous_lost"
+        if peer in self._connecting and simultaneous_winner(self._node_name, peer):
+            return "simultaneous_lost"
         return None
 
     def _connection_up(self, conn: Connection) -> bool:
         """A handshake finished. Returns False if a connection to that node already exists."""
         peer = conn.peer_name
-        if peer in self._connections or self._stopping:
+        if peer is None or peer in self._connections or self._stopping:
             return False
         self._connections[peer] = conn
         logger.info("nodeup %s (via %s)", peer, conn.address)
@@ -550,5 +550,3 @@ def _function_reference(fn: ProcessFunction) -> str:
             "module-level function importable on that node"
         )
     return f"{module}:{qualname}"
-
-

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from otpylib.runtime.atoms import NOCONNECTION, NOPROC
 from otpylib.runtime.data import Pid, Ref
-
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import encode_reason, encode_term
 
@@ -65,9 +64,7 @@ class NodeRouter:
         if conn.must_drain:
             await conn.drain()
 
-    async def send_registered(
-        self, sender: Pid | None, name: str, node: str, message: Any
-    ) -> None:
+    async def send_registered(self, sender: Pid | None, name: str, node: str, message: Any) -> None:
         """Send to ``name`` on ``node``; dropped when nobody there holds the name."""
         payload = encode_term(message)
         conn = await self._connection(node)
@@ -95,10 +92,7 @@ class NodeRouter:
 
     async def monitor(self, owner: Pid, target: Pid | tuple[str, str], ref: Ref) -> None:
         """Ask the peer to monitor ``target`` for ``owner``."""
-        if type(target) is Pid:
-            node, wire_target = target.node, target
-        else:
-            wire_target, node = target  # type: ignore[misc]
+        wire_target, node = _wire_target(target)
         conn = await self._connection(node)
         if conn is None:
             self._node._remote_down(owner, ref, NOCONNECTION)
@@ -109,10 +103,7 @@ class NodeRouter:
 
     def demonitor(self, owner: Pid, target: Pid | tuple[str, str], ref: Ref) -> None:
         """Tell the peer a monitor is gone."""
-        if type(target) is Pid:
-            node, wire_target = target.node, target
-        else:
-            wire_target, node = target  # type: ignore[misc]
+        wire_target, node = _wire_target(target)
         conn = self._node._connections.get(node)
         if conn is not None:
             conn.send_control(control.Demonitor(owner, wire_target, ref))
@@ -135,7 +126,7 @@ class NodeRouter:
         """A process a remote ``owner`` monitored ended: send its DOWN."""
         conn = self._node._connections.get(owner.node)
         if conn is not None:
-            wire_target = target if type(target) is Pid else target[0]  # type: ignore[index]
+            wire_target = _wire_target(target)[0]
             conn.send_control(control.MonitorExit(wire_target, owner, ref, encode_reason(reason)))
 
     def is_alive(self, pid: Pid) -> bool | None:
@@ -146,3 +137,10 @@ class NodeRouter:
         """
         conn = self._node._connections.get(pid.node)
         return conn is not None and conn.peer_creation == pid.creation
+
+
+def _wire_target(target: Pid | tuple[str, str]) -> tuple[Pid | str, str]:
+    """A monitor target as sent (a pid, or a registered name) and its node."""
+    if isinstance(target, Pid):
+        return target, target.node
+    return target[0], target[1]

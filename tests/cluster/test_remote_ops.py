@@ -126,7 +126,7 @@ async def test_remote_monitor_reports_exit_reasons(make_cluster: ClusterFactory)
         r1 = await process.monitor(crasher)
         r2 = await process.monitor(normal)
         downs = [await process.receive(timeout=5), await process.receive(timeout=5)]
-        return sorted(downs, key=lambda d: d[1] != r1) + [r1, r2, crasher, normal]
+        return [*sorted(downs, key=lambda d: d[1] != r1), r1, r2, crasher, normal]
 
     d1, d2, r1, r2, crasher, normal = await run_in(a, watch)
     assert d1[:3] == (DOWN, r1, crasher)

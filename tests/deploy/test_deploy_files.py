@@ -64,7 +64,9 @@ def test_systemd_unit_runs_a_valid_command_line() -> None:
     assert set(sections) == {"Unit", "Service", "Install"}
     argv = shlex.split(sections["Service"]["ExecStart"])
     assert argv[0].endswith("/otpy-node")
-    args = parse_cli([a.replace("%i", "alpha").replace("${OTPY_HOST}", "10.0.0.1") for a in argv[1:]])
+    args = parse_cli(
+        [a.replace("%i", "alpha").replace("${OTPY_HOST}", "10.0.0.1") for a in argv[1:]]
+    )
     assert args.name == "alpha@10.0.0.1"
     assert sections["Service"]["KillSignal"] == "SIGTERM"
 

@@ -19,7 +19,9 @@ class NodeProcess:
     """An ``otpy-node`` child process and the port it listens on."""
 
     def __init__(self, name: str, extra: list[str]) -> None:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
+        )
         self.name = name
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "otpylib_dist.cli", "--name", name, "--cookie", COOKIE, *extra],

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.multiprocess
 COOKIE = "fault-test-cookie"
 
 
-async def _observe(node: DistributedBackend, target: str, port: int, fault: Callable[[], None]) -> Any:
+async def _observe(
+    node: DistributedBackend, target: str, port: int, fault: Callable[[], None]
+) -> Any:
     result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
     async def watcher() -> None:
@@ -63,7 +65,9 @@ async def test_sigkill_peer_gives_noconnection(start_node: Callable[..., Any]) -
 
 
 async def test_sigstop_peer_gives_net_tick_timeout(start_node: Callable[..., Any]) -> None:
-    peer = start_node("frozen@127.0.0.1", "--run", "fault_procs:echo_service", "--net-ticktime", "2")
+    peer = start_node(
+        "frozen@127.0.0.1", "--run", "fault_procs:echo_service", "--net-ticktime", "2"
+    )
     node = DistributedBackend("observer2@127.0.0.1", cookie=COOKIE, net_ticktime=1.0)
     await node.initialize()
     try:
