@@ -34,15 +34,19 @@ async def greeter(peers: list[str]) -> None:
     await process.register("greeter")
     await node.monitor_nodes(True)
     connected = set(node.nodes())
-    pinged: set[str] = set()
     ponged: set[str] = set()
     complete = False
     while True:
+        # A peer's greeter may not be registered yet when its node comes up
+        # (a registered send to a missing name is dropped, as in Erlang), so
+        # ping every connected peer that has not answered, twice a second.
         for peer in peers:
-            if peer in connected and peer not in pinged:
-                pinged.add(peer)
+            if peer in connected and peer not in ponged:
                 await process.send(("greeter", peer), (PING, me, node.node_name))
-        msg: Any = await process.receive()
+        try:
+            msg: Any = await process.receive(timeout=0.5)
+        except TimeoutError:
+            continue
         kind = msg[0] if isinstance(msg, tuple) and msg else None
         if kind is NODEUP:
             say(f"nodeup {msg[1]}")
@@ -50,7 +54,7 @@ async def greeter(peers: list[str]) -> None:
         elif kind is PING:
             say(f"ping from {msg[2]}")
             await process.send(msg[1], (PONG, node.node_name))
-        elif kind is PONG:
+        elif kind is PONG and msg[1] not in ponged:
             say(f"pong from {msg[1]}")
             ponged.add(msg[1])
             if not complete and ponged >= set(peers):
