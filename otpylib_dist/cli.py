@@ -153,9 +153,7 @@ def _cookie(args: argparse.Namespace) -> str:
     return load_cookie(args.cookie)
 
 
-def _discovery(
-    args: argparse.Namespace, cookie: str, *, announce: bool = True
-) -> Discovery | None:
+def _discovery(args: argparse.Namespace, cookie: str, *, announce: bool = True) -> Discovery | None:
     kind = args.discovery
     if kind == "none":
         return None

@@ -131,6 +131,10 @@ class DistributedBackend(AsyncIOBackend):
         self._node_monitors: dict[str, dict[Pid, int]] = {}
         self._nodes_monitors: set[Pid] = set()
         self._calls: dict[Ref, tuple[str, asyncio.Future[Any]]] = {}
+        # Remote spawns with a link or monitor, by request ref: recorded when
+        # the reply is dispatched (see _answer_call), not when the spawner
+        # resumes, or an EXIT/DOWN read in the same chunk would find no link.
+        self._spawn_relations: dict[Ref, tuple[Pid, str]] = {}
         self._addresses: dict[str, tuple[str, int]] = {}
         self._failures: dict[str, str] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -475,6 +479,8 @@ class DistributedBackend(AsyncIOBackend):
         ref = self.make_ref()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._calls[ref] = (node, fut)
+        if relation is not None:
+            self._spawn_relations[ref] = (sender, relation)
         conn.send_control(
             control.SpawnRequest(
                 ref=ref,
@@ -491,16 +497,11 @@ class DistributedBackend(AsyncIOBackend):
             ok, result = await asyncio.wait_for(fut, SPAWN_REPLY_TIMEOUT)
         finally:
             self._calls.pop(ref, None)
+            self._spawn_relations.pop(ref, None)
         if not ok:
             raise RemoteSpawnError(node, reference, result)
         pid: Pid = result
-        if relation == "link":
-            self._add_remote_link(sender, pid)
-            return pid, None
-        if relation == "monitor":
-            self._add_remote_monitor(sender, ref, pid)
-            return pid, ref
-        return pid, None
+        return pid, (ref if relation == "monitor" else None)
 
     async def rpc(self, node: str, op: str, arg: Any = None, timeout: float = 10.0) -> Any:
         """Ask ``node`` itself something (``ping``, ``nodes``, ``processes``,
@@ -533,6 +534,15 @@ class DistributedBackend(AsyncIOBackend):
             return False
 
     def _answer_call(self, ref: Ref, ok: bool, result: Any) -> None:
+        relation = self._spawn_relations.pop(ref, None)
+        if relation is not None and ok and type(result) is Pid:
+            # Our side of a remote spawn_link/spawn_monitor, in this same
+            # dispatch step: the child's EXIT or DOWN may be the next frame.
+            sender, kind = relation
+            if kind == "link":
+                self._add_remote_link(sender, result)
+            else:
+                self._add_remote_monitor(sender, ref, result)
         entry = self._calls.get(ref)
         if entry is not None and not entry[1].done():
             entry[1].set_result((ok, result))

@@ -56,22 +56,25 @@ class NodeRouter:
 
     async def send(self, sender: Pid | None, to: Pid, message: Any) -> None:
         """Send to a remote pid; dropped when the node is unreachable or the pid stale."""
-        payload = encode_term(message)
-        conn = self._node._connections.get(to.node) or await self._connection(to.node)
+        conn = self._node._connections.get(to.node)
         if conn is None or conn.peer_creation != to.creation:
-            return
-        conn.send_control(control.Send(to, payload))
-        if conn.must_drain:
+            encode_term(message)  # an unencodable message raises here, reachable or not
+            if conn is None:
+                conn = await self._connection(to.node)
+            if conn is None or conn.peer_creation != to.creation:
+                return
+        if conn.send_term(to, message):
             await conn.drain()
 
     async def send_registered(self, sender: Pid | None, name: str, node: str, message: Any) -> None:
         """Send to ``name`` on ``node``; dropped when nobody there holds the name."""
-        payload = encode_term(message)
-        conn = await self._connection(node)
+        conn = self._node._connections.get(node)
         if conn is None:
-            return
-        conn.send_control(control.RegSend(sender, name, payload))
-        if conn.must_drain:
+            encode_term(message)
+            conn = await self._connection(node)
+            if conn is None:
+                return
+        if conn.reg_send_term(sender, name, message):
             await conn.drain()
 
     async def link(self, local: Pid, remote: Pid) -> None:

@@ -261,37 +261,13 @@ class ControlEncoder:
     def send_into(self, to: Pid, term: Any, out: bytearray) -> int:
         """Append ``Send(to, encode_term(term))`` as a frame, in one encoding pass.
 
-        The fast path of a remote send (written out inline: every Python
-        call saved here is saved per message); returns the bytes appended.
+        The fast path of a remote send; returns the bytes appended.
 
         Raises:
             EncodeError: ``term`` cannot be sent, or the message exceeds the
                 frame limit. ``out`` is left unchanged.
         """
-        start = len(out)
-        out += TICK_FRAME  # placeholder for the length header
-        try:
-            if type(term) is tuple:
-                types = tuple(map(type, term))
-                shape = FLAT_SHAPES.get(types) or tuple_shape(term, types)
-                wire = (shape, term) if shape is not None else to_tagged(term)
-            else:
-                wire = to_wire(term)
-            self._encode_into(_SendTerm(to, wire), out, -1)
-        except OverflowError:
-            del out[start:]
-            return self._term_into(_SendTerm, "Send", (to,), term, out)
-        except (TypeError, ValueError) as exc:
-            del out[start:]
-            raise encode_failure(exc) from None
-        except BaseException:
-            del out[start:]
-            raise
-        size = len(out) - start - HEADER_SIZE
-        if size > self._max:
-            return self._finish(out, start, "Send")
-        _pack_header_into(out, start, size)
-        return size + HEADER_SIZE
+        return self._term_into(_SendTerm, "Send", (to,), term, out)
 
     def reg_send_into(self, sender: Pid | None, name: str, term: Any, out: bytearray) -> int:
         """Append ``RegSend(sender, name, encode_term(term))`` as a frame, in one pass.
@@ -309,11 +285,18 @@ class ControlEncoder:
         term: Any,
         out: bytearray,
     ) -> int:
+        # Written out inline: every Python call saved here is saved per message.
         start = len(out)
-        out += TICK_FRAME
+        out += TICK_FRAME  # placeholder for the length header
         try:
+            if type(term) is tuple:  # the common case: one cached shape lookup
+                types = tuple(map(type, term))
+                shape = FLAT_SHAPES.get(types) or tuple_shape(term, types)
+                wire = (shape, term) if shape is not None else to_tagged(term)
+            else:
+                wire = to_wire(term)
             try:
-                self._encode_into(kind(*head, to_wire(term)), out, -1)
+                self._encode_into(kind(*head, wire), out, -1)
             except OverflowError:  # an int beyond 64 bits: the tagged form carries it
                 del out[start + HEADER_SIZE :]
                 self._encode_into(kind(*head, to_tagged(term)), out, -1)
@@ -323,7 +306,11 @@ class ControlEncoder:
         except BaseException:
             del out[start:]
             raise
-        return self._finish(out, start, name)
+        size = len(out) - start - HEADER_SIZE
+        if size > self._max:
+            return self._finish(out, start, name)  # raises EncodeError
+        _pack_header_into(out, start, size)
+        return size + HEADER_SIZE
 
     def _finish(self, out: bytearray, start: int, name: str) -> int:
         size = len(out) - start - HEADER_SIZE
