@@ -26,6 +26,7 @@ import contextlib
 import enum
 import logging
 import socket
+import ssl
 import time
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -87,10 +88,18 @@ class Connection(asyncio.Protocol):
     """
 
     def __init__(
-        self, node: DistributedBackend, role: Role, expected_peer: str | None = None
+        self,
+        node: DistributedBackend,
+        role: Role,
+        expected_peer: str | None = None,
+        *,
+        tls_server: ssl.SSLContext | None = None,
     ) -> None:
         self.node = node
         self.role = role
+        self._tls_server = tls_server
+        self._tls_task: asyncio.Task[None] | None = None
+        self._early = bytearray()
         self.expected_peer = expected_peer
         self.peer_name: str | None = None
         self.peer_creation = -1
@@ -122,7 +131,6 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing it.
         transport = cast(asyncio.Transport, transport)
-        self._transport = transport
         peer = transport.get_extra_info("peername")
         if peer:
             self.address = f"{peer[0]}:{peer[1]}"
@@ -130,9 +138,48 @@ class Connection(asyncio.Protocol):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.node._handshaking.add(self)
+        self._setup_timer = self._loop.call_later(self.node.setup_time, self._setup_timeout)
+        if self._tls_server is not None:
+            # TLS on an accepted socket is set up here rather than by the
+            # server, so that a failed TLS handshake is logged with the peer's
+            # address (asyncio's server reports it only in debug mode).
+            self._transport = transport
+            transport.pause_reading()
+            self._tls_task = self._loop.create_task(self._start_tls(transport, self._tls_server))
+            return
+        self._begin(transport)
+
+    async def _start_tls(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
+        try:
+            secure = await self._loop.start_tls(
+                transport,
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=self.node.setup_time,
+            )
+        except (OSError, TimeoutError) as exc:
+            why = str(exc) or type(exc).__name__
+            self.refusal = "tls"
+            self.failure = f"TLS handshake failed: {why}"
+            logger.warning(
+                "refused a connection from %s: TLS handshake failed: %s", self.address, why
+            )
+            transport.abort()
+            self.connection_lost(None)
+            return
+        if secure is None or self._close_reason is not None:
+            transport.abort()
+            self.connection_lost(None)
+            return
+        self._begin(secure)
+
+    def _begin(self, transport: asyncio.Transport) -> None:
+        """Start the cookie handshake on a connected (and, with TLS, secured) transport."""
+        self._transport = transport
         transport.set_write_buffer_limits(high=TRANSPORT_HIGH_WATER, low=TRANSPORT_LOW_WATER)
         node = self.node
-        node._handshaking.add(self)
         self._handshake = Handshake(
             role=CoreRole.INITIATOR if self.role is Role.INITIATOR else CoreRole.ACCEPTOR,
             name=node.node_name,
@@ -145,7 +192,9 @@ class Connection(asyncio.Protocol):
             setup_time=node.setup_time,
         )
         self._write_raw(self._handshake.start())
-        self._setup_timer = self._loop.call_later(node.setup_time, self._setup_timeout)
+        if self._early:
+            early, self._early = bytes(self._early), bytearray()
+            self._handshake_data(early)
 
     def _setup_timeout(self) -> None:
         if not self._up:
@@ -226,6 +275,10 @@ class Connection(asyncio.Protocol):
         self._bytes_in += len(data)
         if self._up:
             self._steady_data(data)
+        elif self._handshake is None:
+            # TLS is up but start_tls has not returned yet: the peer may
+            # already have sent its Hello (TLS 1.3). Keep it for _begin.
+            self._early += data
         else:
             self._handshake_data(data)
 
@@ -408,6 +461,8 @@ class Connection(asyncio.Protocol):
                 self._transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed.done():
+            return
         reason = self._close_reason if self._close_reason is not None else CONNECTION_CLOSED
         self._transport = None
         for timer in (self._setup_timer, self._tick_timer, self._flush_handle):

@@ -179,10 +179,11 @@ class DistributedBackend(AsyncIOBackend):
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
-                lambda: Connection(self, Role.ACCEPTOR),
+                lambda: Connection(
+                    self, Role.ACCEPTOR, tls_server=self._tls.server if self._tls else None
+                ),
                 host=self._listen_host,
                 port=self._wanted_port,
-                ssl=self._tls.server if self._tls else None,
                 reuse_address=True,
             )
         except OSError as exc:
@@ -314,7 +315,10 @@ class DistributedBackend(AsyncIOBackend):
             if conn.refusal == "simultaneous_lost":
                 await asyncio.wait_for(asyncio.shield(up), self.setup_time)
                 return node in self._connections
-            self._failures[node] = conn.failure or "connection closed during the handshake"
+            self._failures[node] = conn.failure or (
+                "the peer closed the connection during the handshake (does it require "
+                "TLS? see its log for why)"
+            )
             return False
         finally:
             waiters = self._up_waiters.get(node)

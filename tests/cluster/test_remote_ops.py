@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from cluster_helpers import run_in
 
 from otpylib import process
 from otpylib.runtime.atoms import (
@@ -29,22 +30,6 @@ from otpylib_dist.protocol.errors import EncodeError
 ClusterFactory = Callable[..., Awaitable[list[DistributedBackend]]]
 
 PING = atom.ensure("ping")
-
-
-async def run_in(node: DistributedBackend, fn: Any, *args: Any, trap_exits: bool = False) -> Any:
-    """Run ``fn(*args)`` as a process on ``node`` and return its result."""
-    done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-    async def body() -> None:
-        try:
-            done.set_result(await fn(*args))
-        except BaseException as exc:
-            if not done.done():
-                done.set_exception(exc)
-            raise
-
-    await node.spawn(body, trap_exits=trap_exits)
-    return await asyncio.wait_for(done, 10)
 
 
 async def test_registered_send_and_reply_keep_atoms_pids_and_tuples(
