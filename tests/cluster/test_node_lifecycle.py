@@ -1,0 +1,85 @@
+"""Node incarnations and the order of nodeup/nodedown around a peer's messages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from otpylib import process
+from otpylib.runtime.atoms import DOWN, NODEDOWN, NODEUP, NOPROC, atom
+from otpylib_dist import DistributedBackend
+
+from cluster_helpers import DEADLINE, run_in
+
+ClusterFactory = Callable[..., Awaitable[list[DistributedBackend]]]
+HELLO = atom.ensure("hello")
+BYE = atom.ensure("bye")
+
+
+async def _registered_sink(name: str) -> None:
+    await process.register(name)
+    while True:
+        sender, msg = await process.receive()
+        await process.send(sender, (msg, process.self()))
+
+
+async def test_pids_of_an_earlier_incarnation_are_dead(make_cluster: ClusterFactory) -> None:
+    a, b = await make_cluster(2)
+    await b.spawn(_registered_sink, args=["sink"])
+
+    async def pid_of_sink() -> Any:
+        await process.send(("sink", b.node_name), (process.self(), HELLO))
+        return (await process.receive(timeout=DEADLINE))[1]
+
+    old = await run_in(a, pid_of_sink)
+    port = b.port
+    await b.shutdown()
+    # The same name comes back on the same port: a new creation.
+    b2 = DistributedBackend(b.node_name, cookie="cluster-test-cookie", port=port)
+    await b2.initialize()
+    try:
+        assert b2.creation != old.creation
+        await b2.spawn(_registered_sink, args=["sink"])
+        new = await run_in(a, pid_of_sink)
+        assert new.node == old.node and new.creation == b2.creation
+
+        async def probe_old() -> Any:
+            await process.send(old, (process.self(), HELLO))  # dropped, not delivered
+            ref = await process.monitor(old)
+            down = await process.receive(timeout=DEADLINE)
+            return down, ref, a.is_alive(old), a.is_alive(new)
+
+        down, ref, old_alive, new_alive = await run_in(a, probe_old)
+        assert down == (DOWN, ref, old, NOPROC)
+        assert old_alive is False and new_alive is True
+    finally:
+        await b2.shutdown()
+
+
+async def test_nodeup_comes_before_the_first_message_and_nodedown_after_the_last(
+    make_cluster: ClusterFactory,
+) -> None:
+    a, b = await make_cluster(2)
+
+    async def watcher() -> list[Any]:
+        await b.monitor_nodes(True)
+        await process.register("watcher")
+        seen: list[Any] = []
+        while len(seen) < 4:
+            msg = await process.receive(timeout=DEADLINE)
+            is_node_event = isinstance(msg, tuple) and msg[0] in (NODEUP, NODEDOWN)
+            seen.append(msg[0] if is_node_event else msg)
+        return seen
+
+    async def talker() -> None:
+        # Connect and send at once, then send again and disconnect at once.
+        await process.send(("watcher", b.node_name), HELLO)
+        await process.send(("watcher", b.node_name), BYE)
+        await a.disconnect(b.node_name)
+
+    watching = asyncio.ensure_future(run_in(b, watcher))
+    while b.whereis("watcher") is None:
+        await asyncio.sleep(0.01)
+    await run_in(a, talker)
+    assert await watching == [NODEUP, HELLO, BYE, NODEDOWN]
