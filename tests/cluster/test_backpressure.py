@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from cluster_helpers import DEADLINE, wait_until
+
 from otpylib import process
 from otpylib_dist import DistributedBackend
 from otpylib_dist.connection import HIGH_WATER, TRANSPORT_HIGH_WATER
-
-from cluster_helpers import DEADLINE, wait_until
 
 ClusterFactory = Callable[..., Awaitable[list[DistributedBackend]]]
 

@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from cluster_helpers import DEADLINE, run_in
+
 from otpylib import process
 from otpylib.runtime.atoms import DOWN, NODEDOWN, NODEUP, NOPROC, atom
 from otpylib_dist import DistributedBackend
-
-from cluster_helpers import DEADLINE, run_in
 
 ClusterFactory = Callable[..., Awaitable[list[DistributedBackend]]]
 HELLO = atom.ensure("hello")

@@ -7,13 +7,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from cluster_helpers import DEADLINE, run_in
 
 from otpylib import process
 from otpylib.runtime.atoms import NOCONNECTION, atom
 from otpylib_dist import DistributedBackend
 from otpylib_dist.tls import GeneratedPki, generate_test_pki
-
-from cluster_helpers import DEADLINE, run_in
 
 ClusterFactory = Callable[..., Awaitable[list[DistributedBackend]]]
 PING = atom.ensure("ping")

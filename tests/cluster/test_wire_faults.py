@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from cluster_helpers import DEADLINE, run_in
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,8 +30,6 @@ from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import Term
 from otpylib_dist.protocol.framing import encode_frame
 from otpylib_dist.protocol.handshake import NEED_DATA, Established, Handshake, Role
-
-from cluster_helpers import DEADLINE, run_in
 
 ClusterFactory = Callable[..., Awaitable[list[DistributedBackend]]]
 COOKIE = "cluster-test-cookie"
@@ -188,7 +187,7 @@ async def test_undecodable_payload_is_dropped_with_a_log_and_the_connection_stay
     node: DistributedBackend, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR)
-    reader, writer = await _authenticated(node)
+    _reader, writer = await _authenticated(node)
     got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
     async def sink() -> None:
