@@ -17,16 +17,20 @@ Usage::
 
 Calling any of these from outside a process raises ``NotInProcessError``;
 from ``main``, use the runtime object itself.
+
+``send`` and ``receive`` are plain functions returning the runtime's
+awaitable (write ``await process.send(...)`` as usual): an ``async def``
+wrapper would add a coroutine per message on the hottest path.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 from otpylib.runtime.atoms import Atom
-from otpylib.runtime.backends.base import ProcessFunction, RuntimeBackend, Target
+from otpylib.runtime.backends.base import Name, ProcessFunction, RuntimeBackend, Target
 from otpylib.runtime.context import current_process
 from otpylib.runtime.data import Pid, ProcessInfo, Ref
 from otpylib.runtime.errors import NotInProcessError, ProcessExit
@@ -58,6 +62,12 @@ __all__ = [
 ]
 
 
+_OUTSIDE: Final = (
+    "otpylib.process functions work only inside a process; from main, "
+    "call the runtime object directly (e.g. 'await runtime.send(pid, msg)')"
+)
+
+
 def runtime() -> RuntimeBackend:
     """The runtime running the calling process.
 
@@ -66,10 +76,7 @@ def runtime() -> RuntimeBackend:
     """
     proc = current_process.get()
     if proc is None:
-        raise NotInProcessError(
-            "otpylib.process functions work only inside a process; from main, "
-            "call the runtime object directly (e.g. 'await runtime.send(pid, msg)')"
-        )
+        raise NotInProcessError(_OUTSIDE)
     return proc.runtime
 
 
@@ -83,14 +90,28 @@ def self() -> Pid:
     return runtime().self()
 
 
-async def send(target: Target, message: Any) -> None:
-    """Send ``message`` to a pid, registered name or ``(name, node)``."""
-    await runtime().send(target, message)
+def send(target: Target, message: Any) -> Awaitable[None]:
+    """Send ``message`` to a pid, registered name or ``(name, node)``; await the result.
+
+    A local send is done when this returns; see ``RuntimeBackend.send``.
+    """
+    proc = current_process.get()
+    if proc is None:
+        raise NotInProcessError(_OUTSIDE)
+    return proc.runtime.send(target, message)
 
 
-async def receive(timeout: float | None = None, match: Callable[[Any], bool] | None = None) -> Any:
-    """Take the next (or the first matching) message; see ``RuntimeBackend.receive``."""
-    return await runtime().receive(timeout, match)
+def receive(
+    timeout: float | None = None, match: Callable[[Any], bool] | None = None
+) -> Awaitable[Any]:
+    """Take the next (or the first matching) message; await the result.
+
+    See ``RuntimeBackend.receive`` for ``timeout`` and ``match``.
+    """
+    proc = current_process.get()
+    if proc is None:
+        raise NotInProcessError(_OUTSIDE)
+    return proc.runtime.receive(timeout, match)
 
 
 async def spawn(
@@ -124,7 +145,7 @@ async def spawn_monitor(
 
 
 async def link(pid: Pid) -> None:
-    """Link the caller and ``pid``."""
+    """Link the caller and ``pid`` (a Pid: resolve a name with ``whereis`` first)."""
     await runtime().link(pid)
 
 
@@ -133,7 +154,7 @@ async def unlink(pid: Pid) -> None:
     await runtime().unlink(pid)
 
 
-async def monitor(target: Pid | str | tuple[str, str]) -> Ref:
+async def monitor(target: Pid | Name | tuple[str, str]) -> Ref:
     """Monitor ``target``; returns the monitor's ref."""
     return await runtime().monitor(target)
 
@@ -144,7 +165,7 @@ async def demonitor(ref: Ref, flush: bool = False) -> bool:
 
 
 async def exit(pid: Pid, reason: Any) -> None:
-    """Send the exit signal ``reason`` to ``pid`` (Erlang's ``exit/2``)."""
+    """Send the exit signal ``reason`` to ``pid`` (Erlang's ``exit/2``; a Pid, not a name)."""
     await runtime().exit(pid, reason)
 
 
@@ -152,8 +173,15 @@ def exit_self(reason: Any) -> None:
     """End the calling process with ``reason`` (Erlang's ``exit/1``), by raising.
 
     Like any exception it can be caught on its way out; unlike other
-    exceptions it is not logged as a crash.
+    exceptions it is not logged as a crash. The strings "normal", "kill" and
+    "shutdown" mean those atoms, as for ``exit/2``.
+
+    Raises:
+        ProcessExit: always, carrying ``reason``.
+        NotInProcessError: called from outside a process (there is nothing
+            to end, and an exit reason thrown around ``main`` would mislead).
     """
+    runtime()
     raise ProcessExit(reason)
 
 
@@ -162,17 +190,17 @@ def flag(name: Atom | str, value: Any) -> Any:
     return runtime().process_flag(name, value)
 
 
-async def register(name: str, pid: Pid | None = None) -> None:
+async def register(name: Name, pid: Pid | None = None) -> None:
     """Register the caller (or ``pid``) under ``name``."""
     await runtime().register(name, pid)
 
 
-async def unregister(name: str) -> None:
+async def unregister(name: Name) -> None:
     """Remove a registered name."""
     await runtime().unregister(name)
 
 
-def whereis(name: str) -> Pid | None:
+def whereis(name: Name) -> Pid | None:
     """The pid registered as ``name``, or ``None``."""
     return runtime().whereis(name)
 

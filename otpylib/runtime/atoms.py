@@ -37,6 +37,7 @@ __all__ = [
     "TRAP_EXIT",
     "Atom",
     "atom",
+    "ensure",
 ]
 
 #: Longest atom name accepted. Erlang limits atoms to 255 characters; we do
@@ -48,12 +49,23 @@ class Atom:
     """A named constant that is unique per name (use :func:`atom.ensure`).
 
     Never construct ``Atom`` directly: two direct instances with the same name
-    would not be identical, which breaks the one guarantee atoms give.
+    would not be identical, which breaks the one guarantee atoms give. For the
+    same reason an atom is immutable: every holder shares the one object, so
+    renaming it would rename it for all of them.
     """
 
     __slots__ = ("__weakref__", "name")
 
     name: str
+
+    def __new__(cls, *args: object, **kwargs: object) -> Atom:
+        raise TypeError("atoms are interned: get one with atom.ensure(name), not Atom(...)")
+
+    def __setattr__(self, attr: str, value: object) -> None:
+        raise AttributeError(f"atoms are immutable: cannot set {attr!r} of {self!r}")
+
+    def __delattr__(self, attr: str) -> None:
+        raise AttributeError(f"atoms are immutable: cannot delete {attr!r} of {self!r}")
 
     def __repr__(self) -> str:
         return ":" + self.name
@@ -62,8 +74,10 @@ class Atom:
         return self.name
 
     def __reduce__(self) -> tuple[object, tuple[str]]:
-        # Keep interning across copy.copy / copy.deepcopy.
-        return (atom.ensure, (self.name,))
+        # Name the module-level function, not the bound method atom.ensure:
+        # pickling a bound method pickles its object, the table and its lock.
+        # Unpickling (and copy) then interns the name again: the same object.
+        return (ensure, (self.name,))
 
     def __copy__(self) -> Atom:
         return self
@@ -119,6 +133,16 @@ class _AtomTable:
 
 #: The atom table. ``atom.ensure("name")`` is the only way to get an Atom.
 atom: Final = _AtomTable()
+
+
+def ensure(name: str) -> Atom:
+    """Return the one :class:`Atom` for ``name`` (the same as ``atom.ensure(name)``).
+
+    A plain module-level function, so a pickled atom names it by reference
+    (``otpylib.runtime.atoms.ensure``) and unpickles to the interned object.
+    """
+    return atom.ensure(name)
+
 
 EXIT: Final = atom.ensure("EXIT")
 DOWN: Final = atom.ensure("DOWN")

@@ -18,22 +18,40 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Final, Protocol, TypeAlias
 
 from otpylib.runtime.atoms import Atom
 from otpylib.runtime.data import Pid, ProcessInfo, Ref, RuntimeStatistics
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ProcessFunction", "RemoteRouter", "RuntimeBackend", "Target"]
+__all__ = [
+    "DEFAULT_SHUTDOWN_TIMEOUT",
+    "Name",
+    "ProcessFunction",
+    "RemoteRouter",
+    "RuntimeBackend",
+    "Target",
+]
+
+#: Seconds ``shutdown()`` gives processes that trap exits to end after the
+#: ``shutdown`` signal (and again, after the kill, to finish their clean-up).
+#: The same as a supervisor's default for a worker (OTP's 5000 ms), so a
+#: supervision tree stopping its workers in order is not cut short by the
+#: runtime it runs on. Every backend uses this one default.
+DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
 
 #: What a process runs: an async function (or a "module:function" reference,
 #: resolved by import, which is what remote spawn uses).
 ProcessFunction: TypeAlias = Callable[..., Awaitable[Any]] | str
 
+#: A registered name: a str, or an Atom standing for its text (``register``,
+#: ``whereis``, ``send`` ... treat ``atom.ensure("db")`` and ``"db"`` alike).
+Name: TypeAlias = str | Atom
+
 #: Where a message can go: a pid, a locally registered name, or
 #: ``(name, node)`` for a name registered on another node.
-Target: TypeAlias = Pid | str | tuple[str, str]
+Target: TypeAlias = Pid | Name | tuple[str, str]
 
 
 class RemoteRouter(Protocol):
@@ -94,8 +112,13 @@ class RuntimeBackend(ABC):
         """Start the runtime; call once before anything else."""
 
     @abstractmethod
-    async def shutdown(self, timeout: float = 5.0) -> None:
-        """End every process with reason ``shutdown`` and release everything."""
+    async def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> None:
+        """End every process with reason ``shutdown`` and release everything.
+
+        Called from inside one of the runtime's processes, it starts the
+        shutdown and returns at once; the caller then ends with ``shutdown``
+        like every other process (it cannot wait for its own end).
+        """
 
     @abstractmethod
     async def spawn(
@@ -141,27 +164,32 @@ class RuntimeBackend(ABC):
         """The pid of the calling process."""
 
     @abstractmethod
-    async def send(self, target: Target, message: Any) -> None:
-        """Send ``message`` to a pid, a registered name or ``(name, node)``."""
+    def send(self, target: Target, message: Any) -> Awaitable[None]:
+        """Send ``message`` to a pid, a registered name or ``(name, node)``.
+
+        Returns an awaitable: always ``await`` it. A local send is complete
+        before it is returned (it is a plain ``def`` so the hot path costs no
+        coroutine); a remote one may wait for a connection or buffer space.
+        """
 
     @abstractmethod
-    async def receive(
+    def receive(
         self,
         timeout: float | None = None,
         match: Callable[[Any], bool] | None = None,
-    ) -> Any:
-        """Take the next message (or the first one ``match`` accepts)."""
+    ) -> Awaitable[Any]:
+        """Take the next message (or the first one ``match`` accepts); await the result."""
 
     @abstractmethod
-    async def register(self, name: str, pid: Pid | None = None) -> None:
+    async def register(self, name: Name, pid: Pid | None = None) -> None:
         """Register ``pid`` (default: the caller) under ``name``."""
 
     @abstractmethod
-    async def unregister(self, name: str) -> None:
+    async def unregister(self, name: Name) -> None:
         """Remove a registered name."""
 
     @abstractmethod
-    def whereis(self, name: str) -> Pid | None:
+    def whereis(self, name: Name) -> Pid | None:
         """The pid registered under ``name``, or ``None``."""
 
     @abstractmethod
@@ -170,14 +198,14 @@ class RuntimeBackend(ABC):
 
     @abstractmethod
     async def link(self, pid: Pid) -> None:
-        """Link the caller and ``pid`` (bidirectional, idempotent)."""
+        """Link the caller and ``pid`` (bidirectional, idempotent); a pid, never a name."""
 
     @abstractmethod
     async def unlink(self, pid: Pid) -> None:
         """Remove the link between the caller and ``pid``, if any."""
 
     @abstractmethod
-    async def monitor(self, target: Pid | str | tuple[str, str]) -> Ref:
+    async def monitor(self, target: Pid | Name | tuple[str, str]) -> Ref:
         """Monitor ``target``; a ``(DOWN, ref, pid, reason)`` message follows its end."""
 
     @abstractmethod
@@ -186,7 +214,7 @@ class RuntimeBackend(ABC):
 
     @abstractmethod
     async def exit(self, pid: Pid, reason: Any) -> None:
-        """Send an exit signal to ``pid`` (Erlang's ``exit/2``)."""
+        """Send an exit signal to ``pid`` (Erlang's ``exit/2``); a pid, never a name."""
 
     @abstractmethod
     def process_flag(self, flag: Atom | str, value: Any) -> Any:
@@ -211,3 +239,11 @@ class RuntimeBackend(ABC):
     @abstractmethod
     def make_ref(self) -> Ref:
         """A new unique reference."""
+
+    @abstractmethod
+    def alias(self) -> Pid:
+        """A new reply address for the caller's mailbox, valid until ``unalias``."""
+
+    @abstractmethod
+    def unalias(self, alias: Pid) -> bool:
+        """Deactivate an alias of the caller: later messages to it are dropped."""

@@ -170,23 +170,42 @@ def test_copy_and_deepcopy_keep_the_interned_object() -> None:
 
 # Bug: Atom.__reduce__ names the bound method atom.ensure, and pickling that
 # pickles the atom table itself, whose threading.Lock cannot be pickled.
-@pytest.mark.xfail(
-    strict=True, reason="bug: pickling an atom tries to pickle the atom table's lock"
-)
 def test_pickle_round_trip_keeps_the_interned_object() -> None:
     assert pickle.loads(pickle.dumps(NORMAL)) is NORMAL
     assert pickle.loads(pickle.dumps((EXIT, KILLED)))[1] is KILLED
 
 
+def test_a_pickled_atom_names_the_module_level_ensure() -> None:
+    # A stable reference for pickles stored elsewhere: not the table object.
+    assert Atom.__reduce__(NORMAL) == (atoms.ensure, ("normal",))
+    assert atoms.ensure("normal") is NORMAL
+
+
 # Bug: an Atom's name can be reassigned, so atom.ensure("ok").name can stop
 # being "ok" for every holder of the interned object.
-@pytest.mark.xfail(strict=True, reason="bug: an atom's name can be reassigned")
 def test_an_atoms_name_cannot_be_reassigned() -> None:
     victim = atom.ensure(fresh_name())
     original = victim.name
     with pytest.raises(AttributeError):
         victim.name = "something else"
     assert victim.name == original
+
+
+def test_an_atom_takes_no_new_attributes_and_loses_none() -> None:
+    victim = atom.ensure(fresh_name())
+    with pytest.raises(AttributeError, match=r"^atoms are immutable: cannot set 'extra' of :"):
+        victim.extra = 1
+    with pytest.raises(AttributeError, match=r"^atoms are immutable: cannot delete 'name' of :"):
+        del victim.name
+    assert atom.ensure(victim.name) is victim
+
+
+def test_an_atom_cannot_be_constructed_directly() -> None:
+    with pytest.raises(
+        TypeError,
+        match=r"^atoms are interned: get one with atom\.ensure\(name\), not Atom\(\.\.\.\)$",
+    ):
+        Atom()
 
 
 def test_threads_racing_on_a_new_name_get_one_atom() -> None:

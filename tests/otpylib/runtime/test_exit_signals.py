@@ -379,7 +379,6 @@ async def test_exit_self_normal_leaves_linked_processes_alone(runtime: AsyncIOBa
 # Bug: exit_self("normal") ends the process with the *string* "normal", which
 # linked processes treat as an abnormal reason and die of, although exit(pid,
 # "normal") and the rest of the API read that string as the atom normal.
-@pytest.mark.xfail(strict=True, reason="bug: exit_self('normal') kills linked processes")
 async def test_exit_self_with_the_string_normal_means_normal(runtime: AsyncIOBackend) -> None:
     a, _ = await spawn_collector(runtime, trap_exits=False)
     b, _ = await spawn_collector(runtime, trap_exits=False, link_to=a)
@@ -440,9 +439,6 @@ async def test_a_process_killed_while_blocked_in_receive(runtime: AsyncIOBackend
 # Bug: _run() ends a process that returns with reason normal even when it was
 # killed and merely swallowed the cancellation on its way out; kill must not
 # be trappable, so the reason must stay killed.
-@pytest.mark.xfail(
-    strict=True, reason="bug: a killed process that swallows the cancel exits normal"
-)
 async def test_a_killed_process_that_swallows_the_cancellation_still_ends_killed(
     runtime: AsyncIOBackend,
 ) -> None:
@@ -466,7 +462,6 @@ async def test_a_killed_process_that_swallows_the_cancellation_still_ends_killed
 # has not run yet. Erlang's is_process_alive/1 is false once the kill signal
 # is delivered ("exit(P, kill), false = is_process_alive(P)"), and exit/2 here
 # delivers it at once.
-@pytest.mark.xfail(strict=True, reason="bug: is_alive is true for a process already told to die")
 async def test_is_alive_is_false_right_after_a_kill(runtime: AsyncIOBackend) -> None:
     pid = await runtime.spawn(idle)
     await wait_waiting(runtime, pid)
@@ -483,3 +478,41 @@ async def test_a_killed_process_is_not_alive_once_it_is_gone(
     await wait_gone(runtime, pid)
     assert not runtime.is_alive(pid)
     assert pid not in runtime.processes()
+
+
+async def test_is_alive_is_false_right_after_an_exit_signal_that_ends_the_target(
+    runtime: AsyncIOBackend,
+) -> None:
+    pid = await runtime.spawn(idle)
+    await wait_waiting(runtime, pid)
+    await runtime.exit(pid, BOOM)
+    assert not runtime.is_alive(pid)
+    # Still in the table until its task has run its clean-up, as "exiting".
+    info = runtime.process_info(pid)
+    assert info is None or info.state == "exiting"
+
+
+async def test_exit_self_with_the_string_shutdown_means_shutdown(runtime: AsyncIOBackend) -> None:
+    pid, _ = await spawn_collector(runtime, trap_exits=False)
+    down = await watch(runtime, pid)
+    await runtime.send(pid, (CRASH, "shutdown"))
+    assert await exit_reason(down) is SHUTDOWN
+
+
+@pytest.mark.parametrize("value", ["exited_by_name", atom.ensure("exited_by_name"), None])
+async def test_exit_takes_a_pid_not_a_name(runtime: AsyncIOBackend, value: object) -> None:
+    # As in Erlang, where exit(Name, R) is badarg: the caller resolves the name.
+    message = (
+        rf"^exit\(\) takes a Pid, got {type(value).__name__}: {re.escape(repr(value))}; "
+        r"for a registered name, look the pid up first with whereis\(name\)$"
+    )
+    named = await runtime.spawn(idle, name="exited_by_name")
+    with pytest.raises(TypeError, match=message):
+        await runtime.exit(value, KILL)  # type: ignore[arg-type]
+
+    async def body() -> None:
+        with pytest.raises(TypeError, match=message):
+            await process.exit(value, KILL)  # type: ignore[arg-type]
+
+    await run_in(runtime, body)
+    assert runtime.is_alive(named)

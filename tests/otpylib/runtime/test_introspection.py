@@ -265,7 +265,6 @@ async def test_messages_processed_counts_messages_exits_and_downs(
 # Bug: monitor() of a dead pid puts the (DOWN, ref, pid, noproc) message in
 # the caller's mailbox without counting it in messages_processed, while every
 # other DOWN and EXIT message is counted.
-@pytest.mark.xfail(strict=True, reason="bug: a noproc DOWN from monitor() is not counted")
 async def test_messages_processed_counts_a_noproc_down(runtime: AsyncIOBackend) -> None:
     async def body() -> None:
         await process.monitor(NEVER_SPAWNED)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 from runtime_support import (
@@ -21,7 +22,7 @@ from runtime_support import (
 )
 
 from otpylib import process
-from otpylib.runtime.atoms import EXIT, KILL, KILLED, NOPROC, NORMAL, SHUTDOWN
+from otpylib.runtime.atoms import EXIT, KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, atom
 from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
 from otpylib.runtime.data import Pid
 from otpylib.runtime.errors import NotInProcessError
@@ -93,6 +94,32 @@ async def test_link_and_unlink_need_a_calling_process(runtime: AsyncIOBackend, w
         match=not_in_process(what),
     ):
         await getattr(runtime, what)(pid)
+
+
+def not_a_pid(what: str, value: object) -> str:
+    """The whole message of the TypeError ``what(value)`` raises for a non-pid."""
+    return (
+        rf"^{what}\(\) takes a Pid, got {type(value).__name__}: {re.escape(repr(value))}; "
+        r"for a registered name, look the pid up first with whereis\(name\)$"
+    )
+
+
+@pytest.mark.parametrize("what", ["link", "unlink"])
+@pytest.mark.parametrize("value", ["linked_by_name", atom.ensure("linked_by_name"), None])
+async def test_link_and_unlink_take_a_pid_not_a_name(
+    runtime: AsyncIOBackend, what: str, value: object
+) -> None:
+    # As in Erlang, where link(Name) is badarg: the caller resolves the name.
+    named = await runtime.spawn(idle, name="linked_by_name")
+
+    async def body() -> None:
+        with pytest.raises(TypeError, match=not_a_pid(what, value)):
+            await getattr(process, what)(value)
+        assert links_of(runtime, process.self()) == set()
+
+    await run_in(runtime, body)
+    assert runtime.is_alive(named)
+    assert runtime.statistics().active_links == 0
 
 
 async def test_a_crash_takes_a_linked_process_with_the_same_reason(

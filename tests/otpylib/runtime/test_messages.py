@@ -204,6 +204,23 @@ async def test_send_nowait_delivers_locally_and_says_whether_it_did(
     assert [await next_message(queue), await next_message(queue)] == ["by pid", "by name"]
 
 
+async def test_a_local_send_is_delivered_before_it_is_awaited(runtime: AsyncIOBackend) -> None:
+    # send is a plain def (no coroutine per message): the work is done by the
+    # call, and the awaitable it returns is already complete.
+    pid, queue = await spawn_collector(runtime, name="eager")
+    sent = [runtime.send(pid, 1), runtime.send("eager", 2)]
+    assert runtime.statistics().messages_processed == 2
+    assert await asyncio.gather(*sent) == [None, None]
+    assert [await next_message(queue), await next_message(queue)] == [1, 2]
+
+
+async def test_send_before_initialize_is_awaitable_and_dropped() -> None:
+    rt = AsyncIOBackend()
+    await rt.send(NEVER_SPAWNED, "lost")
+    assert rt.statistics().messages_processed == 0
+    await rt.shutdown()
+
+
 # ---------------------------------------------------------------- receive
 
 

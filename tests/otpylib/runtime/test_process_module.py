@@ -80,7 +80,6 @@ def test_outside_a_process_in_process_is_false() -> None:
 # Bug: exit_self() raises ProcessExit without checking for a calling process,
 # so from main it throws an exit reason around instead of the clear error
 # every other function of the module gives.
-@pytest.mark.xfail(strict=True, reason="bug: exit_self outside a process raises ProcessExit")
 def test_exit_self_outside_a_process_raises_not_in_process() -> None:
     with pytest.raises(NotInProcessError, match=OUTSIDE):
         process.exit_self(NORMAL)

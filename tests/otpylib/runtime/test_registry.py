@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from runtime_support import (
@@ -205,15 +206,36 @@ async def test_a_registered_name_reaches_the_process_that_holds_it_now(
 # Bug: register() accepts an Atom as the name (and stores its text), but
 # whereis() and send() look the Atom up as is, so the name is unreachable by
 # the very value it was registered with.
-@pytest.mark.xfail(
-    strict=True, reason="bug: a name registered as an atom is not found by that atom"
-)
 async def test_a_name_registered_as_an_atom_is_found_by_the_atom(
     runtime: AsyncIOBackend,
 ) -> None:
     name = atom.ensure("atom_named_service")
     pid, queue = await spawn_collector(runtime)
-    await runtime.register(name, pid)  # type: ignore[arg-type]
-    assert runtime.whereis(name) == pid  # type: ignore[arg-type]
-    await runtime.send(name, "hi")  # type: ignore[arg-type]
+    await runtime.register(name, pid)
+    assert runtime.whereis(name) == pid
+    await runtime.send(name, "hi")
     assert await asyncio.wait_for(queue.get(), DEADLINE) == "hi"
+
+
+async def test_every_name_taking_function_accepts_the_atom_for_a_name(
+    runtime: AsyncIOBackend,
+) -> None:
+    name = atom.ensure("atom_named_everywhere")
+    pid, queue = await spawn_collector(runtime)
+    await runtime.register(name, pid)
+    assert runtime.registered() == ["atom_named_everywhere"]
+    assert runtime.whereis("atom_named_everywhere") == pid
+    await runtime.send((name, runtime.node_name), "pair")  # type: ignore[arg-type]
+    assert runtime.send_nowait(name, "nowait") is True
+    assert [await next_message(queue), await next_message(queue)] == ["pair", "nowait"]
+
+    async def body() -> tuple[Any, Any]:
+        ref = await process.monitor(name)
+        assert process.whereis(name) == pid
+        await process.unregister(name)
+        return ref, await process.monitor(name)
+
+    ref, ref_after = await run_in(runtime, body)
+    assert ref != ref_after
+    assert runtime.whereis(name) is None
+    assert runtime.registered() == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from typing import Any
 
@@ -18,6 +19,7 @@ from runtime_support import (
 from otpylib import process
 from otpylib.runtime.atoms import EXIT, SHUTDOWN
 from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
+from otpylib.runtime.backends.base import DEFAULT_SHUTDOWN_TIMEOUT, RuntimeBackend
 from otpylib.runtime.data import Pid
 from otpylib.runtime.errors import RuntimeClosedError
 
@@ -148,7 +150,7 @@ async def test_links_and_monitors_fire_during_shutdown(runtime: AsyncIOBackend) 
         await process.link(worker)
         ref = await process.monitor(watched)
         ready.set()
-        seen = []
+        seen: list[Any] = []
         while len(seen) < 3:
             seen.append(await process.receive())
         got.set_result([ref, *seen])
@@ -257,3 +259,90 @@ async def test_100k_processes_are_spawned_and_all_cleaned_up(runtime: AsyncIOBac
     await runtime.shutdown()
     assert_nothing_left(runtime)
     assert runtime.statistics().total_spawned == count
+
+
+def test_every_backend_has_the_same_default_shutdown_timeout() -> None:
+    for cls in (RuntimeBackend, AsyncIOBackend):
+        default = inspect.signature(cls.shutdown).parameters["timeout"].default
+        assert default == DEFAULT_SHUTDOWN_TIMEOUT, cls
+
+
+async def observe_downs(
+    runtime: AsyncIOBackend, targets: list[Pid]
+) -> asyncio.Future[dict[Pid, Any]]:
+    """Monitor ``targets`` from a trapping process; the future gets each one's exit reason."""
+    reasons: asyncio.Future[dict[Pid, Any]] = asyncio.get_running_loop().create_future()
+    watching = asyncio.Event()
+
+    async def observer() -> None:
+        refs = {await process.monitor(pid): pid for pid in targets}
+        watching.set()
+        seen: dict[Pid, Any] = {}
+        while len(seen) < len(refs):
+            msg = await process.receive(match=lambda m: any(is_down(m, r) for r in refs))
+            seen[refs[msg[1]]] = msg[3]
+        reasons.set_result(seen)
+
+    await runtime.spawn(observer, trap_exits=True)
+    await asyncio.wait_for(watching.wait(), DEADLINE)
+    return reasons
+
+
+async def test_shutdown_called_by_a_process_ends_it_and_every_other_with_shutdown(
+    runtime: AsyncIOBackend,
+) -> None:
+    # A shutdown cannot wait for its own caller to end: from inside a process
+    # it runs in a task of its own, and the caller is signalled like the rest.
+    went_on = asyncio.Event()
+
+    async def stopper() -> None:
+        await process.receive()
+        # A timeout far past DEADLINE: waiting on the caller would show.
+        await runtime.shutdown(timeout=60.0)
+        went_on.set()
+
+    others = [await runtime.spawn(idle), await runtime.spawn(idle, name="named")]
+    caller = await runtime.spawn(stopper)
+    reasons = await observe_downs(runtime, [*others, caller])
+    await runtime.send(caller, "go")
+    seen = await asyncio.wait_for(reasons, DEADLINE)
+    assert seen == {pid: SHUTDOWN for pid in [*others, caller]}
+    assert not went_on.is_set()
+    # Called from main meanwhile, shutdown waits for the one in progress.
+    await asyncio.wait_for(runtime.shutdown(), DEADLINE)
+    assert_nothing_left(runtime)
+    with pytest.raises(RuntimeClosedError, match=SHUT_DOWN):
+        await runtime.spawn(idle)
+
+
+async def test_a_trapping_process_that_calls_shutdown_gets_the_signal_as_a_message(
+    runtime: AsyncIOBackend,
+) -> None:
+    got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def stopper() -> None:
+        await runtime.shutdown(timeout=60.0)
+        got.set_result(await process.receive(timeout=DEADLINE))
+
+    await runtime.spawn(stopper, trap_exits=True)
+    assert await asyncio.wait_for(got, DEADLINE) == (EXIT, runtime.runtime_pid, SHUTDOWN)
+    # The caller returned on the message: nothing is left to wait for.
+    await asyncio.wait_for(runtime.shutdown(), DEADLINE)
+    assert_nothing_left(runtime)
+
+
+async def test_a_shutdown_goes_on_when_the_main_caller_stops_waiting(
+    runtime: AsyncIOBackend,
+) -> None:
+    released = asyncio.Event()
+
+    async def slow() -> None:
+        await process.receive()
+        await released.wait()
+
+    await runtime.spawn(slow, trap_exits=True)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(runtime.shutdown(), 0.01)
+    released.set()
+    await asyncio.wait_for(runtime.shutdown(), DEADLINE)
+    assert_nothing_left(runtime)

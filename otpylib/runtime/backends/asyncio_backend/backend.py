@@ -11,6 +11,11 @@ function, and turns however it ended into an exit reason:
 - raised anything else    -> the exception itself (logged once, with traceback)
 - cancelled by a signal   -> the reason the signal carried (``killed``, ...)
 
+Once a process has been told to die, the signal's reason is its exit reason
+however the function then ends: one that catches the cancellation and
+returns still ends ``killed`` (``kill`` cannot be trapped), and
+``is_alive`` is already false for it.
+
 Termination (``_terminate``) then runs synchronously, with no ``await``, so
 no other process can observe a half-dead process: the pid leaves the process
 table and the registry, each linked process gets a link exit signal, and each
@@ -33,16 +38,24 @@ happen.
 Remote pids: every operation checks the process table first (the common
 case). A pid whose node is not ours is handed to ``self._router`` (set by the
 distribution layer); without a router, such a pid is treated as dead.
+
+The hot path (measured by ``bench/local.py``): ``send`` is a plain ``def``
+that appends to the mailbox and returns one shared, already-done future, so
+a local message costs no coroutine and no trip through the loop; a remote
+send returns the router's coroutine instead. ``receive`` with neither
+``match`` nor ``timeout`` runs a small coroutine of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from otpylib.runtime.atoms import (
@@ -60,6 +73,8 @@ from otpylib.runtime.atoms import (
 )
 from otpylib.runtime.backends.asyncio_backend.process import Process
 from otpylib.runtime.backends.base import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    Name,
     ProcessFunction,
     RemoteRouter,
     RuntimeBackend,
@@ -120,12 +135,30 @@ def resolve_function(ref: str) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
-def _function_name(fn: Any) -> str:
-    if isinstance(fn, str):
-        return fn
-    module = getattr(fn, "__module__", None) or "?"
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-    return f"{module}.{name}"
+class _AlreadyDone:
+    """An awaitable that is complete at once, for ``send`` before ``initialize()``.
+
+    Once the runtime runs, ``send`` hands out one already-done future of its
+    loop instead (faster to await, and usable with ``asyncio.gather``).
+    """
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+
+_ALREADY_DONE: Awaitable[None] = _AlreadyDone()
+
+
+def _check_pid(pid: Any, what: str) -> None:
+    """Refuse a target of ``exit``/``link``/``unlink`` that is not a pid, with advice."""
+    if type(pid) is not Pid:
+        raise TypeError(
+            f"{what}() takes a Pid, got {type(pid).__name__}: {pid!r}; "
+            "for a registered name, look the pid up first with whereis(name)"
+        )
 
 
 class AsyncIOBackend(RuntimeBackend):
@@ -153,7 +186,13 @@ class AsyncIOBackend(RuntimeBackend):
         self._messages = 0
         self._links = 0
         self._monitors = 0
+        # Active aliases (see alias()): extra pids that reach a process's mailbox.
+        self._aliases: dict[Pid, Process] = {}
         self._runtime_pid = Pid(self._node_name, 0, self._creation)
+        # What a local send returns: one already-done future of our loop,
+        # shared by every send (see ``send``).
+        self._sent: Awaitable[None] = _ALREADY_DONE
+        self._shutdown_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ life
 
@@ -179,11 +218,14 @@ class AsyncIOBackend(RuntimeBackend):
         """Start the runtime in the running event loop; call once before anything else."""
         if self._initialized:
             raise RuntimeError("this runtime is already initialized")
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
+        sent: asyncio.Future[None] = loop.create_future()
+        sent.set_result(None)
+        self._sent = sent
         self._started_at = time.monotonic()
         self._initialized = True
 
-    async def shutdown(self, timeout: float = 2.0) -> None:
+    async def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> None:
         """End every process with reason ``shutdown`` and release everything.
 
         First every process gets the exit signal ``shutdown`` from the runtime:
@@ -191,15 +233,50 @@ class AsyncIOBackend(RuntimeBackend):
         supervisors) get ``(EXIT, runtime_pid, shutdown)`` and up to
         ``timeout`` seconds to stop their children in order and exit. What is
         still alive after that is killed (reason ``shutdown``). Links and
-        monitors fire as usual throughout. Calling ``shutdown`` twice is safe.
+        monitors fire as usual throughout. Calling ``shutdown`` twice, or
+        while it runs, is safe: every call from outside the runtime's
+        processes returns once the shutdown is complete.
+
+        Called from inside a process of this runtime, the shutdown cannot
+        wait for its own caller to end, so it runs in a task of its own (as
+        Erlang's ``init:stop/0`` returns at once and stops the system
+        afterwards) and this call returns after it has started: by then the
+        caller has had its ``shutdown`` signal, like every other process. A
+        caller that does not trap exits ends at its next ``await``; one that
+        traps gets the ``(EXIT, runtime_pid, shutdown)`` message and
+        ``timeout`` seconds to return.
+
+        Args:
+            timeout: seconds for trapping processes to end after the signal,
+                then again for killed ones to finish their clean-up.
         """
         if self._closed or not self._initialized:
             self._closed = True
             return
-        self._closing = True
-        for proc in list(self._processes.values()):
-            if proc.pid in self._processes:
-                self._exit_signal(proc, self._runtime_pid, SHUTDOWN, link=False)
+        task = self._shutdown_task
+        if task is None:
+            # The signals go out now, in the caller's step, so nothing runs
+            # in between (a process spawned but not yet started never will).
+            self._closing = True
+            for proc in list(self._processes.values()):
+                if proc.pid in self._processes:
+                    self._exit_signal(proc, self._runtime_pid, SHUTDOWN, link=False)
+            # The waiting runs as a task in an empty context: it is no process,
+            # even when a process asked for it (a task inherits its creator's
+            # context), and it goes on if the caller is ended meanwhile.
+            task = self._shutdown_task = asyncio.get_running_loop().create_task(
+                self._finish_shutdown(timeout), context=contextvars.Context()
+            )
+        caller = current_process.get()
+        if caller is not None and caller.runtime is self:
+            # The caller has had its signal: a non-trapping caller ends here.
+            await asyncio.sleep(0)
+            return
+        # Shielded: a caller that gives up waiting does not stop the shutdown.
+        await asyncio.shield(task)
+
+    async def _finish_shutdown(self, timeout: float) -> None:
+        """Wait for the signalled processes, kill what is left, then close (see ``shutdown``)."""
         await self._wait_all_gone(timeout)
         for proc in list(self._processes.values()):
             self._kill(proc, SHUTDOWN)
@@ -338,13 +415,14 @@ class AsyncIOBackend(RuntimeBackend):
                     f"cannot spawn with name {name!r}: it is registered to {self._registry[name]!r}"
                 )
         pid = Pid(self._node_name, next(self._pid_counter), self._creation)
-        proc = Process(pid, self, bool(trap_exits), time.time(), _function_name(fn))
+        proc = Process(pid, self, bool(trap_exits), time.time(), fn)
         self._processes[pid] = proc
         if name is not None:
             self._registry[name] = pid
             proc.name = name
         self._total_spawned += 1
-        proc.task = loop.create_task(self._run(proc, func, args or (), kwargs or {}))
+        # No ``kwargs or {}``: an empty dict per spawn is memory for nothing.
+        proc.task = loop.create_task(self._run(proc, func, args or (), kwargs))
         return proc
 
     async def _run(
@@ -352,35 +430,48 @@ class AsyncIOBackend(RuntimeBackend):
         proc: Process,
         fn: Callable[..., Any],
         args: list[Any] | tuple[Any, ...],
-        kwargs: dict[str, Any],
+        kwargs: dict[str, Any] | None,
     ) -> None:
+        """The task body of every process: run ``fn``, then turn its end into a reason.
+
+        Once the process has been told to die (``kill_reason`` set), that is
+        its reason however the function ended: a killed process that catches
+        the cancellation and returns still ends ``killed``, since ``kill``
+        cannot be trapped.
+        """
         proc.started = True
         current_process.set(proc)
-        reason: Any = NORMAL
         try:
-            await fn(*args, **kwargs)
+            await (fn(*args, **kwargs) if kwargs else fn(*args))
         except asyncio.CancelledError:
             reason = proc.kill_reason if proc.kill_reason is not None else KILLED
         except ProcessExit as exc:
-            reason = proc.kill_reason if proc.kill_reason is not None else exc.reason
+            reason = proc.kill_reason
+            if reason is None:
+                reason = _normalize_reason(exc.reason)
         except BaseException as exc:
-            if proc.kill_reason is not None:
-                reason = proc.kill_reason
-            else:
+            reason = proc.kill_reason
+            if reason is None:
                 reason = exc
-                logger.error(
-                    "process %r (%s) crashed: %s: %s",
-                    proc.pid,
-                    proc.function,
-                    type(exc).__name__,
-                    exc,
-                    exc_info=exc,
-                )
+                self._log_crash(proc, exc)
             if not isinstance(exc, Exception):
                 # KeyboardInterrupt / SystemExit must still reach the loop.
                 self._terminate(proc, reason)
                 raise
+        else:
+            reason = proc.kill_reason if proc.kill_reason is not None else NORMAL
         self._terminate(proc, reason)
+
+    @staticmethod
+    def _log_crash(proc: Process, exc: BaseException) -> None:
+        logger.error(
+            "process %r (%s) crashed: %s: %s",
+            proc.pid,
+            proc.function,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
 
     # ---------------------------------------------------------------- self
 
@@ -405,6 +496,44 @@ class AsyncIOBackend(RuntimeBackend):
         """A new reference, unique within this node's incarnation (a counter)."""
         return Ref(self._node_name, next(self._ref_counter), self._creation)
 
+    def alias(self) -> Pid:
+        """A new address for the caller's mailbox, until ``unalias`` (Erlang's ``alias/0``).
+
+        A request names an alias as its reply address so the answer can be
+        refused once the requester stops waiting: after ``unalias``, messages
+        sent to the alias (from this node or another) are dropped, as messages
+        to a dead pid are. This is how ``gen_server.call`` keeps a reply that
+        comes after its timeout out of the caller's mailbox.
+
+        Differs from Erlang: an alias is a Pid (a fresh id of this node that no
+        process has), not a reference, so it travels wherever a pid does;
+        ``is_alive`` says False for it. The owner removes its aliases
+        (``unalias`` in a ``finally``); one left behind by a process that ended
+        is dropped the first time something is sent to it.
+        """
+        proc = self._caller("alias")
+        alias = Pid(self._node_name, next(self._pid_counter), self._creation)
+        self._aliases[alias] = proc
+        return alias
+
+    def unalias(self, alias: Pid) -> bool:
+        """Deactivate the caller's ``alias`` (``unalias/1``); returns whether it was active."""
+        proc = self._caller("unalias")
+        if self._aliases.get(alias) is not proc:
+            return False
+        del self._aliases[alias]
+        return True
+
+    def _alias_owner(self, alias: Pid) -> Process | None:
+        """The live process an active alias reaches, or None (a stale alias is removed)."""
+        proc = self._aliases.get(alias)
+        if proc is None:
+            return None
+        if proc.pid not in self._processes:
+            del self._aliases[alias]
+            return None
+        return proc
+
     def process_flag(self, flag: Atom | str, value: Any) -> Any:
         """Set a flag of the calling process and return its old value.
 
@@ -421,58 +550,100 @@ class AsyncIOBackend(RuntimeBackend):
 
     # ------------------------------------------------------------ messages
 
-    async def send(self, target: Target, message: Any) -> None:
+    def send(self, target: Target, message: Any) -> Awaitable[None]:
         """Send ``message`` to a pid, a registered name or ``(name, node)``.
 
         Sending to a dead pid drops the message silently, as in Erlang (use a
         monitor to learn of the death). Sending to a name nobody holds raises.
+        Messages from one sender to one receiver arrive in the order sent.
+
+        This is the hot path of the runtime, so it is a plain ``def``: a local
+        send is done when it returns, and what it returns is one shared,
+        already-complete future (awaiting it costs no coroutine and no trip
+        through the event loop). A send to another node's pid or name returns
+        the router's coroutine, which does the work when awaited. Either way,
+        write ``await runtime.send(...)``.
 
         Raises:
-            UnknownNameError: ``target`` is a name that is not registered here.
+            UnknownNameError: ``target`` is a name that is not registered here,
+                or ``(name, node)`` for another node when not distributed.
+            TypeError: ``target`` is none of the above.
         """
         if type(target) is Pid:
             proc = self._processes.get(target)
-            if proc is not None:
-                self._messages += 1
-                proc.deliver(message)
-                return
-            if target.node != self._node_name and self._router is not None:
-                await self._router.send(self._sender_pid(), target, message)
-            return
-        if isinstance(target, str):
-            pid = self._registry.get(target)
-            if pid is None:
-                raise UnknownNameError(target)
-            proc = self._processes[pid]
-            self._messages += 1
-            proc.deliver(message)
-            return
-        if isinstance(target, tuple) and len(target) == 2:
-            name, node = target
-            if node == self._node_name:
-                await self.send(name, message)
-                return
-            if self._router is None:
-                raise UnknownNameError(
-                    target, f"node {node!r} is not reachable: this runtime is not distributed"
-                )
-            await self._router.send_registered(self._sender_pid(), name, node, message)
-            return
-        raise TypeError(
-            f"send() target must be a Pid, a registered name or (name, node); "
-            f"got {type(target).__name__}: {target!r}"
-        )
+            if proc is None:
+                if self._aliases:
+                    proc = self._alias_owner(target)
+                if proc is None:
+                    if target.node != self._node_name and self._router is not None:
+                        return self._router.send(self._sender_pid(), target, message)
+                    return self._sent
+        else:
+            proc = self._named(target)
+            if proc is None:
+                return self._send_remote_named(target, message)
+        # Process.deliver, inlined: this runs once per local message.
+        self._messages += 1
+        mailbox = proc.mailbox
+        if mailbox is None:
+            proc.mailbox = deque((message,))
+        else:
+            mailbox.append(message)
+        waiter = proc.waiter
+        if waiter is not None:
+            proc.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        return self._sent
 
-    def send_nowait(self, target: Pid | str, message: Any) -> bool:
+    def _named(self, target: Any) -> Process | None:
+        """The live local process a name target stands for; ``None`` for ``(name, node)``.
+
+        Raises:
+            UnknownNameError: a local name (or ``(name, our node)``) nobody holds.
+            TypeError: not a name, nor a pair.
+        """
+        if isinstance(target, tuple) and len(target) == 2 and target[1] == self._node_name:
+            target = target[0]
+        if isinstance(target, str):
+            name = target
+        elif type(target) is Atom:
+            name = target.name
+        elif isinstance(target, tuple) and len(target) == 2:
+            return None
+        else:
+            raise TypeError(
+                f"send() target must be a Pid, a registered name or (name, node); "
+                f"got {type(target).__name__}: {target!r}"
+            )
+        pid = self._registry.get(name)
+        if pid is None:
+            raise UnknownNameError(name)
+        return self._processes[pid]
+
+    def _send_remote_named(self, target: Any, message: Any) -> Awaitable[None]:
+        """Send to ``(name, node)`` on another node, through the router."""
+        name, node = target
+        if type(name) is Atom:
+            name = name.name
+        if self._router is None:
+            raise UnknownNameError(
+                target, f"node {node!r} is not reachable: this runtime is not distributed"
+            )
+        return self._router.send_registered(self._sender_pid(), name, node, message)
+
+    def send_nowait(self, target: Pid | Name, message: Any) -> bool:
         """Deliver to a local pid or name without awaiting; returns whether delivered.
 
         For callbacks that cannot await. Remote targets are not accepted here
         (they may need to wait for a connection): use ``await send``.
         """
-        if type(target) is Pid:
+        if isinstance(target, Pid):
             proc = self._processes.get(target)
+            if proc is None and self._aliases:
+                proc = self._alias_owner(target)
         else:
-            pid = self._registry.get(target)  # type: ignore[arg-type]
+            pid = self._registry.get(target.name if isinstance(target, Atom) else target)
             proc = self._processes.get(pid) if pid is not None else None
         if proc is None:
             return False
@@ -486,15 +657,18 @@ class AsyncIOBackend(RuntimeBackend):
             return self._runtime_pid
         return proc.pid
 
-    async def receive(
+    def receive(
         self,
         timeout: float | None = None,
         match: Callable[[Any], bool] | None = None,
-    ) -> Any:
+    ) -> Awaitable[Any]:
         """Take the next message from the caller's mailbox, waiting if none.
 
         With ``match``, take the first message for which ``match(msg)`` is
         true and leave the others queued in their order (selective receive).
+        Returns an awaitable (``await runtime.receive()``); the common case,
+        no ``match`` and no ``timeout``, runs a smaller coroutine than the
+        general one.
 
         Raises:
             TimeoutError: (``asyncio.TimeoutError``) nothing arrived within
@@ -505,9 +679,30 @@ class AsyncIOBackend(RuntimeBackend):
         if proc is None or proc.runtime is not self:
             self._caller("receive")
             raise AssertionError("unreachable")
+        if match is None and timeout is None:
+            return self._receive_next(proc)
+        return self._receive(proc, timeout, match)
+
+    async def _receive_next(self, proc: Process) -> Any:
+        """``receive()`` with no match and no timeout: the oldest message."""
         mailbox = proc.mailbox
-        if match is None and mailbox:
-            return mailbox.popleft()
+        while not mailbox:
+            # A process exists, so the runtime is initialized and has a loop.
+            waiter = proc.waiter = self._loop.create_future()  # type: ignore[union-attr]
+            try:
+                await waiter
+            finally:
+                proc.waiter = None
+            mailbox = proc.mailbox
+        return mailbox.popleft()
+
+    async def _receive(
+        self,
+        proc: Process,
+        timeout: float | None,
+        match: Callable[[Any], bool] | None,
+    ) -> Any:
+        """``receive`` in general: selective, with a deadline, or both."""
         scanned = 0
         deadline: float | None = None
         loop = self._loop
@@ -515,10 +710,10 @@ class AsyncIOBackend(RuntimeBackend):
         if timeout is not None:
             deadline = loop.time() + timeout
         while True:
-            if match is None:
-                if mailbox:
+            mailbox = proc.mailbox
+            if mailbox:
+                if match is None:
                     return mailbox.popleft()
-            else:
                 n = len(mailbox)
                 while scanned < n:
                     msg = mailbox[scanned]
@@ -552,14 +747,20 @@ class AsyncIOBackend(RuntimeBackend):
             raise TypeError(f"registered names are non-empty str, got {name!r}")
         return name
 
-    async def register(self, name: str, pid: Pid | None = None) -> None:
+    async def register(self, name: Name, pid: Pid | None = None) -> None:
         """Register ``pid`` (default: the caller) under ``name`` (``register/2``).
 
-        The name is freed when the process ends.
+        The name is freed when the process ends. An Atom name stands for its
+        text: ``atom.ensure("db")`` and ``"db"`` are the same name.
+
+        Differs from Erlang: registering a process again under the name it
+        already holds is a no-op here, where Erlang's ``register/2`` raises
+        ``badarg``; start-up code may then register without checking first,
+        and a retried start does not fail on its own earlier registration.
 
         Raises:
-            NameAlreadyRegistered: the name is taken, or the process already
-                has another name.
+            NameAlreadyRegistered: the name is taken by another process, or
+                the process already has another name.
             ValueError: ``pid`` is not a live local process.
         """
         name = self._check_name(name)
@@ -582,7 +783,7 @@ class AsyncIOBackend(RuntimeBackend):
         self._registry[name] = proc.pid
         proc.name = name
 
-    async def unregister(self, name: str) -> None:
+    async def unregister(self, name: Name) -> None:
         """Remove ``name`` from the registry (``unregister/1``).
 
         Raises:
@@ -596,8 +797,10 @@ class AsyncIOBackend(RuntimeBackend):
         if proc is not None:
             proc.name = None
 
-    def whereis(self, name: str) -> Pid | None:
-        """The pid registered under ``name``, or ``None`` (``whereis/1``)."""
+    def whereis(self, name: Name) -> Pid | None:
+        """The pid registered under ``name`` (a str or an Atom), or ``None`` (``whereis/1``)."""
+        if isinstance(name, Atom):
+            name = name.name
         return self._registry.get(name)
 
     def registered(self) -> list[str]:
@@ -612,7 +815,12 @@ class AsyncIOBackend(RuntimeBackend):
         Linking to a dead process delivers the exit signal ``noproc`` to the
         caller at once (a message when trapping exits, else the caller dies),
         where Erlang raises ``noproc`` or sends it, depending on the version.
+
+        Raises:
+            TypeError: ``pid`` is not a Pid. As in Erlang (``badarg``), a
+                registered name is not accepted: look it up with ``whereis``.
         """
+        _check_pid(pid, "link")
         proc = self._caller("link")
         if pid == proc.pid:
             return
@@ -643,7 +851,12 @@ class AsyncIOBackend(RuntimeBackend):
         self._links += 1
 
     async def unlink(self, pid: Pid) -> None:
-        """Remove the link between the caller and ``pid`` if there is one (``unlink/1``)."""
+        """Remove the link between the caller and ``pid`` if there is one (``unlink/1``).
+
+        Raises:
+            TypeError: ``pid`` is not a Pid (as for ``link``).
+        """
+        _check_pid(pid, "unlink")
         proc = self._caller("unlink")
         if proc.links is None or pid not in proc.links:
             return
@@ -658,7 +871,7 @@ class AsyncIOBackend(RuntimeBackend):
 
     # ------------------------------------------------------------ monitors
 
-    async def monitor(self, target: Pid | str | tuple[str, str]) -> Ref:
+    async def monitor(self, target: Pid | Name | tuple[str, str]) -> Ref:
         """Monitor ``target`` (``monitor(process, T)``) and return the monitor's ref.
 
         When the target ends (or is already dead, or the name is not
@@ -677,12 +890,14 @@ class AsyncIOBackend(RuntimeBackend):
                 self._own_monitor(proc, ref, target)
                 await self._router.monitor(proc.pid, target, ref)
                 return ref
+            self._messages += 1
             proc.deliver((DOWN, ref, target, NOPROC))
             return ref
         if isinstance(target, tuple):
             name, node = target
             if node != self._node_name:
                 if self._router is None:
+                    self._messages += 1
                     proc.deliver((DOWN, ref, target, NOCONNECTION))
                     return ref
                 self._own_monitor(proc, ref, (name, node))
@@ -693,6 +908,7 @@ class AsyncIOBackend(RuntimeBackend):
         pid = self._registry.get(name)
         other = self._processes.get(pid) if pid is not None else None
         if other is None:
+            self._messages += 1
             proc.deliver((DOWN, ref, name, NOPROC))
             return ref
         self._add_monitor(proc, other, ref, other.pid)
@@ -734,6 +950,8 @@ class AsyncIOBackend(RuntimeBackend):
     @staticmethod
     def _flush_down(proc: Process, ref: Ref) -> None:
         mailbox = proc.mailbox
+        if not mailbox:
+            return
         for i, msg in enumerate(mailbox):
             if type(msg) is tuple and len(msg) == 4 and msg[0] is DOWN and msg[1] == ref:
                 del mailbox[i]
@@ -749,7 +967,12 @@ class AsyncIOBackend(RuntimeBackend):
         the caller itself; any other reason ends a non-trapping target with
         that reason and reaches a trapping one as ``(EXIT, from, reason)``.
         The strings "normal", "kill" and "shutdown" mean those atoms.
+
+        Raises:
+            TypeError: ``pid`` is not a Pid. As in Erlang (``badarg``), a
+                registered name is not accepted: look it up with ``whereis``.
         """
+        _check_pid(pid, "exit")
         reason = _normalize_reason(reason)
         sender = self._sender_pid()
         target = self._processes.get(pid)
@@ -859,7 +1082,9 @@ class AsyncIOBackend(RuntimeBackend):
         """Deliver a message from another node; ``False`` if ``pid`` is not alive."""
         proc = self._processes.get(pid)
         if proc is None:
-            return False
+            proc = self._alias_owner(pid) if self._aliases else None
+            if proc is None:
+                return False
         self._messages += 1
         proc.deliver(message)
         return True
@@ -966,9 +1191,15 @@ class AsyncIOBackend(RuntimeBackend):
     # -------------------------------------------------------- introspection
 
     def is_alive(self, pid: Pid) -> bool:
-        """Whether ``pid`` is alive (``is_process_alive/1``; remote: best knowledge)."""
-        if pid in self._processes:
-            return True
+        """Whether ``pid`` is alive (``is_process_alive/1``; remote: best knowledge).
+
+        A process that has been told to die is not alive any more, even before
+        its task has run its clean-up: as in Erlang, where
+        ``exit(P, kill), false = is_process_alive(P)`` holds.
+        """
+        proc = self._processes.get(pid)
+        if proc is not None:
+            return proc.kill_reason is None
         if pid.node != self._node_name and self._router is not None:
             return bool(self._router.is_alive(pid))
         return False
@@ -984,7 +1215,7 @@ class AsyncIOBackend(RuntimeBackend):
             name=proc.name,
             created_at=proc.created_at,
             trap_exits=proc.trap_exits,
-            message_queue_len=len(proc.mailbox),
+            message_queue_len=proc.message_queue_len,
             links=tuple(proc.links or ()),
             monitors=tuple((proc.monitors or {}).values()),
             monitored_by=tuple((proc.monitored_by or {}).values()),

@@ -4,9 +4,10 @@ A mailbox is a deque plus one wake-up future that exists only while the
 owner is blocked in ``receive`` (no asyncio.Queue, no task per delivery):
 a send is an append and, at most, one ``set_result``.
 
-Link, monitor and name tables are created on first use; most processes
-never link or monitor, and an idle process should stay small (Erlang's is
-2.7 KB).
+Everything a process may never need is created on first use: the mailbox
+deque (about 600 bytes, so ``None`` until the first message arrives), the
+link, monitor and name tables, and the printable name of the function. An
+idle process should stay small (Erlang's is 2.7 KB).
 """
 
 from __future__ import annotations
@@ -23,7 +24,20 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Process"]
+__all__ = ["Process", "function_name"]
+
+
+def function_name(fn: Any) -> str:
+    """``module.qualname`` of a process function (or the reference, for a str).
+
+    Computed only when asked (``process_info``, logs): building the string at
+    every spawn would cost time and ~60 bytes per process for nothing.
+    """
+    if isinstance(fn, str):
+        return fn
+    module = getattr(fn, "__module__", None) or "?"
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    return f"{module}.{name}"
 
 
 class Process:
@@ -33,7 +47,7 @@ class Process:
         pid: this process's pid.
         runtime: the backend running it (so process code can reach it).
         task: the asyncio task running the process function.
-        mailbox: queued messages, oldest first.
+        mailbox: queued messages, oldest first; ``None`` until the first one.
         waiter: future the owner awaits in ``receive``; ``None`` when not waiting.
         trap_exits: exit signals arrive as ``(EXIT, from, reason)`` messages.
         name: registered name or ``None``.
@@ -43,12 +57,12 @@ class Process:
         kill_reason: set once the process has been told to die; its exit reason.
         started: the process function has begun running.
         created_at: wall-clock time of the spawn.
-        function: printable name of the process function.
+        fn: the process function as given to spawn (see :attr:`function`).
     """
 
     __slots__ = (
         "created_at",
-        "function",
+        "fn",
         "kill_reason",
         "links",
         "mailbox",
@@ -69,12 +83,12 @@ class Process:
         runtime: AsyncIOBackend,
         trap_exits: bool,
         created_at: float,
-        function: str,
+        fn: Any,
     ) -> None:
         self.pid = pid
         self.runtime = runtime
         self.task: asyncio.Task[None] | None = None
-        self.mailbox: deque[Any] = deque()
+        self.mailbox: deque[Any] | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.trap_exits = trap_exits
         self.name: str | None = None
@@ -84,16 +98,35 @@ class Process:
         self.kill_reason: Any = None
         self.started = False
         self.created_at = created_at
-        self.function = function
+        self.fn = fn
 
     def deliver(self, message: Any) -> None:
-        """Append ``message`` and wake the owner if it waits in ``receive``."""
-        self.mailbox.append(message)
+        """Append ``message`` and wake the owner if it waits in ``receive``.
+
+        ``AsyncIOBackend.send`` inlines these lines for local sends (one call
+        less per message); keep the two in step.
+        """
+        mailbox = self.mailbox
+        if mailbox is None:
+            self.mailbox = deque((message,))
+        else:
+            mailbox.append(message)
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+
+    @property
+    def function(self) -> str:
+        """Printable name (``module.qualname``) of the function the process runs."""
+        return function_name(self.fn)
+
+    @property
+    def message_queue_len(self) -> int:
+        """Messages waiting in the mailbox."""
+        mailbox = self.mailbox
+        return 0 if mailbox is None else len(mailbox)
 
     @property
     def state(self) -> str:
