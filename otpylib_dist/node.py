@@ -29,6 +29,7 @@ Connection life cycle (per peer node)::
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import secrets
 from collections.abc import Callable
@@ -36,7 +37,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from otpylib.runtime.atoms import NODEDOWN, NODEUP, atom
 from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
-from otpylib.runtime.backends.base import ProcessFunction
+from otpylib.runtime.backends.base import DEFAULT_SHUTDOWN_TIMEOUT, ProcessFunction
+from otpylib.runtime.context import current_process
 from otpylib.runtime.data import Pid, Ref
 from otpylib_dist import control_handlers
 from otpylib_dist.connection import Connection, Role
@@ -139,6 +141,7 @@ class DistributedBackend(AsyncIOBackend):
         self._failures: dict[str, str] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._node_shutdown: asyncio.Task[None] | None = None
         self.on_stop_request: Callable[[], None] | None = None
 
     # ------------------------------------------------------------ identity
@@ -200,16 +203,31 @@ class DistributedBackend(AsyncIOBackend):
             self._discovery.subscribe(self._on_discovery_event)
             await self._discovery.start(self._node_name, self._host, self._port)
 
-    async def shutdown(self, timeout: float = 2.0) -> None:
+    async def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> None:
         """End every process, tell peers (links fire there), close connections.
 
         Peers see each link and monitor fire with the processes' own exit
         reasons (usually ``shutdown``), then ``nodedown`` with reason
-        ``connection_closed``.
+        ``connection_closed``; mDNS peers get a goodbye. Called from inside
+        a process of this node, it returns at once and the node stops
+        afterwards (as the local runtime's ``shutdown``); from outside, it
+        returns when the node is fully stopped. Safe to call twice.
         """
-        if self._stopping:
+        task = self._node_shutdown
+        if task is None:
+            self._stopping = True
+            # Outside any process (empty context), so it is not ended along
+            # with the process that asked for it.
+            task = self._node_shutdown = asyncio.get_running_loop().create_task(
+                self._stop_node(timeout), context=contextvars.Context()
+            )
+        caller = current_process.get()
+        if caller is not None and caller.runtime is self:
+            await asyncio.sleep(0)
             return
-        self._stopping = True
+        await asyncio.shield(task)
+
+    async def _stop_node(self, timeout: float) -> None:
         await super().shutdown(timeout)
         if self._discovery is not None:
             try:

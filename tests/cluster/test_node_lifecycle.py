@@ -83,3 +83,34 @@ async def test_nodeup_comes_before_the_first_message_and_nodedown_after_the_last
         await asyncio.sleep(0.01)
     await run_in(a, talker)
     assert await watching == [NODEUP, HELLO, BYE, NODEDOWN]
+
+
+async def test_shutdown_asked_by_a_process_of_the_node_stops_the_whole_node(
+    make_cluster: ClusterFactory,
+) -> None:
+    a, b = await make_cluster(2)
+
+    async def quitter() -> None:
+        await process.receive()
+        await b.shutdown()
+        await asyncio.sleep(3600)  # ended by the shutdown signal, not by this
+
+    pid = await b.spawn(quitter)
+
+    async def watch() -> Any:
+        await a.monitor_nodes(True)
+        await a.connect(b.node_name)
+        up = await process.receive(timeout=DEADLINE)
+        ref = await process.monitor(pid)
+        await process.send(pid, "go")
+        got = [await process.receive(timeout=DEADLINE), await process.receive(timeout=DEADLINE)]
+        return up, ref, got
+
+    up, ref, got = await run_in(a, watch)
+    assert up == (NODEUP, b.node_name)
+    assert (DOWN, ref, pid, atom.ensure("shutdown")) in got
+    assert any(isinstance(m, tuple) and m[0] is NODEDOWN for m in got)
+    # The node is fully stopped: nobody can connect any more.
+    assert b._node_shutdown is not None
+    await asyncio.wait_for(b._node_shutdown, DEADLINE)
+    assert await a.connect(b.node_name) is False

@@ -131,4 +131,3 @@ async def test_losing_a_tls_connection_gives_noconnection(
 
     ref, down = await run_in(a, watch)
     assert down[1] == ref and down[3] is NOCONNECTION
-
