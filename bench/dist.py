@@ -34,6 +34,16 @@ from otpylib.runtime.atoms import atom
 COOKIE = "bench-cookie"
 HERE = Path(__file__).resolve().parent
 DONE = atom.ensure("done")
+#: ``--busy-wait``: nodes and the raw floor poll after traffic (BEAM-style).
+BUSY_WAIT = "--busy-wait" in sys.argv
+
+
+def _window() -> float:
+    from otpylib_dist.busy_wait import DEFAULT_BUSY_WAIT
+
+    return DEFAULT_BUSY_WAIT if BUSY_WAIT else 0.0
+
+
 MSG = atom.ensure("msg")
 
 
@@ -62,7 +72,7 @@ async def echo() -> None:
 async def _serve_node(port_file: str, count: int) -> None:
     from otpylib_dist import DistributedBackend
 
-    node = DistributedBackend("bench_b@127.0.0.1", cookie=COOKIE)
+    node = DistributedBackend("bench_b@127.0.0.1", cookie=COOKIE, busy_wait=_window())
     await node.initialize()
     await node.spawn(sink, args=[count])
     await node.spawn(echo)
@@ -73,7 +83,7 @@ async def _serve_node(port_file: str, count: int) -> None:
 async def _client_node(port: int, count: int, trips: int) -> tuple[float, float]:
     from otpylib_dist import DistributedBackend
 
-    node = DistributedBackend("bench_a@127.0.0.1", cookie=COOKIE)
+    node = DistributedBackend("bench_a@127.0.0.1", cookie=COOKIE, busy_wait=_window())
     await node.initialize()
     assert await node.connect("bench_b@127.0.0.1", "127.0.0.1", port)
     result: asyncio.Future[tuple[float, float]] = asyncio.get_running_loop().create_future()
@@ -110,6 +120,8 @@ _DEC = msgspec.msgpack.Decoder()
 
 
 async def _serve_raw(port_file: str, count: int) -> None:
+    busy = _busy_wait()
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         buf = bytearray()
         seen = 0
@@ -117,6 +129,7 @@ async def _serve_raw(port_file: str, count: int) -> None:
             data = await reader.read(1 << 16)
             if not data:
                 return
+            busy.poke()
             buf += data
             pos = 0
             out = bytearray()
@@ -144,8 +157,18 @@ async def _serve_raw(port_file: str, count: int) -> None:
     await asyncio.Event().wait()
 
 
+def _busy_wait() -> Any:
+    """The raw floor polls after traffic as the nodes do (same policy, same window)."""
+    from otpylib_dist.busy_wait import DEFAULT_BUSY_WAIT, BusyWait
+
+    busy = BusyWait(DEFAULT_BUSY_WAIT if BUSY_WAIT else 0.0)
+    busy.start()
+    return busy
+
+
 async def _client_raw(port: int, count: int, trips: int) -> tuple[float, float]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    busy = _busy_wait()
 
     async def read_one() -> Any:
         (n,) = struct.unpack(">I", await reader.readexactly(4))
@@ -167,6 +190,7 @@ async def _client_raw(port: int, count: int, trips: int) -> tuple[float, float]:
     for i in range(trips):
         body = _ENC.encode(("echo", i))
         writer.write(struct.pack(">I", len(body)) + body)
+        busy.poke()
         await read_one()
     rtt = (time.perf_counter() - t0) / trips * 1e6
     writer.close()
@@ -266,6 +290,8 @@ def _child(kind: str, count: int, uvloop_on: bool) -> tuple[subprocess.Popen[byt
     ]
     if uvloop_on:
         argv.append("--uvloop")
+    if BUSY_WAIT:
+        argv.append("--busy-wait")
     proc = subprocess.Popen(argv, cwd=HERE.parent)
     for _ in range(200):
         if os.path.exists(port_file) and Path(port_file).read_text():
@@ -291,6 +317,11 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--round-trips", type=int, default=5_000)
     parser.add_argument("--uvloop", action="store_true", help="use uvloop when installed")
+    parser.add_argument(
+        "--busy-wait",
+        action="store_true",
+        help="nodes and raw floor keep polling 200 us after traffic (as BEAM does by default)",
+    )
     parser.add_argument("--serve", choices=("node", "raw"), help=argparse.SUPPRESS)
     parser.add_argument("--port-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -319,6 +350,8 @@ def main() -> None:
     rows["erlang"] = _erlang(args.messages, args.round_trips)
 
     loop_name = "uvloop" if uvloop_on else "asyncio default loop"
+    if BUSY_WAIT:
+        loop_name += ", busy wait 200 us"
     print(
         f"\nbench.dist: two OS processes on 127.0.0.1, {args.messages} msgs, "
         f"{args.round_trips} round trips, {loop_name}"

@@ -98,6 +98,7 @@ class Connection(asyncio.Protocol):
         self.node = node
         self.role = role
         self._tls_server = tls_server
+        self._busy = node.busy_wait
         self._tls_task: asyncio.Task[None] | None = None
         self._early = bytearray()
         self.expected_peer = expected_peer
@@ -273,6 +274,7 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._bytes_in += len(data)
+        self._busy.poke()
         if self._up:
             self._steady_data(data)
         elif self._handshake is None:
@@ -397,6 +399,7 @@ class Connection(asyncio.Protocol):
             self._bytes_out += len(self._out)
             transport.write(bytes(self._out))
             self._out.clear()
+            self._busy.poke()  # a reply is likely on its way: keep polling
         self._flush_handle = self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
