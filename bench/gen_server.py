@@ -1,24 +1,34 @@
 """gen_server call round trip beside the raw send/receive round trip, in one run.
 
-Rows, each the best of ``--repeat`` runs of ``--round-trips`` sequential
-round trips between two processes of one runtime:
+Rows, each the best of ``--repeat`` runs of sequential round trips between
+two processes:
 
 - ``raw``: ``send(echo, (self, i))`` then ``receive()``: the floor;
-- ``call, timeout=None``: ``gen_server.call`` that waits forever (monitor,
-  send, selective receive, demonitor: no proxy);
-- ``call, default 5 s``: ``gen_server.call`` with a finite timeout, which
-  makes the call through a short-lived proxy process so a late reply can
-  never reach the caller (see ``otpylib._gen``).
+- ``call, timeout=None``: ``gen_server.call`` that waits forever;
+- ``call, default 5 s``: ``gen_server.call`` with a finite timeout.
 
-Usage: ``python -m bench.gen_server [--round-trips N] [--repeat R] [--uvloop]``.
+Both calls monitor the server, send with an alias as the reply address,
+take the answer by selective receive and demonitor (see ``otpylib._gen``);
+the finite timeout adds the receive's timer.
+
+Two tables: *local* (one runtime, ``--round-trips``) and *remote* (the
+caller on this process's node, the servers on a second node in a separate
+OS process on 127.0.0.1, ``--remote-round-trips``; ``--no-remote`` skips
+it). Ratios are to the raw row of the same table.
+
+Usage: ``python -m bench.gen_server [--round-trips N] [--remote-round-trips M]
+[--repeat R] [--uvloop] [--no-remote]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from otpylib import gen_server, process
@@ -67,10 +77,10 @@ async def best_of(repeat: int, n: int, fn: Callable[[], Awaitable[None]]) -> flo
     return best
 
 
-async def driver(n: int, repeat: int, results: asyncio.Future[dict[str, float]]) -> None:
+async def driver(
+    raw_server: Any, gen: Any, n: int, repeat: int, results: asyncio.Future[dict[str, float]]
+) -> None:
     """Run every row from inside one process and hand the figures back."""
-    raw_server = await process.spawn(echo)
-    gen = await gen_server.start(Echo)
     warm = max(1, n // 10)
     await raw_round_trips(raw_server, warm)
     await call_round_trips(gen, warm, None)
@@ -84,43 +94,129 @@ async def driver(n: int, repeat: int, results: asyncio.Future[dict[str, float]])
 
 
 async def run(n: int, repeat: int) -> dict[str, float]:
-    """Start a runtime, run the driver process, shut down; return the figures."""
+    """One runtime: start both servers and the driver, shut down; return the figures."""
     runtime = AsyncIOBackend()
     await runtime.initialize()
     results: asyncio.Future[dict[str, float]] = asyncio.get_running_loop().create_future()
-    await runtime.spawn(driver, (n, repeat, results))
+    raw_server = await runtime.spawn(echo)
+    gen = await gen_server.start(Echo, runtime=runtime)
+    await runtime.spawn(driver, (raw_server, gen, n, repeat, results))
     rows = await results
     await runtime.shutdown()
     return rows
 
 
-def main() -> None:
-    """Parse arguments, run, print the table and the ratios to the raw floor."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--round-trips", type=int, default=20_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--uvloop", action="store_true", help="use uvloop when installed")
-    args = parser.parse_args()
-    loop_name = "asyncio default loop"
-    if args.uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            print("uvloop is not installed; using the default loop")
-            rows = asyncio.run(run(args.round_trips, args.repeat))
-        else:
-            loop_name = "uvloop"
-            rows = uvloop.run(run(args.round_trips, args.repeat))
-    else:
-        rows = asyncio.run(run(args.round_trips, args.repeat))
+# ----------------------------------------------------------------- remote
+
+COOKIE = "bench-gen-server-cookie"
+PEER = "bench_gs_b@127.0.0.1"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def serve_node() -> None:
+    """The second OS process: a bare node; the client starts the servers on it."""
+    from otpylib_dist import DistributedBackend
+
+    node = DistributedBackend(PEER, cookie=COOKIE)
+    await node.initialize()
+    print(f"port {node.port}", flush=True)
+    await asyncio.Event().wait()
+
+
+async def run_remote(port: int, n: int, repeat: int) -> dict[str, float]:
+    """This process's node: start the servers on the peer by reference, drive them from here."""
+    from otpylib_dist import DistributedBackend
+
+    node = DistributedBackend("bench_gs_a@127.0.0.1", cookie=COOKIE)
+    await node.initialize()
+    try:
+        if not await node.connect(PEER, "127.0.0.1", port):
+            raise RuntimeError(f"cannot connect to {PEER} on port {port}")
+        raw_server = await node.spawn("bench.gen_server:echo", node=PEER)
+        gen = await gen_server.start(Echo, node=PEER, runtime=node)
+        results: asyncio.Future[dict[str, float]] = asyncio.get_running_loop().create_future()
+        await node.spawn(driver, (raw_server, gen, n, repeat, results))
+        return await results
+    finally:
+        await node.shutdown()
+
+
+def start_peer(uvloop_on: bool) -> tuple[subprocess.Popen[str], int]:
+    """Start the peer node's OS process; return it and its port."""
+    argv = [sys.executable, "-m", "bench.gen_server", "--serve-node"]
+    if uvloop_on:
+        argv.append("--uvloop")
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("port "):
+        proc.kill()
+        raise RuntimeError(f"the peer node did not start: {line!r}")
+    return proc, int(line.split()[1])
+
+
+# ------------------------------------------------------------------- main
+
+
+def run_loop(coro: Any, uvloop_on: bool) -> Any:
+    """Run ``coro`` on uvloop or the default loop."""
+    if uvloop_on:
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def print_table(title: str, rows: dict[str, float]) -> None:
+    """The rows in microseconds and as multiples of the raw row."""
     raw = rows["raw send/receive"]
-    print(
-        f"\nbench.gen_server: one runtime, two processes, {args.round_trips} sequential "
-        f"round trips, best of {args.repeat} ({loop_name})"
-    )
+    print(f"\n{title}")
     print(f"{'':<20} {'round trip us':>14} {'vs raw':>8}")
     for kind, us in rows.items():
         print(f"{kind:<20} {us:>14.2f} {us / raw:>7.2f}x")
+
+
+def main() -> None:
+    """Parse arguments, run, print the tables and the ratios to the raw floor."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--round-trips", type=int, default=20_000)
+    parser.add_argument("--remote-round-trips", type=int, default=5_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--uvloop", action="store_true", help="use uvloop when installed")
+    parser.add_argument("--no-remote", action="store_true", help="skip the two-node table")
+    parser.add_argument("--serve-node", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    uvloop_on = args.uvloop
+    if uvloop_on:
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            print("uvloop is not installed; using the default loop")
+            uvloop_on = False
+    if args.serve_node:
+        run_loop(serve_node(), uvloop_on)
+        return
+    loop_name = "uvloop" if uvloop_on else "asyncio default loop"
+    rows = run_loop(run(args.round_trips, args.repeat), uvloop_on)
+    print_table(
+        f"bench.gen_server local: one runtime, two processes, {args.round_trips} sequential "
+        f"round trips, best of {args.repeat} ({loop_name})",
+        rows,
+    )
+    if args.no_remote:
+        return
+    peer, port = start_peer(uvloop_on)
+    try:
+        rows = run_loop(run_remote(port, args.remote_round_trips, args.repeat), uvloop_on)
+    finally:
+        peer.kill()
+        peer.wait()
+    print_table(
+        f"bench.gen_server remote: caller and servers on two nodes in two OS processes, "
+        f"127.0.0.1, {args.remote_round_trips} sequential round trips, best of {args.repeat} "
+        f"({loop_name})",
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -17,33 +17,27 @@ they live here once:
 
 Late replies, and how none can reach the caller
 -----------------------------------------------
-A call that times out leaves a server that may still answer. Erlang/OTP 24+
-sends the answer to a process *alias* that the caller deactivates on timeout,
-so the runtime drops it. This runtime has no aliases, and the only address
-that can be closed is a pid, by ending its process. So:
-
-- ``timeout=None`` (wait forever): the reply goes straight to the caller
-  (``reply_to`` is the caller's own pid). Two messages per call, and no late
-  reply from the server can exist: the call ends only with the answer, or
-  with the server's ``DOWN``, which comes after everything else the server
-  sent us (per-pair order holds locally and on one connection between two
-  nodes). One corner remains: a server that hands ``from_`` to *another*
-  process to answer and then dies fails the call with its ``DOWN``, and the
-  other process may still answer afterwards. Servers that delegate answers
-  should be called with a finite timeout.
-- a finite timeout (the default, 5 s, as in OTP): the call is made by a
-  short-lived *proxy* process spawned next to the caller. ``reply_to`` is the
-  proxy, which waits at most ``timeout``, hands the outcome to the caller and
-  ends. An answer arriving after that is addressed to a dead pid and dropped
-  by the runtime, exactly like a message to an inactive alias. The caller
-  only ever receives the proxy's one outcome message (tagged with a fresh
-  ref) and demonitors the proxy with ``flush``. The cost is one spawn and one
-  extra local message per call (``python -m bench.gen_server`` measures it).
+A call that times out leaves a server that may still answer; so may a
+process the server handed ``from_`` to, after the server died. Erlang/OTP
+24+ sends the answer to a process *alias* that the caller deactivates when
+it stops waiting, so the runtime drops the late answer. We do the same:
+``reply_to`` is ``rt.alias()``, an extra pid that reaches the caller's
+mailbox only until the call ends (answer, ``DOWN`` or timeout), when the
+caller calls ``rt.unalias``. A late answer, from this node or another, is
+then addressed to an inactive alias and dropped like a message to a dead
+pid. The cost is an id, a dict insert and a dict delete per call
+(``python -m bench.gen_server`` measures it).
 
 ``from_[0]`` is always the real caller, so a server may monitor or link to
 its client, as OTP servers do; only ``reply_to`` differs. Code outside any
-process (``main``) has no mailbox: it calls through a helper process that is
-itself short-lived, so it needs no proxy.
+process (``main``) has no mailbox: it calls through a short-lived helper
+process (:func:`run_outside`).
+
+Across nodes nothing changes: the monitor is a remote monitor (a lost
+connection delivers its ``DOWN`` with ``noconnection``; an unknown name or
+dead pid there, ``noproc``), the alias is a pid of the caller's node, and the
+answer and the ``DOWN`` travel on the one connection between the two nodes,
+so the answer is never overtaken by the ``DOWN`` that follows it.
 """
 
 from __future__ import annotations
@@ -95,9 +89,6 @@ CALL: Final = atom.ensure("$gen_call")
 CAST: Final = atom.ensure("$gen_cast")
 #: Reason of a call a process makes to itself (it would wait for itself forever).
 CALLING_SELF: Final = atom.ensure("calling_self")
-_OK: Final = atom.ensure("ok")
-_ERROR: Final = atom.ensure("error")
-_RAISE: Final = atom.ensure("raise")
 
 #: OTP's default call timeout (5000 ms): long enough for any healthy server,
 #: short enough that a stuck one is reported rather than hanging its clients.
@@ -230,15 +221,11 @@ async def call(
     message_tag: Any,
     request: Any,
     timeout: float | None,
-    *,
-    short_lived: bool = False,
 ) -> Any:
     """Make a call from the calling process of ``rt``; see the module docstring.
 
     ``message_tag`` is the first element of the request message (``CALL``
-    for gen_server). ``short_lived=True`` says the calling process ends
-    right after the call (a :func:`run_outside` helper), so late replies
-    cannot reach anyone and no proxy is needed. Raises :class:`CallError`.
+    for gen_server). Raises :class:`CallError`.
     """
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be None (wait forever) or >= 0 seconds, got {timeout}")
@@ -248,90 +235,41 @@ async def call(
         raise CallError(NOPROC, target)
     if dest == me:
         raise CallError(CALLING_SELF, target)
-    if timeout is None or short_lived:
-        return await _call_direct(rt, me, me, dest, target, message_tag, request, timeout)
-    ptag = rt.make_ref()
-    proxy_args = (me, ptag, dest, target, message_tag, request, timeout)
-    _proxy_pid, pmref = await rt.spawn_monitor(_call_proxy, proxy_args)
-
-    def match(m: Any) -> bool:
-        return type(m) is tuple and (
-            (len(m) == 4 and m[0] == ptag) or (len(m) == 4 and m[0] is DOWN and m[1] == pmref)
-        )
-
-    msg = await rt.receive(None, match)
-    await rt.demonitor(pmref, flush=True)
-    if msg[0] is DOWN:
-        # The proxy was killed (the runtime is shutting down, or someone
-        # killed it): the call has no answer, and its reason says why.
-        raise CallError(msg[3], target)
-    _, outcome, value, text = msg
-    if outcome is _OK:
-        return value
-    if outcome is _RAISE:
-        raise value
-    raise CallError(value, target, text)
-
-
-async def _call_direct(
-    rt: RuntimeBackend,
-    caller: Pid,
-    reply_to: Pid,
-    dest: Pid | tuple[str, str],
-    target: Target,
-    message_tag: Any,
-    request: Any,
-    timeout: float | None,
-) -> Any:
-    """Monitor, send, wait for the answer or the DOWN: run by the caller or its proxy."""
     mref = await rt.monitor(dest)
-    # UnknownNameError: (name, node) on a node this runtime cannot reach;
-    # the monitor has already queued the DOWN that says why.
-    with contextlib.suppress(UnknownNameError):
-        await rt.send(dest, (message_tag, (caller, (reply_to, mref)), request))
-
-    def match(m: Any) -> bool:
-        return type(m) is tuple and (
-            (len(m) == 2 and m[0] == mref) or (len(m) == 4 and m[0] is DOWN and m[1] == mref)
-        )
-
+    reply_to = rt.alias()
     try:
-        msg = await rt.receive(timeout, match)
-    except TimeoutError:
+        # UnknownNameError: (name, node) on a node this runtime cannot reach;
+        # the monitor has already queued the DOWN that says why.
+        with contextlib.suppress(UnknownNameError):
+            await rt.send(dest, (message_tag, (me, (reply_to, mref)), request))
+
+        def match(m: Any) -> bool:
+            return type(m) is tuple and (
+                (len(m) == 2 and m[0] == mref) or (len(m) == 4 and m[0] is DOWN and m[1] == mref)
+            )
+
+        try:
+            msg = await rt.receive(timeout, match)
+        except TimeoutError:
+            msg = None
+    finally:
+        # From here on the server's answer, if it still comes, is dropped.
+        rt.unalias(reply_to)
+    if msg is None:
         await rt.demonitor(mref, flush=True)
+        # Nothing can have arrived since receive gave up (no await in
+        # between), but a reply must never be left behind: make sure.
+        await flush(rt, lambda m: type(m) is tuple and len(m) == 2 and m[0] == mref)
         raise CallError(
             TIMEOUT,
             target,
             f"call to {target!r} timed out after {timeout} s (timeout); the server may be "
             "busy or stuck: pass a larger timeout, or timeout=None to wait forever",
-        ) from None
+        )
     if len(msg) == 2:
         await rt.demonitor(mref, flush=True)
         return msg[1]
     raise CallError(msg[3], target)
-
-
-async def _call_proxy(
-    caller: Pid,
-    ptag: Ref,
-    dest: Pid | tuple[str, str],
-    target: Target,
-    message_tag: Any,
-    request: Any,
-    timeout: float,
-) -> None:
-    """The body of a call proxy: make the call, report the outcome to ``caller``, end."""
-    rt = process.runtime()
-    try:
-        value = await _call_direct(
-            rt, caller, rt.self(), dest, target, message_tag, request, timeout
-        )
-    except CallError as exc:
-        await rt.send(caller, (ptag, _ERROR, exc.reason, str(exc)))
-    except Exception as exc:
-        await rt.send(caller, (ptag, _RAISE, exc, None))
-    else:
-        await rt.send(caller, (ptag, _OK, value, None))
 
 
 async def run_outside(rt: RuntimeBackend, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:

@@ -16,16 +16,25 @@ from typing import TYPE_CHECKING, Any, Final
 from otpylib import process
 from otpylib._gen import CALL, CAST, describe_reason, is_quiet
 from otpylib.runtime.atoms import EXIT, NORMAL, atom
+from otpylib.runtime.backends.asyncio_backend import resolve_function
 from otpylib.runtime.backends.base import RuntimeBackend
 from otpylib.runtime.data import Pid
-from otpylib.runtime.errors import ProcessExit
+from otpylib.runtime.errors import NameAlreadyRegistered, ProcessExit
 
 if TYPE_CHECKING:
     from otpylib.gen_server import GenServer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NOREPLY", "REPLY", "STOP", "STOP_REQUEST", "BadReturnError", "serve"]
+__all__ = [
+    "NOREPLY",
+    "REPLY",
+    "SERVE_REFERENCE",
+    "STOP",
+    "STOP_REQUEST",
+    "BadReturnError",
+    "serve",
+]
 
 #: ``(REPLY, value, state)``: answer the call with ``value``.
 REPLY: Final = atom.ensure("reply")
@@ -35,6 +44,10 @@ NOREPLY: Final = atom.ensure("noreply")
 STOP: Final = atom.ensure("stop")
 #: ``($gen_stop, reason)``: the request ``gen_server.stop`` sends.
 STOP_REQUEST: Final = atom.ensure("$gen_stop")
+#: :func:`serve` as another node spawns it (a process function by reference).
+SERVE_REFERENCE: Final = "otpylib._gen_server_loop:serve"
+#: Reason of a start whose name is taken: ``(ALREADY_STARTED, pid)``.
+ALREADY_STARTED: Final = atom.ensure("already_started")
 
 
 class BadReturnError(TypeError):
@@ -57,12 +70,35 @@ _OTHER_ANSWERS = "(NOREPLY, state) or (STOP, reason, state)"
 
 
 async def serve(
-    cls: type[GenServer], args: tuple[Any, ...], parent: Pid | None, starter: Pid, tag: Any
+    cls: type[GenServer] | str,
+    args: tuple[Any, ...],
+    parent: Pid | None,
+    starter: Pid,
+    tag: Any,
+    name: str | None = None,
+    link_parent: bool = False,
 ) -> None:
-    """The server process: create the instance, run ``init``, ack, then loop."""
+    """The server process: create the instance, run ``init``, ack, then loop.
+
+    Started by another node, ``cls`` is ``"module:Class"``, and the server
+    itself links to ``parent`` (``link_parent``) and registers ``name``
+    before ``init``: remote spawn offers one relation (the starter's
+    monitor), and a taken name ends the server with ``(already_started, pid)``.
+    """
     rt = process.runtime()
     me = rt.self()
+    if link_parent and parent is not None:
+        await rt.link(parent)
+    if name is not None:
+        try:
+            await rt.register(name)
+        except NameAlreadyRegistered:
+            if parent is not None:
+                await rt.unlink(parent)
+            raise ProcessExit((ALREADY_STARTED, rt.whereis(name))) from None
     try:
+        if isinstance(cls, str):
+            cls = _resolve_class(cls)
         server = cls()
         state = await server.init(*args)
     except asyncio.CancelledError:
@@ -126,7 +162,7 @@ async def _loop(
                     reason = msg[2]
                     break
                 elif kind is EXIT and len(msg) == 3 and _is_runtime(msg[1], node):
-                    if parent is None:
+                    if parent is None or parent.node != node:
                         reason = msg[2]
                         break
                     continue  # the runtime's shutdown reaches us through our parent
@@ -174,6 +210,16 @@ async def _loop(
         raise ProcessExit(reason)
 
 
+def _resolve_class(reference: str) -> type[GenServer]:
+    """Import ``"module:Class"`` and check that it is a gen_server callback class."""
+    from otpylib.gen_server import GenServer
+
+    cls = resolve_function(reference)
+    if not (isinstance(cls, type) and issubclass(cls, GenServer)):
+        raise TypeError(f"{reference!r} is not a gen_server.GenServer subclass")
+    return cls
+
+
 def _is_runtime(sender: Any, node: str) -> bool:
     """Whether an ``EXIT`` comes from the runtime itself rather than a process.
 
@@ -183,6 +229,9 @@ def _is_runtime(sender: Any, node: str) -> bool:
     supervision tree), which terminates. A server that has a parent ignores
     it, because its parent will stop it, in the order its supervisor
     defines; obeying the runtime directly would stop every server of a tree
-    at once. Differs from Erlang, where nothing stands above the processes.
+    at once. A server whose parent is on another node obeys it too: that
+    parent is not stopping, and this node is going away under the server
+    (the parent then sees the exit, ``shutdown``, and its strategy decides).
+    Differs from Erlang, where nothing stands above the processes.
     """
     return type(sender) is Pid and sender.id == 0 and sender.node == node

@@ -172,6 +172,14 @@ class Supervisor(GenServer):
             answer = _handle_delete_child(st, request[1])
         else:
             answer = (_ERROR, _BADARG, f"unknown supervisor request {request!r}")
+        if (
+            answer[0] is _ERROR
+            and isinstance(answer[1], BaseException)
+            and from_[0].node != st.rt.node_name
+        ):
+            # An exception cannot travel to another node (and the reply
+            # would crash us trying): the caller there gets its text.
+            answer = (_ERROR, describe_reason(answer[1]), answer[2])
         return (REPLY, answer, st)
 
     async def handle_info(self, message: Any, state: Any) -> Any:

@@ -42,10 +42,13 @@ Messages: ``($gen_call, from_, request)``, ``($gen_cast, request)``,
 ``($gen_stop, reason)``; anything else goes to ``handle_info``. The call
 protocol is described in :mod:`otpylib._gen`. In short: the caller monitors
 the server, so a dead, unknown or lost server fails the call with the
-``DOWN``'s reason; and a reply that comes after the caller gave up never
-reaches the caller's mailbox, because a call with a finite timeout is made
-through a short-lived proxy process that is gone by then (the runtime drops
-messages to dead pids), while a call with ``timeout=None`` cannot time out.
+``DOWN``'s reason (``noproc``, ``noconnection``, its exit reason); and a
+reply that comes after the caller gave up never reaches the caller's
+mailbox, because it is addressed to an alias the caller deactivated.
+
+A server is named by a pid (of any node), a registered name, or
+``(name, node)``; ``start``/``start_link`` take ``node=`` to start the
+server on another node (the class travels as ``"module:Class"``).
 
 A server started with ``start_link`` traps exits, and an exit signal from
 its parent (the starter) arrives as a message: the server calls
@@ -60,7 +63,14 @@ called from main) counts as the parent of a server that has none (started
 with ``start`` and trapping exits, such as the root supervisor of a tree).
 A server that has a parent ignores it and waits for its parent, so that
 shutdown goes down a supervision tree in the order the supervisors define
-instead of stopping every server at once.
+instead of stopping every server at once; unless that parent is on another
+node, which is not shutting down: then the server obeys its own node.
+
+Across nodes: a parent's node lost is the parent's exit with reason
+``noconnection`` (the server terminates with it). A reply that cannot be
+encoded for a caller on another node raises ``EncodeError`` in the server
+(the codec refuses it at the sender, and the callback's crash ends the
+server), so a server with remote callers answers with sendable values.
 
 ``terminate`` runs when a callback asks to stop, on :func:`stop`, on the
 parent's exit, and after a callback raised (then the server exits with the
@@ -71,7 +81,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Final
+from typing import Any
 
 from otpylib import _gen, process
 from otpylib._gen import (
@@ -81,16 +91,21 @@ from otpylib._gen import (
     DEFAULT_CALL_TIMEOUT,
     CallError,
     From,
-    describe_reason,
 )
-from otpylib._gen_server_loop import NOREPLY, REPLY, STOP, STOP_REQUEST, BadReturnError, serve
-from otpylib.runtime.atoms import DOWN, EXIT, KILL, NOPROC, NORMAL, TIMEOUT, atom
+from otpylib._gen_server_loop import (
+    ALREADY_STARTED,
+    NOREPLY,
+    REPLY,
+    STOP,
+    STOP_REQUEST,
+    BadReturnError,
+)
+from otpylib._gen_server_start import StartError, start_server
+from otpylib.runtime.atoms import DOWN, NOPROC, NORMAL, TIMEOUT
 from otpylib.runtime.backends.base import RuntimeBackend, Target
 from otpylib.runtime.data import Pid
 from otpylib.runtime.errors import (
-    NameAlreadyRegistered,
     NotInProcessError,
-    OtpError,
     UnknownNameError,
 )
 
@@ -115,25 +130,6 @@ __all__ = [
     "start_link",
     "stop",
 ]
-
-#: Reason of a start whose name is taken: ``(ALREADY_STARTED, pid)``.
-ALREADY_STARTED: Final = atom.ensure("already_started")
-
-
-class StartError(OtpError):
-    """A server could not be started; ``.reason`` says why, like Erlang's ``{error, Reason}``.
-
-    Reasons: what ``init`` stopped with (``(STOP, reason)``), the exception
-    ``init`` raised (also chained as ``__cause__``), ``timeout`` (``init``
-    took longer than the start timeout; the server was killed) or
-    ``(ALREADY_STARTED, pid)`` when the name is taken (then ``.pid`` is the
-    holder).
-    """
-
-    def __init__(self, reason: Any, message: str, pid: Pid | None = None) -> None:
-        self.reason = reason
-        self.pid = pid
-        super().__init__(message)
 
 
 class GenServer:
@@ -202,6 +198,7 @@ async def start(
     *args: Any,
     name: str | None = None,
     timeout: float | None = None,
+    node: str | None = None,
     runtime: RuntimeBackend | None = None,
 ) -> Pid:
     """Start a server that is not linked to the caller; return its pid once ``init`` is done.
@@ -215,17 +212,34 @@ async def start(
         name: register the server under this name (before ``init`` runs).
         timeout: seconds ``init`` may take (None: no limit); past it the
             server is killed and the start fails with ``timeout``.
-        runtime: the runtime to start on; needed only outside any process.
+        node: start the server on this node (a distributed runtime, the
+            node reachable); ``name`` is then registered there. The class
+            goes as ``"module:Class"`` and must be importable on that node,
+            and ``args`` must be sendable (see the codec).
+        runtime: the runtime to start from; needed only outside any process.
+
+    Differs from Erlang: OTP's ``gen_server:start`` has no node argument
+    (one spawns there through ``rpc`` or ``proc_lib``); here it is one
+    keyword, because a supervisor's child on another node needs exactly
+    this. The server on the other node links itself to its parent and
+    registers its name before ``init``, since a remote spawn carries one
+    relation (the starter's monitor, which sees a failing ``init``).
 
     Raises:
-        StartError: ``init`` failed, timed out, or ``name`` is taken.
+        StartError: ``init`` failed, timed out, ``name`` is taken, or the
+            node could not start the server (``.reason`` says which:
+            ``noconnection`` for an unreachable node).
+        TypeError: ``node`` is given and ``cls`` is not importable there
+            (defined inside a function, or in a script run as a file).
     """
     _check_callback_class(cls)
     rt, inside = _gen.pick_runtime(runtime, "gen_server.start")
     if not inside:
-        pid: Pid = await _gen.run_outside(rt, _start, rt, cls, args, name, timeout, False)
+        pid: Pid = await _gen.run_outside(
+            rt, start_server, rt, cls, args, name, timeout, False, node
+        )
         return pid
-    return await _start(rt, cls, args, name, timeout, False)
+    return await start_server(rt, cls, args, name, timeout, False, node)
 
 
 async def start_link(
@@ -233,13 +247,17 @@ async def start_link(
     *args: Any,
     name: str | None = None,
     timeout: float | None = None,
+    node: str | None = None,
 ) -> Pid:
     """Start a server linked to the calling process; return its pid once ``init`` is done.
 
     The server traps exits, so when the caller (its parent) exits, the
     server runs ``terminate`` and exits with the same reason. This is the
-    start function supervisors expect: ``functools.partial(start_link, Cls, ...)``.
-    Arguments as :func:`start`.
+    start function supervisors expect: ``functools.partial(start_link, Cls, ...)``,
+    with ``node=`` for a child on another node (if that node is lost, the
+    supervisor sees the child exit with ``noconnection``, and the server,
+    seeing its parent's link break the same way, terminates). Arguments as
+    :func:`start`.
 
     Differs from Erlang: when ``init`` fails, the server unlinks before
     exiting, so the failure reaches the caller only as :class:`StartError`
@@ -256,7 +274,7 @@ async def start_link(
             "be called from inside a process; from main, use "
             "'await gen_server.start(Cls, ..., runtime=runtime)'"
         )
-    return await _start(process.runtime(), cls, args, name, timeout, True)
+    return await start_server(process.runtime(), cls, args, name, timeout, True, node)
 
 
 async def call(
@@ -271,12 +289,10 @@ async def call(
     Args:
         target: a pid, a registered name, or ``(name, node)``.
         request: any value; the server's ``handle_call`` gets it.
-        timeout: seconds to wait (default 5, as OTP). A reply arriving
-            after the timeout never reaches the caller's mailbox (the call
-            went through a short-lived proxy process). ``None`` waits as
-            long as the server lives and is the cheapest call, with no
-            proxy; its one corner (a server that delegates the answer to
-            another process and then dies) is described in :mod:`otpylib._gen`.
+        timeout: seconds to wait (default 5, as OTP); ``None`` waits as
+            long as the server lives. A reply arriving after the timeout
+            never reaches the caller's mailbox (it is addressed to an alias
+            the caller deactivated, see :mod:`otpylib._gen`).
         runtime: needed only when calling from outside any process.
 
     Raises:
@@ -286,14 +302,8 @@ async def call(
     """
     rt, inside = _gen.pick_runtime(runtime, "gen_server.call")
     if not inside:
-        return await _gen.run_outside(rt, _call_short_lived, rt, target, request, timeout)
+        return await _gen.run_outside(rt, _gen.call, rt, target, CALL, request, timeout)
     return await _gen.call(rt, target, CALL, request, timeout)
-
-
-async def _call_short_lived(
-    rt: RuntimeBackend, target: Target, request: Any, timeout: float | None
-) -> Any:
-    return await _gen.call(rt, target, CALL, request, timeout, short_lived=True)
 
 
 async def cast(
@@ -382,71 +392,3 @@ def _check_callback_class(cls: Any) -> None:
             f"gen_server needs a subclass of gen_server.GenServer, got {cls!r}; "
             "define 'class MyServer(gen_server.GenServer): ...' and pass MyServer"
         )
-
-
-async def _start(
-    rt: RuntimeBackend,
-    cls: type[GenServer],
-    args: tuple[Any, ...],
-    name: str | None,
-    timeout: float | None,
-    link: bool,
-) -> Pid:
-    """Spawn the server from the calling process and wait for its ``init`` to end."""
-    me = rt.self()
-    tag = rt.make_ref()
-    try:
-        if link:
-            pid = await rt.spawn_link(serve, (cls, args, me, me, tag), name=name, trap_exits=True)
-            mref = await rt.monitor(pid)
-        else:
-            pid, mref = await rt.spawn_monitor(serve, (cls, args, None, me, tag), name=name)
-    except NameAlreadyRegistered:
-        holder = rt.whereis(name) if name is not None else None
-        raise StartError(
-            (ALREADY_STARTED, holder),
-            f"{cls.__name__} not started: the name {name!r} is already registered to "
-            f"{holder!r}; stop that process or choose another name",
-            holder,
-        ) from None
-
-    def is_down(m: Any) -> bool:
-        return type(m) is tuple and len(m) == 4 and m[0] is DOWN and m[1] == mref
-
-    def match(m: Any) -> bool:
-        return (type(m) is tuple and len(m) == 2 and m[0] == tag) or is_down(m)
-
-    try:
-        msg = await rt.receive(timeout, match)
-    except TimeoutError:
-        if link:
-            await rt.unlink(pid)
-        await rt.exit(pid, KILL)
-        await rt.receive(None, is_down)  # once it is gone, its name is free again
-        await _flush_ack(rt, tag)
-        await _flush_exit(rt, pid)
-        raise StartError(
-            TIMEOUT, f"{cls.__name__} not started: init did not return within {timeout} s"
-        ) from None
-    if msg[0] is not DOWN:
-        await rt.demonitor(mref, flush=True)
-        return pid
-    reason = msg[3]
-    await _flush_exit(rt, pid)
-    if isinstance(reason, BaseException):
-        raise StartError(
-            reason, f"{cls.__name__} not started: init raised {describe_reason(reason)}"
-        ) from reason
-    raise StartError(reason, f"{cls.__name__} not started: init stopped with reason {reason!r}")
-
-
-async def _flush_ack(rt: RuntimeBackend, tag: Any) -> None:
-    """Drop an acknowledgement that arrived just as the start timed out."""
-    await _gen.flush(rt, lambda m: type(m) is tuple and len(m) == 2 and m[0] == tag)
-
-
-async def _flush_exit(rt: RuntimeBackend, pid: Pid) -> None:
-    """Drop an ``EXIT`` from ``pid`` already queued for a trapping caller."""
-    await _gen.flush(
-        rt, lambda m: type(m) is tuple and len(m) == 3 and m[0] is EXIT and m[1] == pid
-    )

@@ -28,8 +28,19 @@ runtime) tells it to, stopping its children first.
 
 Distribution: the supervisor only ever calls ``link``, ``monitor``,
 ``unlink`` and ``exit`` on the pid a start function returns, so a child may
-live on another node; a child lost with its node exits with
-``noconnection``, which is abnormal and restarts it.
+live on another node: start it with ``partial(gen_server.start_link, Cls,
+node="b@host")`` or ``partial(process.spawn_link, "pkg.mod:fn", node=...)``.
+When that node is lost, the link breaks with ``noconnection``: an abnormal
+exit, so the strategy restarts the child (and counts the restart). Where it
+comes back is the start function's choice: try a list of nodes and take the
+first that answers to move to a survivor, or wait for the node to return;
+the supervisor itself never waits between restarts, as in OTP. A child whose
+node shuts down cleanly ends with ``shutdown`` (it obeys its own node's
+shutdown, its parent being elsewhere) and is restarted the same way.
+
+The API calls work from any node, by ``(name, node)`` or pid. A failure
+reason that is an exception reaches a caller on another node as its text
+(``"ValueError: ..."``): an exception cannot cross nodes.
 """
 
 from __future__ import annotations

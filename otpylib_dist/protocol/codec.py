@@ -46,6 +46,7 @@ from typing import Any, Final, cast
 import msgspec
 from msgspec.msgpack import Ext
 
+from otpylib._child_spec import ChildCounts, ChildInfo
 from otpylib.runtime.atoms import MAX_ATOM_LENGTH, Atom
 from otpylib.runtime.data import Pid, Ref
 from otpylib_dist.protocol.errors import EncodeError, RemoteProtocolError
@@ -133,6 +134,10 @@ class RemoteException(msgspec.Struct, frozen=True, gc=False, array_like=True):
 
 
 register_struct(RemoteException, "otpylib.RemoteException")
+# The records a supervisor answers with, so which_children/count_children
+# work from other nodes (otpylib cannot register them: it knows no codec).
+register_struct(ChildInfo, "otpylib.ChildInfo")
+register_struct(ChildCounts, "otpylib.ChildCounts")
 
 _INT_MIN: Final = -(1 << 63)  # msgpack ints are int64 or uint64
 _INT_MAX: Final = (1 << 64) - 1

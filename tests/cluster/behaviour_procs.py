@@ -7,12 +7,14 @@ does; every argument they take is sendable (pids, numbers, strings).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from otpylib import gen_server, process
 from otpylib.gen_server import NOREPLY, REPLY, STOP
-from otpylib.runtime.atoms import atom
+from otpylib.runtime.atoms import NOCONNECTION, atom
 from otpylib.runtime.data import Pid
+from otpylib_dist import DistributedBackend
 
 GO = atom.ensure("go")
 
@@ -74,14 +76,21 @@ class Counter(gen_server.GenServer):
         return (NOREPLY, n)
 
     async def terminate(self, reason: Any, n: Any) -> None:
-        await self._report("terminate", process.self(), reason)
+        # An exception cannot be sent to another node: report its repr.
+        sendable = repr(reason) if isinstance(reason, BaseException) else reason
+        await self._report("terminate", process.self(), sendable)
 
 
 async def answer_later() -> None:
-    """Receive a ``from_``, wait for ``GO``, then answer the call with ``"late"``."""
+    """Receive a ``from_``, wait for ``GO``, answer the call with ``"late"``, then say so.
+
+    ``("answered",)`` goes to the caller after the answer, on the same
+    connection, so when the caller has it, the answer has arrived (or was dropped).
+    """
     from_ = await process.receive(match=lambda m: m is not GO)
     await process.receive(match=lambda m: m is GO)
     await gen_server.reply(from_, "late")
+    await process.send(from_[0], ("answered",))
 
 
 async def start_on_first_reachable(
@@ -105,3 +114,23 @@ async def start_on_first_reachable(
 async def boom() -> None:
     """Raise at once, before the first await (the quickest possible remote crash)."""
     raise ValueError("boom")
+
+
+async def start_when_reachable(
+    node: str, observer: Pid | None, name: str | None = None, patience: float = 10.0
+) -> Pid:
+    """A supervisor's start function: a linked ``Counter`` on ``node``, once it answers.
+
+    The other way to survive losing a node: wait (up to ``patience``
+    seconds) for it to come back, then start the child there again. The
+    supervisor is busy meanwhile, as an OTP supervisor is during a start.
+    """
+    rt = process.runtime()
+    assert isinstance(rt, DistributedBackend)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    while not await rt.connect(node):
+        if loop.time() > deadline:
+            raise gen_server.StartError(NOCONNECTION, f"{node} did not come back")
+        await asyncio.sleep(0.05)
+    return await gen_server.start_link(Counter, 0, observer, name=name, node=node)

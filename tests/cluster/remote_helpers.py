@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from otpylib import process
+from otpylib.runtime.atoms import atom
 from otpylib.runtime.data import Pid
 from otpylib_dist import DistributedBackend
 
@@ -17,6 +18,9 @@ from otpylib_dist import DistributedBackend
 WAIT = 10.0
 
 ClusterFactory = Callable[..., Awaitable[list[DistributedBackend]]]
+
+#: Close reason :func:`crash` gives the dying node's connections (only it sees it).
+CRASHED = atom.ensure("crashed")
 
 
 async def run_in(
@@ -89,3 +93,21 @@ def mailbox_len() -> int:
     info = process.process_info(process.self())
     assert info is not None
     return info.message_queue_len
+
+
+async def crash(node: DistributedBackend) -> None:
+    """Make ``node`` vanish as if its OS process were killed.
+
+    Its peers see their connections to it drop (links and monitors across
+    fire with ``noconnection``) and hear nothing more from it: it stops
+    listening and closes every connection before its processes end, so none
+    of their exit signals gets out. For the real thing, see ``tests/faults``
+    (SIGKILL).
+    """
+    if node._server is not None:
+        node._server.close()
+    for conn in list(node._connections.values()):
+        conn.close(CRASHED)
+    # No await before this: shutdown marks the node stopping at once, so
+    # none of its processes can dial a peer again while they end.
+    await node.shutdown(timeout=0.5)

@@ -139,7 +139,7 @@ async def test_call_cast_and_info_reach_their_callbacks(run: RunInProcess) -> No
     await run(body)
 
 
-async def test_call_with_no_timeout_answers_without_a_proxy(run: RunInProcess) -> None:
+async def test_call_with_no_timeout_leaves_nothing_behind(run: RunInProcess) -> None:
     async def body() -> None:
         pid = await gen_server.start_link(Counter, 1)
         assert await gen_server.call(pid, "incr", timeout=None) == 2
@@ -238,6 +238,39 @@ async def test_another_process_can_answer_a_call_it_was_handed(run: RunInProcess
             await gen_server.cast(pid, ("hand_over", other))
             assert await next_report("result") == ("result", "from elsewhere")
             other = await process.spawn(answerer)
+
+    await run(body)
+
+
+async def test_an_answer_handed_over_by_a_server_that_then_died_is_dropped(
+    run: RunInProcess,
+) -> None:
+    async def answerer() -> None:
+        from_ = await process.receive(match=lambda m: m is not GO)
+        await process.receive(match=lambda m: m is GO)
+        await gen_server.reply(from_, "too late")
+        await process.send(from_[0], ("answered",))
+
+    async def body() -> None:
+        other = await process.spawn(answerer)
+
+        async def conductor() -> None:
+            _, server = await process.receive(match=lambda m: m[0] == "server")
+            await process.receive(match=lambda m: m == ("deferred",))
+            await gen_server.cast(server, ("hand_over", other))
+            await gen_server.cast(server, ("stop", "handed_over"))
+
+        cond = await process.spawn(conductor)
+        pid = await gen_server.start(Counter, 0, cond)
+        await process.send(cond, ("server", pid))
+        with pytest.raises(CallError) as e:
+            await gen_server.call(pid, "defer", timeout=None)
+        assert e.value.reason == "handed_over"
+        # The call is over; the process it was handed to answers anyway,
+        # then tells us. The answer went to the call's alias: dropped.
+        await process.send(other, GO)
+        await next_report("answered")
+        assert mailbox_len() == 0
 
     await run(body)
 
