@@ -335,12 +335,18 @@ class Connection(asyncio.Protocol):
             return _UNDECODABLE
 
     def send_control(self, msg: Any) -> None:
-        """Queue one control message; it leaves with this loop step's batch."""
+        """Queue one control message; it leaves with this loop step's batch.
+
+        Signals (link, monitor, ...) wait for the end of the step rather than
+        being written at once: they are usually followed by a message in the
+        same step (a gen_server call is a monitor then a send), and both then
+        leave in one write.
+        """
         if self._transport is None or self._close_reason is not None:
             return
         self._encoder.encode_into(msg, self._out)
         if self._flush_handle is None:
-            self._write_first()
+            self._flush_handle = self._loop.call_soon(self._flush)
 
     def send_term(self, to: Pid, term: Any) -> bool:
         """Queue a message to the remote ``to``, encoded in one pass (the send fast path).
@@ -408,6 +414,7 @@ class Connection(asyncio.Protocol):
             self._bytes_out += len(self._out)
             self._transport.write(bytes(self._out))
             self._out.clear()
+            self._busy.poke()
 
     def _write_raw(self, data: bytes) -> None:
         if self._transport is not None and data:
