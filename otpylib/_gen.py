@@ -58,6 +58,7 @@ from otpylib.runtime.atoms import (
     NORMAL,
     SHUTDOWN,
     TIMEOUT,
+    Atom,
     atom,
 )
 from otpylib.runtime.backends.base import RuntimeBackend, Target
@@ -188,13 +189,13 @@ def resolve(rt: RuntimeBackend, target: Target) -> Pid | tuple[str, str] | None:
     """
     if type(target) is Pid:
         return target
-    if isinstance(target, str):
+    if isinstance(target, (str, Atom)):
         return rt.whereis(target)
     if isinstance(target, tuple) and len(target) == 2:
         name, node = target
         if node == rt.node_name:
             return rt.whereis(name)
-        return (name, node)
+        return (str(name.name if isinstance(name, Atom) else name), node)
     raise TypeError(
         f"a server is named by a Pid, a registered name or (name, node); "
         f"got {type(target).__name__}: {target!r}"

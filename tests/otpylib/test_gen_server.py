@@ -616,3 +616,14 @@ async def test_a_killed_server_gives_no_terminate_and_exits_killed(run: RunInPro
         assert mailbox_len() == 0
 
     await run(body, trap_exits=True)
+
+
+
+async def test_call_accepts_an_atom_as_the_server_name(run: RunInProcess) -> None:
+    async def body() -> None:
+        await gen_server.start_link(Counter, 5, name="atom_counter")
+        assert await gen_server.call(atom.ensure("atom_counter"), "get") == 5
+        local = (atom.ensure("atom_counter"), process.runtime().node_name)
+        assert await gen_server.call(local, "get") == 5
+
+    await run(body)
