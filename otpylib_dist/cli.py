@@ -2,16 +2,38 @@
 
 Usage::
 
-    otpy-node --name NAME[@HOST] [--cookie C | --cookie-file F] [--port P]
-              [--discovery mdns|static|epmd|none] [--static NODE@HOST:PORT ...]
-              [--connect NODE ...] [--run package.module:function]
-              [--net-ticktime S] [--tls-dir D] [--log-level L]
-    otpy-node ping|nodes|ps|stats|stop NODE [--address HOST:PORT] [same options]
+    otpy-node [run] --name NAME[@HOST] [--cookie C | --cookie-file F] [--port P]
+              [--discovery mdns|static|epmd|dns|none] [--static NODE@HOST:PORT ...]
+              [--connect NODE[:PORT] ...] [--run package.module:function]
+              [--net-ticktime S] [--tls-dir D] [--log-level L] [--busy-wait S]
+    otpy-node ping|nodes|ps|stats|stop NODE[:PORT] [--address HOST:PORT] [same options]
 
-The subcommands start a short-lived *hidden* node (it does not appear in
+``run`` (the default) starts the node, prints ``node NAME listening on PORT``
+on stdout once it listens, has announced itself, is connected to every
+``--connect`` node and has spawned ``--run``, and runs until SIGTERM or
+SIGINT (or ``otpy-node stop``). Modules of the current directory can be
+run and spawned, as with ``python -m``. Then it shuts down in order: every process
+gets the exit signal ``shutdown``, peers see their links and monitors fire
+and then ``nodedown``, discovery withdraws the node (mDNS sends its
+goodbye), and the command exits 0. Logs go to stderr, one logfmt line per
+record (``time=... level=... logger=... node=... msg="..."``).
+
+The subcommands start a short-lived *hidden* node (it never appears in
 anyone's ``nodes()``), connect to ``NODE`` with the cookie and ask over the
-distribution protocol. Exit codes: 0 success, 1 the node could not be
-reached or refused (``pang``), 2 bad arguments.
+distribution protocol. ``NODE`` is found at ``--address`` (or a ``:PORT``
+suffix on the name), else through ``--discovery``.
+
+Every failure the user can cause or fix prints one line on stderr,
+``otpy-node: <what happened>; <what to do>``, and no traceback.
+Exit codes:
+
+- 0: success (``ping``: pong);
+- 1: the node could not be started or reached: port taken, handshake
+  refused (wrong cookie, duplicate name, TLS on one side only), node
+  unreachable or silent (``ping`` also prints ``pang`` on stdout);
+- 2: bad arguments or configuration: a malformed node name, an unusable
+  cookie or cookie file, a ``--run`` function that cannot be imported,
+  missing TLS files.
 
 argparse (stdlib) rather than click: one less dependency for a tool whose
 grammar is a flat list of options and five verbs.
@@ -24,54 +46,124 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from otpylib.runtime.backends.asyncio_backend import resolve_function
 from otpylib_dist.cookie import CookieError, load_cookie
-from otpylib_dist.discovery.base import Discovery
-from otpylib_dist.names import NodeNameError, make_node_name, split_node_name
+from otpylib_dist.discovery.base import Discovery, DiscoveryError
+from otpylib_dist.discovery.static import parse_static_entry
+from otpylib_dist.errors import NodeUnreachable
+from otpylib_dist.names import NodeNameError, make_node_name
 from otpylib_dist.node import DistributedBackend
+
+if TYPE_CHECKING:
+    from otpylib_dist.tls import TlsConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_parser", "main"]
+__all__ = ["SUBCOMMANDS", "build_parser", "explain_connect_failure", "main"]
 
+#: The verbs that ask a running node something.
 SUBCOMMANDS: Final = ("ping", "nodes", "ps", "stats", "stop")
+
+#: Exit code when the node could not be started or reached.
+EXIT_FAILURE: Final = 1
+#: Exit code for bad arguments or configuration (argparse uses 2 as well).
+EXIT_USAGE: Final = 2
+
+#: How long ``run`` waits for a peer that refused us with ``duplicate_name``
+#: to show up as connected anyway: when two nodes dial each other at once,
+#: the loser can be refused because the other attempt just came up.
+_DUPLICATE_RACE_GRACE: Final = 1.0
+
+#: The file name (without .pem/.key) a subcommand presents with ``--tls-dir``
+#: when there is one and no ``--tls-name`` is given.
+_CLI_CERT_NAME: Final = "cli"
+
+# The node's connection failures are text (``connect_failure``); a refused
+# handshake reads "... refused by the peer (REASON): ...".
+_REFUSED_RE: Final = re.compile(r"refused by the peer \((\w+)\)")
+
+
+class _UsageError(Exception):
+    """A combination of options that cannot work; printed as one line, exit code 2."""
+
+
+class _Failure(Exception):
+    """The node cannot be started or reached; printed as one line, exit code 1."""
+
+
+# ------------------------------------------------------------------ logging
+
+
+def _logfmt_value(value: str) -> str:
+    """Quote a logfmt value when it needs it; escapes keep every record on one line."""
+    if value and not any(c in value for c in ' ="\\\n\r\t'):
+        return value
+    escaped = (
+        value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    )
+    return f'"{escaped}"'
 
 
 class _LogfmtFormatter(logging.Formatter):
     """One line per record, ``key=value`` pairs: greppable and machine-readable."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: The node's name, added to every record once known.
+        self.node: str | None = None
+
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        msg = record.getMessage().replace('"', "'")
-        line = (
-            f"time={ts}.{int(record.msecs):03d}Z level={record.levelname} "
-            f'logger={record.name} msg="{msg}"'
-        )
+        fields = [
+            f"time={ts}.{int(record.msecs):03d}Z",
+            f"level={record.levelname.lower()}",
+            f"logger={record.name}",
+        ]
+        if self.node is not None:
+            fields.append(f"node={self.node}")
+        fields.append(f"msg={_logfmt_value(record.getMessage())}")
         if record.exc_info:
-            line += " exc=" + json.dumps(self.formatException(record.exc_info))
-        return line
+            fields.append(f"exc={_logfmt_value(self.formatException(record.exc_info))}")
+        return " ".join(fields)
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str) -> _LogfmtFormatter:
+    formatter = _LogfmtFormatter()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_LogfmtFormatter())
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    try:
+        root.setLevel(level.upper())
+    except ValueError:
+        root.setLevel(logging.WARNING)
+        raise _UsageError(
+            f"--log-level {level!r} is not a level; use debug, info, warning or error"
+        ) from None
+    return formatter
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+# ------------------------------------------------------------------ grammar
+
+
+def _common(parser: argparse.ArgumentParser, *, default_level: str) -> None:
     cookie = parser.add_mutually_exclusive_group()
     cookie.add_argument(
         "--cookie", help="the cluster's shared secret (default: OTPY_COOKIE or ~/.otpylib.cookie)"
     )
     cookie.add_argument(
-        "--cookie-file", type=Path, help="read the cookie from this file (mode 0400)"
+        "--cookie-file",
+        type=Path,
+        help="read the cookie from this file (readable by its owner only: chmod 400)",
     )
     parser.add_argument(
         "--discovery",
@@ -109,7 +201,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--net-ticktime", type=float, default=60.0, help="seconds of silence before a peer is down"
     )
-    parser.add_argument("--log-level", default="warning", help="debug, info, warning, error")
+    parser.add_argument(
+        "--log-level",
+        default=default_level,
+        help=f"debug, info, warning, error (default: {default_level})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,10 +220,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, default=0, help="TCP port to listen on (0: any)")
     run.add_argument("--listen", help="address to bind (default: the HOST of --name)")
     run.add_argument(
-        "--connect", nargs="*", default=[], metavar="NODE", help="nodes to connect to at start"
+        "--connect",
+        nargs="*",
+        default=[],
+        metavar="NODE[:PORT]",
+        help="nodes to connect to at start (NAME@HOST:PORT, or NAME@HOST found by "
+        "discovery); the command fails if one cannot be reached",
     )
     run.add_argument(
-        "--run", dest="run_fn", metavar="MODULE:FUNCTION", help="spawn this process at start"
+        "--run",
+        dest="run_fn",
+        metavar="MODULE:FUNCTION",
+        help="spawn this process at start (imported from the current directory or PYTHONPATH)",
+    )
+    run.add_argument(
+        "--busy-wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="keep polling S seconds after network traffic instead of sleeping (BEAM's busy "
+        "wait; e.g. 0.0002 on a machine with a core to spare; default 0: off)",
     )
     run.add_argument(
         "--auto-connect",
@@ -135,16 +247,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="connect to every discovered node",
     )
-    _common(run)
+    _common(run, default_level="warning")
     for verb in SUBCOMMANDS:
         p = sub.add_parser(verb, help=f"{verb} a running node")
-        p.add_argument("node", help="NAME@HOST of the running node")
+        p.add_argument("node", help="NAME@HOST of the running node, or NAME@HOST:PORT")
         p.add_argument(
             "--address", metavar="HOST:PORT", help="where NODE listens (skips discovery)"
         )
         p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
-        _common(p)
+        p.add_argument(
+            "--tls-name",
+            metavar="NAME",
+            help="with --tls-dir: present NAME.pem/NAME.key (default: cli if the directory "
+            "has cli.pem, else NODE's own certificate)",
+        )
+        if verb in ("nodes", "ps", "stats"):
+            p.add_argument("--json", action="store_true", help="print the answer as JSON")
+        _common(p, default_level="error")
     return parser
+
+
+# ---------------------------------------------------------- configuration
 
 
 def _cookie(args: argparse.Namespace) -> str:
@@ -153,14 +276,19 @@ def _cookie(args: argparse.Namespace) -> str:
     return load_cookie(args.cookie)
 
 
-def _discovery(args: argparse.Namespace, cookie: str, *, announce: bool = True) -> Discovery | None:
+def _discovery(args: argparse.Namespace, cookie: str, *, tool: bool = False) -> Discovery | None:
+    """The ``--discovery`` mechanism; ``tool``: for a subcommand (never announces)."""
     kind = args.discovery
+    if kind != "static" and args.static:
+        raise _UsageError("--static needs --discovery static")
     if kind == "none":
         return None
     if kind == "mdns":
         from otpylib_dist.discovery.mdns import MdnsDiscovery
 
-        return MdnsDiscovery(cookie, interfaces=args.mdns_interface, announce=announce)
+        return MdnsDiscovery(
+            cookie, interfaces=args.mdns_interface, announce=not tool, browse=not tool
+        )
     if kind == "dns":
         from otpylib_dist.discovery.dns import DnsDiscovery
 
@@ -170,130 +298,400 @@ def _discovery(args: argparse.Namespace, cookie: str, *, announce: bool = True) 
     if kind == "static":
         from otpylib_dist.discovery.static import StaticDiscovery
 
+        if not args.static:
+            raise _UsageError("--discovery static needs --static NODE@HOST:PORT ...")
         return StaticDiscovery(args.static)
     from otpylib_dist.discovery.epmd import EpmdDiscovery
 
     return EpmdDiscovery(port=args.epmd_port)
 
 
-class _UsageError(Exception):
-    """A combination of options that cannot work; printed as one line, exit code 2."""
+def _discovery_name(args: argparse.Namespace) -> str | None:
+    return None if args.discovery == "none" else str(args.discovery)
 
 
-def _tls(args: argparse.Namespace, node_name: str) -> Any:
-    if args.tls_dir is None:
+def _tls(tls_dir: Path | None, cert_name: str) -> TlsConfig | None:
+    if tls_dir is None:
         return None
-    from otpylib_dist.tls import mutual_tls_from_dir
+    from otpylib_dist.tls import TlsError, mutual_tls_from_dir
 
-    return mutual_tls_from_dir(args.tls_dir, split_node_name(node_name)[0])
+    try:
+        return mutual_tls_from_dir(tls_dir, cert_name)
+    except TlsError as exc:
+        raise _UsageError(str(exc)) from exc
 
 
-async def _run_node(args: argparse.Namespace) -> int:
+def _check_ticktime(args: argparse.Namespace) -> None:
+    if not args.net_ticktime >= 1.0:
+        raise _UsageError(f"--net-ticktime must be at least 1 second, got {args.net_ticktime:g}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """A node to reach, and its address when the command line gave one."""
+
+    node: str
+    address: tuple[str, int] | None = None
+
+
+def _target(text: str, address: str | None = None) -> _Target:
+    """Parse ``NAME@HOST`` or ``NAME@HOST:PORT``, plus an optional ``--address HOST:PORT``."""
+    if ":" in text:
+        try:
+            node, host, port = parse_static_entry(text)
+        except DiscoveryError as exc:
+            raise _UsageError(str(exc).replace("static entry", "node")) from exc
+        found: tuple[str, int] | None = (host, port)
+    else:
+        node, found = make_node_name(text), None
+    if address is not None:
+        host, sep, port_text = address.rpartition(":")
+        if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise _UsageError(f"--address {address!r} is not HOST:PORT, e.g. 127.0.0.1:4370")
+        found = (host, int(port_text))
+    return _Target(node, found)
+
+
+def _import_from_cwd() -> None:
+    """Make modules of the current directory importable, as ``python -m`` does.
+
+    The console script's ``sys.path`` starts with its own bin directory, so
+    without this ``--run app:main`` (and remote spawns of ``app:...``) would
+    not find ``app.py`` beside the user.
+    """
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+def _import_run_function(ref: str) -> None:
+    """Check that ``--run`` names an importable function before the node starts."""
+    try:
+        resolve_function(ref)
+    except ValueError as exc:
+        raise _UsageError(f"--run {ref!r}: {exc}") from exc
+    except ImportError as exc:
+        raise _UsageError(
+            f"--run {ref}: cannot import {exc.name or ref.partition(':')[0]!r} ({exc}); "
+            "check the spelling, the current directory and PYTHONPATH"
+        ) from exc
+    except AttributeError as exc:
+        raise _UsageError(
+            f"--run {ref}: module {ref.partition(':')[0]!r} has no {ref.partition(':')[2]!r}; "
+            "name a module-level async function as package.module:function"
+        ) from exc
+    except Exception as exc:
+        raise _UsageError(f"--run {ref}: importing it failed: {type(exc).__name__}: {exc}") from exc
+
+
+# ------------------------------------------------------ failure messages
+
+
+def explain_connect_failure(
+    target: str,
+    failure: str | None,
+    *,
+    me: str,
+    address: tuple[str, int] | None = None,
+    tls: bool = False,
+    discovery: str | None = None,
+) -> str:
+    """Turn a node's connection failure into one line saying what to do.
+
+    Args:
+        target: the node we tried to reach.
+        failure: ``DistributedBackend.connect_failure(target)``.
+        me: our own node name (a ``duplicate_name`` refusal is about it).
+        address: where we dialled, when known.
+        tls: whether we dialled with TLS (the advice differs).
+        discovery: the ``--discovery`` mechanism used to find ``target``, if any.
+
+    Returns:
+        ``"cannot connect to NODE: <what happened>; <what to do>"``.
+    """
+    where = f"{target} at {address[0]}:{address[1]}" if address else target
+    text = failure or ""
+    refused = _REFUSED_RE.search(text)
+    reason = refused.group(1) if refused else None
+    tls_advice = (
+        "a node with --tls-dir accepts only nodes that also use --tls-dir, with "
+        "certificates of the same CA"
+    )
+    if reason == "bad_cookie":
+        return (
+            f"cannot connect to {where}: it refused our cookie (bad_cookie); every node of a "
+            "cluster needs the same cookie: pass it with --cookie or --cookie-file, or set "
+            "OTPY_COOKIE (default: ~/.otpylib.cookie)"
+        )
+    if reason == "duplicate_name":
+        return (
+            f"cannot connect to {where}: it already has a connection from a node named {me} "
+            f"(duplicate_name), so another node is running under the name {me}; give every "
+            "node a unique --name, or stop the other one first"
+        )
+    if reason == "not_allowed":
+        return (
+            f"cannot connect to {where}: it refused the connection (not_allowed); it may be "
+            "stopping, or accept only some nodes"
+        )
+    if reason is not None:
+        return f"cannot connect to {where}: {text}"
+    if text == "no address known":
+        if discovery is not None:
+            return (
+                f"cannot connect to {target}: --discovery {discovery} did not find it; check "
+                "that it runs, with the same cookie, where discovery can see it (or give "
+                "NAME@HOST:PORT)"
+            )
+        return (
+            f"cannot connect to {target}: no address known; give NAME@HOST:PORT (or --address "
+            "HOST:PORT), or find it with --discovery mdns|static|epmd|dns"
+        )
+    if "Connect call failed" in text or "Connection refused" in text:
+        return (
+            f"cannot connect to {where}: nothing accepts connections there ({text}); check that "
+            "the node is running and the port is right"
+        )
+    if "during the handshake" in text and not tls:
+        return (
+            f"cannot connect to {where}: the peer closed the connection during the handshake "
+            f"(its log says why); {tls_advice}"
+        )
+    if "during the handshake" in text or "TLS" in text or "SSL" in text or not text:
+        detail = f" ({text})" if text and tls else ""
+        what = "the TLS handshake failed" if tls else "the connection was closed"
+        return f"cannot connect to {where}: {what}{detail}; {tls_advice}"
+    if text.startswith("no connection within"):
+        return (
+            f"cannot connect to {where}: {text}; the node may be overloaded or not an otpylib "
+            f"node ({tls_advice})"
+        )
+    return f"cannot connect to {where}: {text}"
+
+
+# --------------------------------------------------------------------- run
+
+
+async def _run_node(args: argparse.Namespace, log: _LogfmtFormatter) -> int:
     name = make_node_name(args.name)
+    log.node = name
+    _check_ticktime(args)
+    if not args.busy_wait >= 0:
+        raise _UsageError(
+            f"--busy-wait must be 0 (off) or a number of seconds, got {args.busy_wait:g}"
+        )
     cookie = _cookie(args)
+    targets = [_target(text) for text in args.connect]
+    for target in targets:
+        if target.node == name:
+            raise _UsageError(f"--connect {target.node}: that is this node's own name")
+    _import_from_cwd()
+    if args.run_fn:
+        _import_run_function(args.run_fn)
     node = DistributedBackend(
         name,
         cookie=cookie,
         port=args.port,
         net_ticktime=args.net_ticktime,
         discovery=_discovery(args, cookie),
-        tls=_tls(args, name),
+        tls=_tls(args.tls_dir, name),
         auto_connect=args.auto_connect,
         listen_host=args.listen,
+        busy_wait=args.busy_wait,
     )
     stop = asyncio.Event()
     node.on_stop_request = stop.set
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await node.initialize()
-    print(f"node {node.node_name} listening on {node.port}", flush=True)
-    for peer in args.connect:
-        if not await node.connect(peer):
-            logger.warning("could not connect to %s at start", peer)
-    if args.run_fn:
-        await node.spawn(args.run_fn)
-    await stop.wait()
-    logger.info("stopping node %s", node.node_name)
-    await node.shutdown()
+    try:
+        try:
+            await node.initialize()
+        except DiscoveryError as exc:
+            raise _Failure(str(exc)) from exc
+        except OSError as exc:
+            raise _Failure(str(exc.strerror or exc)) from exc
+        for target in targets:
+            await _connect_at_start(
+                node, target, tls=args.tls_dir is not None, discovery=_discovery_name(args)
+            )
+        if args.run_fn:
+            await node.spawn(args.run_fn)
+        print(f"node {node.node_name} listening on {node.port}", flush=True)
+        logger.info("node %s running (pid %d)", node.node_name, os.getpid())
+        await stop.wait()
+        logger.info("stopping node %s", node.node_name)
+    finally:
+        await node.shutdown()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    logger.info("node %s stopped", node.node_name)
     return 0
 
 
+async def _connect_at_start(
+    node: DistributedBackend, target: _Target, *, tls: bool, discovery: str | None
+) -> None:
+    host, port = target.address if target.address else (None, None)
+    if await node.connect(target.node, host, port):
+        return
+    failure = node.connect_failure(target.node)
+    if failure is not None and "(duplicate_name)" in failure:
+        # Either another node runs under our name, or discovery made both
+        # sides dial at once and the other attempt came up first.
+        deadline = asyncio.get_running_loop().time() + _DUPLICATE_RACE_GRACE
+        while asyncio.get_running_loop().time() < deadline:
+            if target.node in node.nodes(hidden=True):
+                return
+            await asyncio.sleep(0.05)
+    raise _Failure(
+        explain_connect_failure(
+            target.node,
+            failure,
+            me=node.node_name,
+            address=target.address,
+            tls=tls,
+            discovery=discovery,
+        )
+    )
+
+
+# -------------------------------------------------------------- subcommands
+
+
+#: Subcommand -> the operation ``node_rpc`` answers.
+_OPS: Final = {"ping": "ping", "nodes": "nodes", "ps": "processes", "stats": "statistics"}
+
+
 async def _ask(args: argparse.Namespace) -> int:
-    target = args.node
-    split_node_name(target)
+    target = _target(args.node, args.address)
+    _check_ticktime(args)
+    if not args.timeout > 0:
+        raise _UsageError(f"--timeout must be positive, got {args.timeout:g}")
     cookie = _cookie(args)
+    tls = None
+    if args.tls_dir is not None:
+        cert = args.tls_name
+        if cert is None:
+            has_cli = (args.tls_dir / f"{_CLI_CERT_NAME}.pem").is_file()
+            cert = _CLI_CERT_NAME if has_cli else target.node
+        tls = _tls(args.tls_dir, cert)
     me = DistributedBackend(
         f"otpy-cli-{os.getpid()}@127.0.0.1",
         cookie=cookie,
-        discovery=_discovery(args, cookie, announce=False),
+        discovery=_discovery(args, cookie, tool=True),
         hidden=True,
         setup_time=args.timeout,
-        tls=_tls(args, target) if args.tls_dir else None,
+        net_ticktime=args.net_ticktime,
+        tls=tls,
     )
-    await me.initialize()
     try:
-        if args.address:
-            host, _, port = args.address.rpartition(":")
-            me.add_address(target, host, int(port))
-        if not await me.connect(target):
-            why = me.connect_failure(target) or "unreachable"
-            print(f"pang: cannot reach {target}: {why}", file=sys.stderr)
+        try:
+            await me.initialize()
+        except (DiscoveryError, OSError) as exc:
+            raise _Failure(f"cannot start the command's own node: {exc}") from exc
+        host, port = target.address if target.address else (None, None)
+        if not await me.connect(target.node, host, port):
+            message = explain_connect_failure(
+                target.node,
+                me.connect_failure(target.node),
+                me=me.node_name,
+                address=target.address,
+                tls=tls is not None,
+                discovery=_discovery_name(args),
+            )
             if args.command == "ping":
-                print("pang")
-            return 1
-        op = {
-            "ping": "ping",
-            "nodes": "nodes",
-            "ps": "processes",
-            "stats": "statistics",
-            "stop": "stop",
-        }[args.command]
-        result = await me.rpc(target, op, timeout=args.timeout)
-        _print_result(args.command, result)
+                print("pang", flush=True)
+            raise _Failure(message)
+        if args.command == "stop":
+            return await _stop(me, target, args.timeout)
+        try:
+            result = await me.rpc(target.node, _OPS[args.command], timeout=args.timeout)
+        except (NodeUnreachable, RuntimeError) as exc:
+            raise _Failure(str(exc)) from exc
+        except TimeoutError as exc:
+            raise _Failure(
+                f"{target.node} did not answer {args.command!r} within {args.timeout:g} s; "
+                "raise --timeout if it is busy"
+            ) from exc
+        _print_result(args.command, result, as_json=getattr(args, "json", False))
         return 0
     finally:
         await me.shutdown()
 
 
-def _print_result(command: str, result: Any) -> None:
-    if command == "ping":
+async def _stop(me: DistributedBackend, target: _Target, timeout: float) -> int:
+    """Ask ``target`` to stop, then wait (up to ``timeout``) for its connection to close."""
+    gone = asyncio.Event()
+    try:
+        await me.rpc(target.node, "stop", timeout=timeout)
+    except NodeUnreachable:
+        gone.set()  # it went down before its answer reached us: stopped all the same
+    except (RuntimeError, TimeoutError) as exc:
+        raise _Failure(f"{target.node} did not accept 'stop': {exc}") from exc
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not gone.is_set() and asyncio.get_running_loop().time() < deadline:
+        if target.node not in me.nodes(hidden=True):
+            gone.set()
+            break
+        await asyncio.sleep(0.02)
+    if not gone.is_set():
+        raise _Failure(
+            f"{target.node} accepted 'stop' but was still connected after {timeout:g} s; "
+            "it may be waiting for its processes to end"
+        )
+    print(f"{target.node} stopped", flush=True)
+    return 0
+
+
+def _print_result(command: str, result: Any, *, as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2, sort_keys=True, default=str))
+    elif command == "ping":
         print(result)
     elif command == "nodes":
         for n in result:
             print(n)
     elif command == "ps":
-        print(f"{'PID':<28} {'NAME':<20} {'STATE':<8} {'QUEUE':>5}  FUNCTION")
+        print(f"{'PID':<28} {'NAME':<20} {'STATE':<10} {'QUEUE':>5}  FUNCTION")
         for row in result:
             print(
-                f"{row['pid']:<28} {row['name'] or '-':<20} {row['state']:<8} "
+                f"{row['pid']:<28} {row['name'] or '-':<20} {row['state']:<10} "
                 f"{row['message_queue_len']:>5}  {row['function']}"
             )
     elif command == "stats":
         for key, value in result.items():
+            if isinstance(value, float):
+                value = f"{value:.3f}"
+            elif isinstance(value, list):
+                value = " ".join(str(v) for v in value) or "-"
             print(f"{key}: {value}")
     else:
         print(result)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``otpy-node``; returns the exit code."""
+# --------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``otpy-node``; returns the exit code (0, 1 or 2, see the module)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in (*SUBCOMMANDS, "run", "-h", "--help"):
         argv.insert(0, "run")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _setup_logging(args.log_level)
+    args = build_parser().parse_args(argv)
     try:
+        log = _setup_logging(args.log_level)
         if args.command == "run":
-            return asyncio.run(_run_node(args))
+            return asyncio.run(_run_node(args, log))
         return asyncio.run(_ask(args))
     except (NodeNameError, CookieError, _UsageError) as exc:
         print(f"otpy-node: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except (_Failure, DiscoveryError) as exc:
+        print(f"otpy-node: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except OSError as exc:
         print(f"otpy-node: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
 
