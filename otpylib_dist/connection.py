@@ -218,7 +218,7 @@ class Connection(asyncio.Protocol):
                 if event is NEED_DATA:
                     break
                 if isinstance(event, Hello):
-                    refusal = self.node._check_incoming(event.name)
+                    refusal = self.node._check_incoming(event.name, event.creation)
                     if refusal is not None:
                         self.refusal = refusal
                         logger.info("refusing %s from %s: %s", event.name, self.address, refusal)
@@ -233,7 +233,12 @@ class Connection(asyncio.Protocol):
         except HandshakeRefused as exc:
             self.refusal = str(exc.reason)
             self.failure = str(exc)
-            log = logger.info if exc.reason == "simultaneous_lost" else logger.warning
+            peer = self.expected_peer or hs.peer_name
+            benign = exc.reason == "simultaneous_lost" or (
+                # Both sides dialed while the mesh formed; one connection won.
+                exc.reason == "duplicate_name" and self.node._connected_or_connecting(peer)
+            )
+            log = logger.info if benign else logger.warning
             log(
                 "handshake with %s (%s) refused: %s",
                 self.expected_peer or hs.peer_name or "incoming peer",
@@ -485,6 +490,14 @@ class Connection(asyncio.Protocol):
             self.node._connection_down(self, reason)
         if not self.closed.done():
             self.closed.set_result(None)
+
+    @property
+    def handshake_peer(self) -> str | None:
+        """The node at the other end, as far as known (before and after the handshake)."""
+        if self.peer_name is not None:
+            return self.peer_name
+        hs = self._handshake
+        return self.expected_peer or (hs.peer_name if hs is not None else None)
 
     def __repr__(self) -> str:
         state = "up" if self._up else "handshaking"

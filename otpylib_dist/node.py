@@ -32,6 +32,7 @@ import asyncio
 import contextvars
 import logging
 import secrets
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -299,8 +300,11 @@ class DistributedBackend(AsyncIOBackend):
             self._failures[node] = f"no connection within {self.setup_time:.1f} s"
             logger.warning("connection to %s timed out after %.1f s", node, self.setup_time)
         except OSError as exc:
-            self._failures[node] = str(exc.strerror or exc)
-            logger.warning("cannot connect to %s: %s", node, exc)
+            why = str(exc.strerror or exc) or type(exc).__name__
+            if self._tls is not None and isinstance(exc, ssl.SSLError | ConnectionResetError):
+                why = f"TLS handshake failed: {why}"
+            self._failures[node] = why
+            logger.warning("cannot connect to %s: %s", node, why)
         except Exception as exc:
             self._failures[node] = f"{type(exc).__name__}: {exc}"
             logger.exception("connecting to %s failed", node)
@@ -340,7 +344,10 @@ class DistributedBackend(AsyncIOBackend):
             await asyncio.wait([up, conn.closed], return_when=asyncio.FIRST_COMPLETED)
             if node in self._connections:
                 return True
-            if conn.refusal == "simultaneous_lost":
+            if conn.refusal == "simultaneous_lost" or (
+                conn.refusal == "duplicate_name" and self._connected_or_connecting(node)
+            ):
+                # The other side's attempt is the one that lives on.
                 await asyncio.wait_for(asyncio.shield(up), self.setup_time)
                 return node in self._connections
             self._failures[node] = conn.failure or (
@@ -401,20 +408,42 @@ class DistributedBackend(AsyncIOBackend):
 
     # ------------------------------------------- callbacks from connections
 
-    def _check_incoming(self, peer: str) -> RefusalReason | None:
+    def _check_incoming(self, peer: str, creation: int = -1) -> RefusalReason | None:
         """Decide on a peer's Hello: ``None`` to go on, else a refusal reason.
 
         When both sides are dialing each other at once, the node with the
         greater name keeps its own attempt and refuses the other's with
         ``simultaneous_lost`` (the loser then waits for the winner's attempt).
+        A Hello from a node already connected is refused with
+        ``duplicate_name``: a benign race when it is the same incarnation (a
+        warning is logged only when another node claims that name).
         """
         if self._stopping or self._closed:
             return "not_allowed"
-        if peer == self._node_name or peer in self._connections:
+        if peer == self._node_name:
+            logger.warning("refusing a node that claims our own name %s", peer)
+            return "duplicate_name"
+        existing = self._connections.get(peer)
+        if existing is not None:
+            if existing.peer_creation != creation:
+                logger.warning(
+                    "refusing a second node named %s (creation %d; the connected one has %d)",
+                    peer,
+                    creation,
+                    existing.peer_creation,
+                )
             return "duplicate_name"
         if peer in self._connecting and simultaneous_winner(self._node_name, peer):
             return "simultaneous_lost"
         return None
+
+    def _connected_or_connecting(self, peer: str | None) -> bool:
+        """Whether a connection to ``peer`` is up or another handshake with it is under way."""
+        if peer is None:
+            return False
+        if peer in self._connections:
+            return True
+        return any(c.handshake_peer == peer and c.role is Role.ACCEPTOR for c in self._handshaking)
 
     def _connection_up(self, conn: Connection) -> bool:
         """A handshake finished. Returns False if a connection to that node already exists."""
