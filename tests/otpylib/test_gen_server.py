@@ -618,7 +618,6 @@ async def test_a_killed_server_gives_no_terminate_and_exits_killed(run: RunInPro
     await run(body, trap_exits=True)
 
 
-
 async def test_call_accepts_an_atom_as_the_server_name(run: RunInProcess) -> None:
     async def body() -> None:
         await gen_server.start_link(Counter, 5, name="atom_counter")
