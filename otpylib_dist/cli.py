@@ -50,7 +50,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -232,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="run_fn",
         metavar="MODULE:FUNCTION",
         help="spawn this process at start (imported from the current directory or PYTHONPATH)",
+    )
+    run.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="event loop: uvloop when installed (auto, the default; about 1.5x faster "
+        "round trips), or asyncio's own",
     )
     run.add_argument(
         "--busy-wait",
@@ -672,6 +679,22 @@ def _print_result(command: str, result: Any, *, as_json: bool = False) -> None:
 # --------------------------------------------------------------------- main
 
 
+def _run_on_loop(main: Coroutine[Any, Any, int], choice: str) -> int:
+    """Run ``main`` on uvloop when asked or (``auto``) when installed, else asyncio's loop."""
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                main.close()
+                raise _UsageError(
+                    "--loop uvloop: uvloop is not installed; pip install 'otpylib[uvloop]'"
+                ) from None
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``otpy-node``; returns the exit code (0, 1 or 2, see the module)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -681,7 +704,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         log = _setup_logging(args.log_level)
         if args.command == "run":
-            return asyncio.run(_run_node(args, log))
+            return _run_on_loop(_run_node(args, log), args.loop)
         return asyncio.run(_ask(args))
     except (NodeNameError, CookieError, _UsageError) as exc:
         print(f"otpy-node: {exc}", file=sys.stderr)

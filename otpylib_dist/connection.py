@@ -45,6 +45,7 @@ from otpylib_dist.protocol.framing import (
 from otpylib_dist.protocol.handshake import NEED_DATA, Established, Flags, Handshake, Hello
 from otpylib_dist.protocol.handshake import Role as CoreRole
 from otpylib_dist.protocol.ticks import TickAction, Ticker
+from otpylib_dist.protocol.tls_layer import TlsLayer
 
 if TYPE_CHECKING:
     from otpylib_dist.node import DistributedBackend
@@ -93,14 +94,17 @@ class Connection(asyncio.Protocol):
         role: Role,
         expected_peer: str | None = None,
         *,
-        tls_server: ssl.SSLContext | None = None,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         self.node = node
         self.role = role
-        self._tls_server = tls_server
         self._busy = node.busy_wait
-        self._tls_task: asyncio.Task[None] | None = None
-        self._early = bytearray()
+        self._tls = (
+            TlsLayer(tls, server_side=role is Role.ACCEPTOR, server_hostname=server_hostname)
+            if tls is not None
+            else None
+        )
         self.expected_peer = expected_peer
         self.peer_name: str | None = None
         self.peer_creation = -1
@@ -141,45 +145,16 @@ class Connection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.node._handshaking.add(self)
         self._setup_timer = self._loop.call_later(self.node.setup_time, self._setup_timeout)
-        if self._tls_server is not None:
-            # TLS on an accepted socket is set up here rather than by the
-            # server, so that a failed TLS handshake is logged with the peer's
-            # address (asyncio's server reports it only in debug mode).
-            self._transport = transport
-            transport.pause_reading()
-            self._tls_task = self._loop.create_task(self._start_tls(transport, self._tls_server))
-            return
-        self._begin(transport)
-
-    async def _start_tls(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
-        try:
-            secure = await self._loop.start_tls(
-                transport,
-                self,
-                context,
-                server_side=True,
-                ssl_handshake_timeout=self.node.setup_time,
-            )
-        except (OSError, TimeoutError) as exc:
-            why = str(exc) or type(exc).__name__
-            self.refusal = "tls"
-            self.failure = f"TLS handshake failed: {why}"
-            logger.warning(
-                "refused a connection from %s: TLS handshake failed: %s", self.address, why
-            )
-            transport.abort()
-            self.connection_lost(None)
-            return
-        if secure is None or self._close_reason is not None:
-            transport.abort()
-            self.connection_lost(None)
-            return
-        self._begin(secure)
-
-    def _begin(self, transport: asyncio.Transport) -> None:
-        """Start the cookie handshake on a connected (and, with TLS, secured) transport."""
         self._transport = transport
         transport.set_write_buffer_limits(high=TRANSPORT_HIGH_WATER, low=TRANSPORT_LOW_WATER)
+        if self._tls is not None:
+            # The cookie handshake starts once TLS is up (see _tls_data).
+            self._write_wire(self._tls.start())
+            return
+        self._begin()
+
+    def _begin(self) -> None:
+        """Start the cookie handshake (on a connected and, with TLS, secured stream)."""
         node = self.node
         self._handshake = Handshake(
             role=CoreRole.INITIATOR if self.role is Role.INITIATOR else CoreRole.ACCEPTOR,
@@ -193,9 +168,29 @@ class Connection(asyncio.Protocol):
             setup_time=node.setup_time,
         )
         self._write_raw(self._handshake.start())
-        if self._early:
-            early, self._early = bytes(self._early), bytearray()
-            self._handshake_data(early)
+
+    def _tls_data(self, tls: TlsLayer, data: bytes) -> bytes | None:
+        """Decrypt ``data``; ``None`` when there is nothing (more) to act on."""
+        was_up = tls.established
+        try:
+            plain = tls.receive(data)
+        except ssl.SSLError as exc:
+            why = str(exc) or type(exc).__name__
+            self.refusal = "tls"
+            self.failure = f"TLS handshake failed: {why}" if not was_up else f"TLS error: {why}"
+            logger.warning(
+                "closing the connection with %s (%s): %s",
+                self.expected_peer or "incoming peer",
+                self.address,
+                self.failure,
+            )
+            self._write_wire(tls.data_to_send())
+            self.close(PROTOCOL_ERROR)
+            return None
+        self._write_wire(tls.data_to_send())
+        if tls.established and not was_up:
+            self._begin()
+        return plain or None
 
     def _setup_timeout(self) -> None:
         if not self._up:
@@ -280,12 +275,13 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._bytes_in += len(data)
         self._busy.poke()
+        if self._tls is not None:
+            plain = self._tls_data(self._tls, data)
+            if plain is None:
+                return
+            data = plain
         if self._up:
             self._steady_data(data)
-        elif self._handshake is None:
-            # TLS is up but start_tls has not returned yet: the peer may
-            # already have sent its Hello (TLS 1.3). Keep it for _begin.
-            self._early += data
         else:
             self._handshake_data(data)
 
@@ -405,10 +401,8 @@ class Connection(asyncio.Protocol):
         does not wait for another loop iteration); messages queued after it
         in the same step are coalesced into one write by :meth:`_flush`.
         """
-        transport = self._transport
-        if transport is not None:
-            self._bytes_out += len(self._out)
-            transport.write(bytes(self._out))
+        if self._transport is not None:
+            self._write_raw(bytes(self._out))
             self._out.clear()
             self._busy.poke()  # a reply is likely on its way: keep polling
         self._flush_handle = self._loop.call_soon(self._flush)
@@ -416,15 +410,27 @@ class Connection(asyncio.Protocol):
     def _flush(self) -> None:
         self._flush_handle = None
         if self._out and self._transport is not None:
-            self._bytes_out += len(self._out)
-            self._transport.write(bytes(self._out))
+            self._write_raw(bytes(self._out))
             self._out.clear()
             self._busy.poke()
 
     def _write_raw(self, data: bytes) -> None:
+        """Write protocol bytes (encrypted first when the connection uses TLS)."""
         if self._transport is not None and data:
             self._bytes_out += len(data)
+            if self._tls is not None:
+                self._tls.send(data)
+                data = self._tls.data_to_send()
             self._transport.write(data)
+
+    def _write_wire(self, data: bytes) -> None:
+        """Write bytes as they are (TLS records)."""
+        if self._transport is not None and data:
+            self._transport.write(data)
+
+    def peer_certificate(self) -> dict[str, Any] | None:
+        """The peer's verified TLS certificate, or ``None`` without TLS."""
+        return self._tls.peer_certificate() if self._tls is not None else None
 
     def pause_writing(self) -> None:
         self._paused = True

@@ -192,7 +192,7 @@ class DistributedBackend(AsyncIOBackend):
         try:
             self._server = await loop.create_server(
                 lambda: Connection(
-                    self, Role.ACCEPTOR, tls_server=self._tls.server if self._tls else None
+                    self, Role.ACCEPTOR, tls=self._tls.server if self._tls else None
                 ),
                 host=self._listen_host,
                 port=self._wanted_port,
@@ -333,11 +333,15 @@ class DistributedBackend(AsyncIOBackend):
         self._up_waiters.setdefault(node, []).append(up)
         try:
             _, conn = await loop.create_connection(
-                lambda: Connection(self, Role.INITIATOR, expected_peer=node),
+                lambda: Connection(
+                    self,
+                    Role.INITIATOR,
+                    expected_peer=node,
+                    tls=self._tls.client if self._tls else None,
+                    server_hostname=split_node_name(node)[1],
+                ),
                 host,
                 port,
-                ssl=self._tls.client if self._tls else None,
-                server_hostname=split_node_name(node)[1] if self._tls else None,
             )
             # Wait for this connection, or for the peer's own attempt that won
             # a simultaneous connect, to come up; or for this one to fail.

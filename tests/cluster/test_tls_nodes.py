@@ -76,9 +76,8 @@ async def test_messages_links_and_monitors_work_over_mutual_tls(
     assert msg == PING
     assert down[1] == ref
     conn = a._connections[b.node_name]
-    assert conn._transport is not None
-    assert conn._transport.get_extra_info("ssl_object") is not None
-    cert = conn._transport.get_extra_info("peercert")
+    cert = conn.peer_certificate()
+    assert cert is not None
     assert dict(item[0] for item in cert["subject"])["commonName"] == "b"
 
 
