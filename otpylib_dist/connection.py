@@ -100,6 +100,7 @@ class Connection(asyncio.Protocol):
         self.node = node
         self.role = role
         self._busy = node.busy_wait
+        self._tls_broken = False
         self._tls = (
             TlsLayer(tls, server_side=role is Role.ACCEPTOR, server_hostname=server_hostname)
             if tls is not None
@@ -114,6 +115,9 @@ class Connection(asyncio.Protocol):
         self.address = "?"
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._loop = asyncio.get_running_loop()
+        #: Loop time of the last bytes from the peer (a restarted peer's old
+        #: connection goes silent; see DistributedBackend._check_incoming).
+        self.last_heard = self._loop.time()
         self._transport: asyncio.Transport | None = None
         self._handshake: Handshake | None = None
         self._reader: FrameReader | None = None
@@ -184,6 +188,9 @@ class Connection(asyncio.Protocol):
                 self.address,
                 self.failure,
             )
+            # The TLS session is dead: frames queued this step cannot go out.
+            self._out.clear()
+            self._tls_broken = True
             self._write_wire(tls.data_to_send())
             self.close(PROTOCOL_ERROR)
             return None
@@ -224,6 +231,7 @@ class Connection(asyncio.Protocol):
                 elif isinstance(event, Established):
                     self._write_raw(hs.data_to_send())
                     self._established(event)
+                    break
             self._write_raw(hs.data_to_send())
         except HandshakeRefused as exc:
             self.refusal = str(exc.reason)
@@ -236,7 +244,7 @@ class Connection(asyncio.Protocol):
             log = logger.info if benign else logger.warning
             log(
                 "handshake with %s (%s) refused: %s",
-                self.expected_peer or hs.peer_name or "incoming peer",
+                peer or "incoming peer",
                 self.address,
                 exc,
             )
@@ -274,6 +282,7 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._bytes_in += len(data)
+        self.last_heard = self._loop.time()
         self._busy.poke()
         if self._tls is not None:
             plain = self._tls_data(self._tls, data)
@@ -360,21 +369,17 @@ class Connection(asyncio.Protocol):
         if self._transport is None or self._close_reason is not None:
             return False
         self._encoder.send_into(to, term, self._out)
-        if self._flush_handle is None:
-            self._write_first()
-        return self._paused or len(self._out) > HIGH_WATER
+        return self._queued()
 
     def reg_send_term(self, sender: Pid | None, name: str, term: Any) -> bool:
-        """Queue a message to ``name`` on the peer, encoded in one pass.
-
-        Returns :attr:`must_drain`.
-
-        Raises:
-            EncodeError: ``term`` cannot be sent (nothing is queued).
-        """
+        """Queue a message to ``name`` on the peer, encoded in one pass; as :meth:`send_term`."""
         if self._transport is None or self._close_reason is not None:
             return False
         self._encoder.reg_send_into(sender, name, term, self._out)
+        return self._queued()
+
+    def _queued(self) -> bool:
+        """A message was appended to the buffer: write or batch it; return must_drain."""
         if self._flush_handle is None:
             self._write_first()
         return self._paused or len(self._out) > HIGH_WATER
@@ -401,10 +406,7 @@ class Connection(asyncio.Protocol):
         does not wait for another loop iteration); messages queued after it
         in the same step are coalesced into one write by :meth:`_flush`.
         """
-        if self._transport is not None:
-            self._write_raw(bytes(self._out))
-            self._out.clear()
-            self._busy.poke()  # a reply is likely on its way: keep polling
+        self._flush()
         self._flush_handle = self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
@@ -416,7 +418,7 @@ class Connection(asyncio.Protocol):
 
     def _write_raw(self, data: bytes) -> None:
         """Write protocol bytes (encrypted first when the connection uses TLS)."""
-        if self._transport is not None and data:
+        if self._transport is not None and data and not self._tls_broken:
             self._bytes_out += len(data)
             if self._tls is not None:
                 self._tls.send(data)

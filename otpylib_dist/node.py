@@ -419,8 +419,9 @@ class DistributedBackend(AsyncIOBackend):
         greater name keeps its own attempt and refuses the other's with
         ``simultaneous_lost`` (the loser then waits for the winner's attempt).
         A Hello from a node already connected is refused with
-        ``duplicate_name``: a benign race when it is the same incarnation (a
-        warning is logged only when another node claims that name).
+        ``duplicate_name`` (a benign race while a mesh forms); one with a new
+        creation is let through if the old connection has gone silent (a
+        restarted node), else refused (two live nodes under one name).
         """
         if self._stopping or self._closed:
             return "not_allowed"
@@ -429,14 +430,24 @@ class DistributedBackend(AsyncIOBackend):
             return "duplicate_name"
         existing = self._connections.get(peer)
         if existing is not None:
-            if existing.peer_creation != creation:
+            if existing.peer_creation == creation:
+                return "duplicate_name"
+            # A new creation under a connected name: either the peer restarted
+            # and its old connection has not timed out yet, or a second node
+            # runs under that name. A live peer is heard from at least every
+            # net_ticktime/4 (ticks); one silent for half of net_ticktime is
+            # taken for dead, and the new connection replaces it once
+            # authenticated (_connection_up), as Erlang lets a restarted node in.
+            silent = asyncio.get_running_loop().time() - existing.last_heard
+            if silent < self.net_ticktime / 2:
                 logger.warning(
-                    "refusing a second node named %s (creation %d; the connected one has %d)",
+                    "refusing a second node named %s (creation %d): the connected one "
+                    "(creation %d) is alive",
                     peer,
                     creation,
                     existing.peer_creation,
                 )
-            return "duplicate_name"
+                return "duplicate_name"
         if peer in self._connecting and simultaneous_winner(self._node_name, peer):
             return "simultaneous_lost"
         return None
@@ -452,8 +463,20 @@ class DistributedBackend(AsyncIOBackend):
     def _connection_up(self, conn: Connection) -> bool:
         """A handshake finished. Returns False if a connection to that node already exists."""
         peer = conn.peer_name
-        if peer is None or peer in self._connections or self._stopping:
+        if peer is None or self._stopping:
             return False
+        existing = self._connections.get(peer)
+        if existing is not None:
+            if existing.peer_creation == conn.peer_creation:
+                return False
+            logger.warning(
+                "node %s restarted (creation %d -> %d); dropping the connection to the old one",
+                peer,
+                existing.peer_creation,
+                conn.peer_creation,
+            )
+            self._connection_down(existing, CONNECTION_CLOSED)
+            existing.close(CONNECTION_CLOSED)
         self._connections[peer] = conn
         logger.info("nodeup %s (via %s)", peer, conn.address)
         if not conn.peer_hidden:

@@ -114,3 +114,45 @@ async def test_shutdown_asked_by_a_process_of_the_node_stops_the_whole_node(
     assert b._node_shutdown is not None
     await asyncio.wait_for(b._node_shutdown, DEADLINE)
     assert await a.connect(b.node_name) is False
+
+
+async def test_a_restarted_node_replaces_its_stale_connection_at_once(
+    make_cluster: ClusterFactory,
+) -> None:
+    a, b = await make_cluster(2, net_ticktime=2.0)
+    await b.spawn(_registered_sink, args=["sink"])
+
+    async def pid_of_sink() -> Any:
+        await process.send(("sink", b.node_name), (process.self(), HELLO))
+        return (await process.receive(timeout=DEADLINE))[1]
+
+    old = await run_in(a, pid_of_sink)
+    # b's OS process "freezes": its socket stays open but it says nothing more,
+    # so a still believes in the old connection (no tick timeout for a minute).
+    stale = b._connections[a.node_name]
+    stale._ticker = None
+    assert stale._transport is not None
+    stale._transport.pause_reading()
+    conn = a._connections[b.node_name]
+    # Silent for half of net_ticktime: taken for dead when a new b shows up
+    # (a would declare it down by itself after net_ticktime).
+    while asyncio.get_running_loop().time() - conn.last_heard < 1.1:
+        await asyncio.sleep(0.05)
+    b2 = DistributedBackend(b.node_name, cookie="cluster-test-cookie")
+    await b2.initialize()
+    try:
+
+        async def watch() -> Any:
+            await a.monitor_nodes(True)
+            ref = await process.monitor(old)
+            assert await b2.connect(a.node_name, "127.0.0.1", a.port)
+            got = [await process.receive(timeout=DEADLINE) for _ in range(3)]
+            return ref, got
+
+        ref, got = await run_in(a, watch)
+        assert (DOWN, ref, old, atom.ensure("noconnection")) in got
+        kinds = [m[0] for m in got if m[0] in (NODEUP, NODEDOWN)]
+        assert kinds == [NODEDOWN, NODEUP]
+        assert a._connections[b.node_name].peer_creation == b2.creation
+    finally:
+        await b2.shutdown()
