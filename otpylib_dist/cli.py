@@ -46,7 +46,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import time
@@ -86,10 +85,6 @@ _DUPLICATE_RACE_GRACE: Final = 1.0
 #: The file name (without .pem/.key) a subcommand presents with ``--tls-dir``
 #: when there is one and no ``--tls-name`` is given.
 _CLI_CERT_NAME: Final = "cli"
-
-# The node's connection failures are text (``connect_failure``); a refused
-# handshake reads "... refused by the peer (REASON): ...".
-_REFUSED_RE: Final = re.compile(r"refused by the peer \((\w+)\)")
 
 
 class _UsageError(Exception):
@@ -397,6 +392,7 @@ def explain_connect_failure(
     target: str,
     failure: str | None,
     *,
+    refusal: str | None = None,
     me: str,
     address: tuple[str, int] | None = None,
     tls: bool = False,
@@ -407,6 +403,7 @@ def explain_connect_failure(
     Args:
         target: the node we tried to reach.
         failure: ``DistributedBackend.connect_failure(target)``.
+        refusal: ``DistributedBackend.connect_refusal(target)``.
         me: our own node name (a ``duplicate_name`` refusal is about it).
         address: where we dialled, when known.
         tls: whether we dialled with TLS (the advice differs).
@@ -417,8 +414,7 @@ def explain_connect_failure(
     """
     where = f"{target} at {address[0]}:{address[1]}" if address else target
     text = failure or ""
-    refused = _REFUSED_RE.search(text)
-    reason = refused.group(1) if refused else None
+    reason = refusal if refusal != "tls" else None
     tls_advice = (
         "a node with --tls-dir accepts only nodes that also use --tls-dir, with "
         "certificates of the same CA"
@@ -554,6 +550,7 @@ async def _connect_at_start(
         explain_connect_failure(
             target.node,
             failure,
+            refusal=node.connect_refusal(target.node),
             me=node.node_name,
             address=target.address,
             tls=tls,
@@ -601,6 +598,7 @@ async def _ask(args: argparse.Namespace) -> int:
             message = explain_connect_failure(
                 target.node,
                 me.connect_failure(target.node),
+                refusal=me.connect_refusal(target.node),
                 me=me.node_name,
                 address=target.address,
                 tls=tls is not None,

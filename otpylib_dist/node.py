@@ -148,6 +148,7 @@ class DistributedBackend(AsyncIOBackend):
         self._spawn_relations: dict[Ref, tuple[Pid, str]] = {}
         self._addresses: dict[str, tuple[str, int]] = {}
         self._failures: dict[str, str] = {}
+        self._refusals: dict[str, str] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._node_shutdown: asyncio.Task[None] | None = None
@@ -354,6 +355,8 @@ class DistributedBackend(AsyncIOBackend):
                 # The other side's attempt is the one that lives on.
                 await asyncio.wait_for(asyncio.shield(up), self.setup_time)
                 return node in self._connections
+            if conn.refusal is not None:
+                self._refusals[node] = conn.refusal
             self._failures[node] = conn.failure or (
                 "the peer closed the connection during the handshake (does it require "
                 "TLS? see its log for why)"
@@ -377,6 +380,15 @@ class DistributedBackend(AsyncIOBackend):
     def connect_failure(self, node: str) -> str | None:
         """Why the last attempt to connect to ``node`` failed (for messages), if it did."""
         return self._failures.get(node)
+
+    def connect_refusal(self, node: str) -> str | None:
+        """The handshake refusal that ended the last failed attempt on ``node``, if any.
+
+        One of ``bad_cookie``, ``not_allowed``, ``duplicate_name``,
+        ``version_mismatch``, ``simultaneous_lost``, ``setup_timeout``,
+        ``protocol_error`` or ``tls``: for tools that advise on what to fix.
+        """
+        return self._refusals.get(node)
 
     async def _resolve(self, node: str) -> tuple[str, int] | None:
         known = self._addresses.get(node)
@@ -478,6 +490,8 @@ class DistributedBackend(AsyncIOBackend):
             self._connection_down(existing, CONNECTION_CLOSED)
             existing.close(CONNECTION_CLOSED)
         self._connections[peer] = conn
+        self._failures.pop(peer, None)
+        self._refusals.pop(peer, None)
         logger.info("nodeup %s (via %s)", peer, conn.address)
         if not conn.peer_hidden:
             for pid in list(self._nodes_monitors):

@@ -50,11 +50,12 @@ def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("failure", "tls", "expected"),
+    ("failure", "refusal", "tls", "expected"),
     [
         (
             "handshake with b@h refused by the peer (version_mismatch): the nodes share no "
             "protocol version; run compatible otpylib versions on both nodes",
+            "version_mismatch",
             False,
             "cannot connect to b@h at h:1: handshake with b@h refused by the peer "
             "(version_mismatch): the nodes share no protocol version; run compatible otpylib "
@@ -62,6 +63,7 @@ def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
         ),
         (
             "no connection within 7.0 s",
+            None,
             False,
             "cannot connect to b@h at h:1: no connection within 7.0 s; the node may be "
             "overloaded or not an otpylib node (a node with --tls-dir accepts only nodes that "
@@ -69,11 +71,17 @@ def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
         ),
         (
             "",
+            None,
             True,
             "cannot connect to b@h at h:1: the TLS handshake failed; a node with --tls-dir "
             "accepts only nodes that also use --tls-dir, with certificates of the same CA",
         ),
     ],
 )
-def test_connect_failures_say_what_to_do(failure: str, tls: bool, expected: str) -> None:
-    assert explain_connect_failure("b@h", failure, me="a@h", address=("h", 1), tls=tls) == expected
+def test_connect_failures_say_what_to_do(
+    failure: str, refusal: str | None, tls: bool, expected: str
+) -> None:
+    got = explain_connect_failure(
+        "b@h", failure, refusal=refusal, me="a@h", address=("h", 1), tls=tls
+    )
+    assert got == expected
