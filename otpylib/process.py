@@ -38,6 +38,7 @@ from otpylib.runtime.errors import NotInProcessError, ProcessExit
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "alias",
     "demonitor",
     "exit",
     "exit_self",
@@ -57,6 +58,7 @@ __all__ = [
     "spawn_link",
     "spawn_monitor",
     "unlink",
+    "unalias",
     "unregister",
     "whereis",
 ]
@@ -218,3 +220,18 @@ def process_info(pid: Pid) -> ProcessInfo | None:
 def make_ref() -> Ref:
     """A new unique reference."""
     return runtime().make_ref()
+
+
+def alias() -> Pid:
+    """A new reply address for the caller's mailbox (OTP 24's ``alias/0``).
+
+    Give it to whoever should answer; ``unalias`` it when the answer is no
+    longer wanted, and anything sent to it later is dropped instead of
+    landing in the mailbox (how ``gen_server.call`` avoids late replies).
+    """
+    return runtime().alias()
+
+
+def unalias(alias: Pid) -> bool:
+    """Deactivate an alias of the caller; returns whether it was active."""
+    return runtime().unalias(alias)

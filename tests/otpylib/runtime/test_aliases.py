@@ -85,3 +85,15 @@ async def test_an_alias_left_by_a_process_that_ended_delivers_nothing(
 async def test_alias_outside_a_process_is_refused(runtime: AsyncIOBackend) -> None:
     with pytest.raises(NotInProcessError, match=not_in_process("alias")):
         runtime.alias()
+
+
+async def test_process_module_offers_alias_and_unalias(runtime: AsyncIOBackend) -> None:
+    async def body() -> Any:
+        alias = process.alias()
+        await process.send(alias, "one")
+        first = await process.receive(timeout=1)
+        active = process.unalias(alias)
+        await process.send(alias, "dropped")
+        return first, active, await drain()
+
+    assert await run_in(runtime, body) == ("one", True, [])
