@@ -57,8 +57,8 @@ __all__ = [
     "spawn",
     "spawn_link",
     "spawn_monitor",
-    "unlink",
     "unalias",
+    "unlink",
     "unregister",
     "whereis",
 ]
