@@ -78,6 +78,7 @@ __all__ = [
     "describe_reason",
     "flush",
     "is_quiet",
+    "monitor_and_send",
     "pick_runtime",
     "resolve",
     "run_outside",
@@ -95,6 +96,9 @@ CALLING_SELF: Final = atom.ensure("calling_self")
 #: short enough that a stuck one is reported rather than hanging its clients.
 DEFAULT_CALL_TIMEOUT: Final = 5.0
 
+#: How often code outside any process checks that its helper is still alive.
+_HELPER_POLL: Final = 0.05
+
 #: Who made a call: ``(caller_pid, (reply_to_pid, ref))``. Opaque apart from
 #: ``from_[0]``, the calling process; hand it to ``gen_server.reply``.
 From: TypeAlias = tuple[Pid, tuple[Pid, Ref]]
@@ -106,18 +110,31 @@ class CallError(ProcessExit):
     Reasons: ``noproc`` (no such process, or it was already dead),
     ``timeout``, ``noconnection`` (its node was lost), ``calling_self``, or
     whatever the server exited with while handling the call (an exception
-    object for a crash). It is a :class:`ProcessExit`, so a process that does
-    not catch it ends with that reason, as an Erlang process exits when its
-    ``gen_server:call`` fails.
+    object for a crash). It is a :class:`ProcessExit`: a process that does
+    not catch it crashes (logged) with the exit reason
+    ``(reason, (call, target))``, as an Erlang process exits with
+    ``{Reason, {gen_server, call, ...}}`` when its call fails; never with the
+    bare reason, so a server's clean ``normal`` exit cannot make its client
+    end ``normal`` (and a transient client is restarted).
 
     Attributes:
         reason: the reason, as above.
         target: the pid or name that was called.
     """
 
-    def __init__(self, reason: Any, target: Any, message: str | None = None) -> None:
+    crash = True
+
+    def __init__(
+        self, reason: Any, target: Any, message: str | None = None, *, operation: str = "call"
+    ) -> None:
         self.target = target
+        self.operation = atom.ensure(operation)
         super().__init__(reason, message or _call_message(reason, target))
+
+    @property
+    def exit_reason(self) -> Any:
+        """``(reason, (operation, target))``: the reason and what failed."""
+        return (self.reason, (self.operation, self.target))
 
 
 def describe_reason(reason: Any) -> str:
@@ -230,27 +247,25 @@ async def call(
     """
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be None (wait forever) or >= 0 seconds, got {timeout}")
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
     me = rt.self()
-    dest = resolve(rt, target)
-    if dest is None:
-        raise CallError(NOPROC, target)
-    if dest == me:
-        raise CallError(CALLING_SELF, target)
-    mref = await rt.monitor(dest)
     reply_to = rt.alias()
     try:
-        # UnknownNameError: (name, node) on a node this runtime cannot reach;
-        # the monitor has already queued the DOWN that says why.
-        with contextlib.suppress(UnknownNameError):
-            await rt.send(dest, (message_tag, (me, (reply_to, mref)), request))
+        mref = await monitor_and_send(
+            rt, target, lambda ref: (message_tag, (me, (reply_to, ref)), request)
+        )
 
         def match(m: Any) -> bool:
             return type(m) is tuple and (
                 (len(m) == 2 and m[0] == mref) or (len(m) == 4 and m[0] is DOWN and m[1] == mref)
             )
 
+        # The deadline covers the monitor and the send too (for a remote
+        # server they may wait for a connection).
+        left = None if deadline is None else max(0.0, deadline - loop.time())
         try:
-            msg = await rt.receive(timeout, match)
+            msg = await rt.receive(left, match)
         except TimeoutError:
             msg = None
     finally:
@@ -258,9 +273,6 @@ async def call(
         rt.unalias(reply_to)
     if msg is None:
         await rt.demonitor(mref, flush=True)
-        # Nothing can have arrived since receive gave up (no await in
-        # between), but a reply must never be left behind: make sure.
-        await flush(rt, lambda m: type(m) is tuple and len(m) == 2 and m[0] == mref)
         raise CallError(
             TIMEOUT,
             target,
@@ -271,6 +283,32 @@ async def call(
         await rt.demonitor(mref, flush=True)
         return msg[1]
     raise CallError(msg[3], target)
+
+
+async def monitor_and_send(
+    rt: RuntimeBackend,
+    target: Target,
+    message: Callable[[Ref], Any],
+    *,
+    operation: str = "call",
+) -> Ref:
+    """Monitor the server ``target`` names, then send it ``message(ref)``; return the ref.
+
+    ``message`` gets the monitor's ref (a call's request carries it).
+    Raises :class:`CallError` with ``noproc`` for a local name nobody holds
+    and ``calling_self`` for the caller itself; a ``(name, node)`` that
+    cannot be reached is not an error here: the monitor has already queued
+    the DOWN that says why.
+    """
+    dest = resolve(rt, target)
+    if dest is None:
+        raise CallError(NOPROC, target, operation=operation)
+    if dest == rt.self():
+        raise CallError(CALLING_SELF, target, operation=operation)
+    mref = await rt.monitor(dest)
+    with contextlib.suppress(UnknownNameError):
+        await rt.send(dest, message(mref))
+    return mref
 
 
 async def run_outside(rt: RuntimeBackend, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
@@ -284,7 +322,19 @@ async def run_outside(rt: RuntimeBackend, fn: Callable[..., Awaitable[Any]], *ar
     fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     pid = await rt.spawn(_helper, (fut, fn, args))
     try:
-        return await fut
+        # The helper settles ``fut`` before it ends, unless it was killed
+        # before its first step (a shutdown racing the call): then only its
+        # death tells, and code outside any process cannot monitor it, so
+        # look every 50 ms.
+        while not fut.done():
+            await asyncio.wait([fut], timeout=_HELPER_POLL)
+            if not fut.done() and not rt.is_alive(pid):
+                raise ProcessExit(
+                    KILLED,
+                    "the helper process doing this for code outside any process was "
+                    "killed before it started (is the runtime shutting down?)",
+                )
+        return fut.result()
     except asyncio.CancelledError:
         if rt.is_alive(pid):
             await rt.exit(pid, KILL)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from otpylib import process
 from otpylib._gen import CALL, CAST, describe_reason, is_quiet
-from otpylib.runtime.atoms import EXIT, NORMAL, atom
+from otpylib.runtime.atoms import EXIT, NORMAL, atom, normalize_reason
 from otpylib.runtime.backends.asyncio_backend import resolve_function
 from otpylib.runtime.backends.base import RuntimeBackend
 from otpylib.runtime.data import Pid
@@ -127,6 +127,7 @@ async def _loop(
     node = rt.node_name
     msg: Any = None
     reason: Any = NORMAL
+    stop_reply: tuple[tuple[Pid, Any], Any] | None = None
     try:
         while True:
             msg = await receive()
@@ -147,8 +148,9 @@ async def _loop(
                             state = result[1]
                             continue
                         if head is STOP and n == 4:
-                            reply_to, ref = from_[1]
-                            await send(reply_to, (ref, result[2]))
+                            # The reply goes after terminate (as OTP): the
+                            # caller must not act before the clean-up is done.
+                            stop_reply = (from_[1], result[2])
                             reason, state = result[1], result[3]
                             break
                         if head is STOP and n == 3:
@@ -186,7 +188,7 @@ async def _loop(
     except Exception as exc:
         # A callback raised: terminate with the exception as the reason,
         # then re-raise it so the runtime records it (with its traceback).
-        crash = exc.reason if isinstance(exc, ProcessExit) else exc
+        crash = exc.exit_reason if isinstance(exc, ProcessExit) else exc
         if not is_quiet(crash):
             logger.error(
                 "gen_server %r (%s) terminating: %s; last message: %r",
@@ -197,6 +199,7 @@ async def _loop(
             )
         await server.terminate(crash, state)
         raise
+    reason = normalize_reason(reason)
     if not is_quiet(reason):
         logger.error(
             "gen_server %r (%s) terminating with reason %s; last message: %r",
@@ -205,7 +208,12 @@ async def _loop(
             describe_reason(reason),
             msg,
         )
-    await server.terminate(reason, state)
+    try:
+        await server.terminate(reason, state)
+    finally:
+        if stop_reply is not None:
+            (reply_to, ref), value = stop_reply
+            await send(reply_to, (ref, value))
     if reason is not NORMAL:
         raise ProcessExit(reason)
 

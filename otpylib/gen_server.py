@@ -101,7 +101,7 @@ from otpylib._gen_server_loop import (
     BadReturnError,
 )
 from otpylib._gen_server_start import StartError, start_server
-from otpylib.runtime.atoms import DOWN, NOPROC, NORMAL, TIMEOUT
+from otpylib.runtime.atoms import DOWN, NORMAL, TIMEOUT, normalize_reason
 from otpylib.runtime.backends.base import RuntimeBackend, Target
 from otpylib.runtime.data import Pid
 from otpylib.runtime.errors import (
@@ -357,15 +357,10 @@ async def stop(
 
 
 async def _stop(rt: RuntimeBackend, target: Target, reason: Any, timeout: float | None) -> None:
-    me = rt.self()
-    dest = _gen.resolve(rt, target)
-    if dest is None:
-        raise CallError(NOPROC, target)
-    if dest == me:
-        raise CallError(CALLING_SELF, target)
-    mref = await rt.monitor(dest)
-    with contextlib.suppress(UnknownNameError):  # unreachable (name, node): see the DOWN
-        await rt.send(dest, (STOP_REQUEST, reason))
+    reason = normalize_reason(reason)
+    mref = await _gen.monitor_and_send(
+        rt, target, lambda _ref: (STOP_REQUEST, reason), operation="stop"
+    )
 
     def is_down(m: Any) -> bool:
         return type(m) is tuple and len(m) == 4 and m[0] is DOWN and m[1] == mref
@@ -375,12 +370,15 @@ async def _stop(rt: RuntimeBackend, target: Target, reason: Any, timeout: float 
     except TimeoutError:
         await rt.demonitor(mref, flush=True)
         raise CallError(
-            TIMEOUT, target, f"stop of {target!r} timed out after {timeout} s (timeout)"
+            TIMEOUT,
+            target,
+            f"stop of {target!r} timed out after {timeout} s (timeout)",
+            operation="stop",
         ) from None
     exited = msg[3]
     if exited is reason or exited == reason:
         return
-    raise CallError(exited, target)
+    raise CallError(exited, target, operation="stop")
 
 
 # ------------------------------------------------------------------- starting

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Final
+from typing import Any, Final
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ __all__ = [
     "Atom",
     "atom",
     "ensure",
+    "normalize_reason",
 ]
 
 #: Longest atom name accepted. Erlang limits atoms to 255 characters; we do
@@ -156,3 +157,15 @@ TIMEOUT: Final = atom.ensure("timeout")
 TRAP_EXIT: Final = atom.ensure("trap_exit")
 NODEUP: Final = atom.ensure("nodeup")
 NODEDOWN: Final = atom.ensure("nodedown")
+
+
+_REASON_ALIASES: dict[str, Atom] = {"normal": NORMAL, "kill": KILL, "shutdown": SHUTDOWN}
+
+
+def normalize_reason(reason: Any) -> Any:
+    """The exit reason ``reason`` means: the strings ``"normal"``, ``"kill"`` and
+    ``"shutdown"`` become their atoms (the manual writes ``exit(pid, 'shutdown')``);
+    anything else is returned as it is."""
+    if type(reason) is str:
+        return _REASON_ALIASES.get(reason, reason)
+    return reason

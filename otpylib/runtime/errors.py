@@ -67,6 +67,14 @@ class ProcessExit(OtpError):
     or whatever the server exited with), like Erlang's ``{Reason, {M, F, A}}``.
     """
 
+    #: Whether a process ended by this exception is logged as a crash.
+    crash: bool = False
+
     def __init__(self, reason: Any, message: str | None = None) -> None:
         self.reason = reason
         super().__init__(message if message is not None else f"exit: {reason!r}")
+
+    @property
+    def exit_reason(self) -> Any:
+        """The reason a process that does not catch this exception exits with."""
+        return self.reason

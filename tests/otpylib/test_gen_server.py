@@ -28,7 +28,7 @@ from otpylib.runtime.atoms import (
 )
 from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
 from otpylib.runtime.data import Pid
-from otpylib.runtime.errors import NotInProcessError
+from otpylib.runtime.errors import NotInProcessError, ProcessExit
 
 GO = atom.ensure("go")
 
@@ -626,3 +626,58 @@ async def test_call_accepts_an_atom_as_the_server_name(run: RunInProcess) -> Non
         assert await gen_server.call(local, "get") == 5
 
     await run(body)
+
+
+# ------------------------------------------------- review fixes (exit reasons)
+
+
+async def test_a_client_that_does_not_catch_a_failed_call_crashes_with_a_wrapped_reason(
+    run: RunInProcess,
+) -> None:
+    async def body() -> None:
+        server = await gen_server.start_link(Counter, 1)
+
+        async def client() -> None:
+            await gen_server.call(server, ("stop", "normal"))  # server ends normal mid-call
+
+        pid = await process.spawn(client)
+        # Not the bare `normal`: a failed call is a failure of the client.
+        assert await down_of(pid) == (NORMAL, (atom.ensure("call"), server))
+
+    await run(body)
+
+
+async def test_stop_with_a_string_reason_means_the_atom(run: RunInProcess) -> None:
+    async def body() -> None:
+        pid = await gen_server.start(Counter, 3, process.self())
+        await gen_server.stop(pid, "shutdown")  # no CallError: same reason
+        assert await next_report("terminate") == ("terminate", SHUTDOWN, 3)
+        other = await gen_server.start_link(Counter, 4, process.self())
+        assert await gen_server.call(other, ("stop_reply", "normal")) == "bye"
+        assert await next_report("terminate") == ("terminate", NORMAL, 4)
+
+    await run(body)
+
+
+async def test_a_stop_reply_is_sent_after_terminate_has_run(run: RunInProcess) -> None:
+    async def body() -> None:
+        pid = await gen_server.start_link(Counter, 5, process.self())
+        assert await gen_server.call(pid, ("stop_reply", "normal")) == "bye"
+        # terminate's report was sent before the reply, so it is already here.
+        info = process.process_info(process.self())
+        assert info is not None and info.message_queue_len >= 1
+        assert await process.receive(timeout=0) == ("terminate", NORMAL, 5)
+
+    await run(body)
+
+
+async def test_a_call_from_main_racing_shutdown_does_not_hang(runtime: AsyncIOBackend) -> None:
+    pid = await gen_server.start(Counter, 1, runtime=runtime)
+    outcome = await asyncio.wait_for(
+        asyncio.gather(
+            gen_server.call(pid, "get", runtime=runtime), runtime.shutdown(), return_exceptions=True
+        ),
+        WAIT,
+    )
+    # Either answered before the shutdown reached the helper, or told why not.
+    assert outcome[0] == 1 or isinstance(outcome[0], ProcessExit)

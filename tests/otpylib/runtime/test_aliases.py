@@ -97,3 +97,13 @@ async def test_process_module_offers_alias_and_unalias(runtime: AsyncIOBackend) 
         return first, active, await drain()
 
     assert await run_in(runtime, body) == ("one", True, [])
+
+
+async def test_aliases_of_a_process_go_when_it_ends(runtime: AsyncIOBackend) -> None:
+    async def body() -> Any:
+        return process.alias(), process.alias()
+
+    first, second = await run_in(runtime, body)
+    # The owner has ended without unalias: both are gone, not kept for later.
+    assert first not in runtime._aliases and second not in runtime._aliases
+    assert runtime.send_nowait(first, "late") is False

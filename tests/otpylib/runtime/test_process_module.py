@@ -53,6 +53,8 @@ CALLS: dict[str, Callable[[], Any]] = {
     "is_alive": lambda: process.is_alive(NEVER_SPAWNED),
     "process_info": lambda: process.process_info(NEVER_SPAWNED),
     "make_ref": lambda: process.make_ref(),
+    "alias": lambda: process.alias(),
+    "unalias": lambda: process.unalias(NEVER_SPAWNED),
 }
 
 

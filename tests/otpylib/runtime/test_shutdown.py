@@ -346,3 +346,23 @@ async def test_a_shutdown_goes_on_when_the_main_caller_stops_waiting(
     released.set()
     await asyncio.wait_for(runtime.shutdown(), DEADLINE)
     assert_nothing_left(runtime)
+
+
+async def test_a_process_spawned_during_shutdown_gets_the_shutdown_signal_too(
+    runtime: AsyncIOBackend,
+) -> None:
+    seen: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def late_child() -> None:
+        seen.set_result(await process.receive(timeout=DEADLINE))
+
+    async def restarter() -> None:
+        # Like a supervisor restarting a child while the runtime stops.
+        await process.receive()
+        await process.spawn(late_child, trap_exits=True)
+
+    await runtime.spawn(restarter, trap_exits=True)
+    await runtime.shutdown(timeout=DEADLINE)
+    msg = await asyncio.wait_for(seen, DEADLINE)
+    assert msg[0] is EXIT and msg[2] is SHUTDOWN
+    assert_nothing_left(runtime)

@@ -70,6 +70,7 @@ from otpylib.runtime.atoms import (
     TRAP_EXIT,
     Atom,
     atom,
+    normalize_reason,
 )
 from otpylib.runtime.backends.asyncio_backend.process import Process
 from otpylib.runtime.backends.base import (
@@ -98,19 +99,11 @@ __all__ = ["AsyncIOBackend", "resolve_function"]
 #: not logged (as Erlang's error logger stays quiet for normal and shutdown).
 _QUIET_REASONS = (NORMAL, SHUTDOWN)
 
+
 #: Strings accepted as the well-known exit reasons. The seed manual writes
 #: ``runtime.exit(pid, 'shutdown')``; Python users will type strings, and a
 #: string that silently failed to mean ``kill`` would be a trap.
 #: Differs from Erlang: there, the string "kill" is not the atom kill.
-_REASON_ALIASES: dict[str, Atom] = {"normal": NORMAL, "kill": KILL, "shutdown": SHUTDOWN}
-
-
-def _normalize_reason(reason: Any) -> Any:
-    if type(reason) is str:
-        return _REASON_ALIASES.get(reason, reason)
-    return reason
-
-
 def resolve_function(ref: str) -> Callable[..., Any]:
     """Import ``"package.module:function"`` and return the function.
 
@@ -423,6 +416,10 @@ class AsyncIOBackend(RuntimeBackend):
         self._total_spawned += 1
         # No ``kwargs or {}``: an empty dict per spawn is memory for nothing.
         proc.task = loop.create_task(self._run(proc, func, args or (), kwargs))
+        if self._closing:
+            # Spawned while the runtime shuts down (a supervisor restarting a
+            # child): it gets the same shutdown signal as everyone else did.
+            self._exit_signal(proc, self._runtime_pid, SHUTDOWN, link=False)
         return proc
 
     async def _run(
@@ -448,7 +445,9 @@ class AsyncIOBackend(RuntimeBackend):
         except ProcessExit as exc:
             reason = proc.kill_reason
             if reason is None:
-                reason = _normalize_reason(exc.reason)
+                reason = normalize_reason(exc.exit_reason)
+                if exc.crash:
+                    self._log_crash(proc, exc)
         except BaseException as exc:
             reason = proc.kill_reason
             if reason is None:
@@ -509,11 +508,14 @@ class AsyncIOBackend(RuntimeBackend):
         process has), not a reference, so it travels wherever a pid does;
         ``is_alive`` says False for it. The owner removes its aliases
         (``unalias`` in a ``finally``); one left behind by a process that ended
-        is dropped the first time something is sent to it.
+        is dropped when it ends.
         """
         proc = self._caller("alias")
         alias = Pid(self._node_name, next(self._pid_counter), self._creation)
         self._aliases[alias] = proc
+        if proc.aliases is None:
+            proc.aliases = set()
+        proc.aliases.add(alias)
         return alias
 
     def unalias(self, alias: Pid) -> bool:
@@ -522,6 +524,8 @@ class AsyncIOBackend(RuntimeBackend):
         if self._aliases.get(alias) is not proc:
             return False
         del self._aliases[alias]
+        if proc.aliases is not None:
+            proc.aliases.discard(alias)
         return True
 
     def _alias_owner(self, alias: Pid) -> Process | None:
@@ -973,7 +977,7 @@ class AsyncIOBackend(RuntimeBackend):
                 registered name is not accepted: look it up with ``whereis``.
         """
         _check_pid(pid, "exit")
-        reason = _normalize_reason(reason)
+        reason = normalize_reason(reason)
         sender = self._sender_pid()
         target = self._processes.get(pid)
         if target is not None:
@@ -1035,6 +1039,9 @@ class AsyncIOBackend(RuntimeBackend):
             return
         if proc.name is not None and self._registry.get(proc.name) == pid:
             del self._registry[proc.name]
+        if proc.aliases:
+            for alias in proc.aliases:
+                self._aliases.pop(alias, None)
         if proc.waiter is not None and not proc.waiter.done():
             proc.waiter.cancel()
         if reason not in _QUIET_REASONS and logger.isEnabledFor(logging.DEBUG):

@@ -61,6 +61,7 @@ class Process:
     """
 
     __slots__ = (
+        "aliases",
         "created_at",
         "fn",
         "kill_reason",
@@ -99,6 +100,7 @@ class Process:
         self.started = False
         self.created_at = created_at
         self.fn = fn
+        self.aliases: set[Pid] | None = None
 
     def deliver(self, message: Any) -> None:
         """Append ``message`` and wake the owner if it waits in ``receive``.
