@@ -3,10 +3,13 @@
 Usage::
 
     otpy-node [run] --name NAME[@HOST] [--cookie C | --cookie-file F] [--port P]
-              [--discovery mdns|static|epmd|dns|none] [--static NODE@HOST:PORT ...]
-              [--connect NODE[:PORT] ...] [--run package.module:function]
+              [--discovery mdns|static|epmd|dns|none] [--static NODE@HOST:PORT]...
+              [--connect NODE[:PORT]]... [--run package.module:function]
               [--net-ticktime S] [--tls-dir D] [--log-level L] [--busy-wait S]
     otpy-node ping|nodes|ps|stats|stop NODE[:PORT] [--address HOST:PORT] [same options]
+
+``--static`` and ``--connect`` take one node each and are repeated for more:
+``--connect a@h1:4370 --connect b@h2:4370``.
 
 ``run`` (the default) starts the node, prints ``node NAME listening on PORT``
 on stdout once it listens, has announced itself, is connected to every
@@ -32,8 +35,8 @@ Exit codes:
   refused (wrong cookie, duplicate name, TLS on one side only), node
   unreachable or silent (``ping`` also prints ``pang`` on stdout);
 - 2: bad arguments or configuration: a malformed node name, an unusable
-  cookie or cookie file, a ``--run`` function that cannot be imported,
-  missing TLS files.
+  cookie or cookie file, a ``--run`` function that cannot be imported or is
+  not async, missing TLS files, a port out of range.
 
 argparse (stdlib) rather than click: one less dependency for a tool whose
 grammar is a flat list of options and five verbs.
@@ -43,16 +46,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import logging
+import math
 import os
 import signal
 import sys
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from otpylib.runtime.backends.asyncio_backend import resolve_function
 from otpylib_dist.cookie import CookieError, load_cookie
@@ -76,11 +81,6 @@ SUBCOMMANDS: Final = ("ping", "nodes", "ps", "stats", "stop")
 EXIT_FAILURE: Final = 1
 #: Exit code for bad arguments or configuration (argparse uses 2 as well).
 EXIT_USAGE: Final = 2
-
-#: How long ``run`` waits for a peer that refused us with ``duplicate_name``
-#: to show up as connected anyway: when two nodes dial each other at once,
-#: the loser can be refused because the other attempt just came up.
-_DUPLICATE_RACE_GRACE: Final = 1.0
 
 #: The file name (without .pem/.key) a subcommand presents with ``--tls-dir``
 #: when there is one and no ``--tls-name`` is given.
@@ -150,6 +150,31 @@ def _setup_logging(level: str) -> _LogfmtFormatter:
 # ------------------------------------------------------------------ grammar
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line on stderr like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        message = message.removeprefix("argument ")
+        self.exit(EXIT_USAGE, f"otpy-node: {message}; see {self.prog} --help\n")
+
+
+def _port_number(lowest: int) -> Callable[[str], int]:
+    """An argparse type: a TCP port number from ``lowest`` to 65535."""
+
+    def port(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if not lowest <= value <= 65535:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a port number from {lowest} to 65535"
+            )
+        return value
+
+    return port
+
+
 def _common(parser: argparse.ArgumentParser, *, default_level: str) -> None:
     cookie = parser.add_mutually_exclusive_group()
     cookie.add_argument(
@@ -168,12 +193,14 @@ def _common(parser: argparse.ArgumentParser, *, default_level: str) -> None:
     )
     parser.add_argument(
         "--static",
-        nargs="*",
+        action="append",
         default=[],
         metavar="NODE@HOST:PORT",
-        help="addresses for --discovery static",
+        help="a node's address for --discovery static (repeat for each node)",
     )
-    parser.add_argument("--epmd-port", type=int, default=4369, help="port of the EPMD to use")
+    parser.add_argument(
+        "--epmd-port", type=_port_number(1), default=4369, help="port of the EPMD to use"
+    )
     parser.add_argument(
         "--dns-service",
         metavar="NAME",
@@ -205,22 +232,24 @@ def _common(parser: argparse.ArgumentParser, *, default_level: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed so tests and docs can check the grammar)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="otpy-node",
         description="Run an otpylib node, or ask a running one (ping, nodes, ps, stats, stop).",
     )
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run a node in the foreground (the default)")
     run.add_argument("--name", required=True, help="NAME or NAME@HOST (HOST: where peers reach it)")
-    run.add_argument("--port", type=int, default=0, help="TCP port to listen on (0: any)")
+    run.add_argument(
+        "--port", type=_port_number(0), default=0, help="TCP port to listen on (0: any)"
+    )
     run.add_argument("--listen", help="address to bind (default: the HOST of --name)")
     run.add_argument(
         "--connect",
-        nargs="*",
+        action="append",
         default=[],
         metavar="NODE[:PORT]",
-        help="nodes to connect to at start (NAME@HOST:PORT, or NAME@HOST found by "
-        "discovery); the command fails if one cannot be reached",
+        help="a node to connect to at start (NAME@HOST:PORT, or NAME@HOST found by "
+        "discovery; repeat for each node); the command fails if one cannot be reached",
     )
     run.add_argument(
         "--run",
@@ -296,16 +325,21 @@ def _discovery(args: argparse.Namespace, cookie: str, *, tool: bool = False) -> 
 
         if not args.dns_service:
             raise _UsageError("--discovery dns needs --dns-service NAME")
+        if tool:  # resolve only: no polling
+            return DnsDiscovery(args.dns_service, port_name=args.dns_port_name, poll_interval=0)
         return DnsDiscovery(args.dns_service, port_name=args.dns_port_name)
     if kind == "static":
         from otpylib_dist.discovery.static import StaticDiscovery
 
         if not args.static:
-            raise _UsageError("--discovery static needs --static NODE@HOST:PORT ...")
-        return StaticDiscovery(args.static)
+            raise _UsageError("--discovery static needs --static NODE@HOST:PORT")
+        try:
+            return StaticDiscovery(args.static)
+        except DiscoveryError as exc:
+            raise _UsageError(f"--static: {exc}") from exc
     from otpylib_dist.discovery.epmd import EpmdDiscovery
 
-    return EpmdDiscovery(port=args.epmd_port)
+    return EpmdDiscovery(port=args.epmd_port, register=not tool)
 
 
 def _discovery_name(args: argparse.Namespace) -> str | None:
@@ -324,8 +358,10 @@ def _tls(tls_dir: Path | None, cert_name: str) -> TlsConfig | None:
 
 
 def _check_ticktime(args: argparse.Namespace) -> None:
-    if not args.net_ticktime >= 1.0:
-        raise _UsageError(f"--net-ticktime must be at least 1 second, got {args.net_ticktime:g}")
+    if not (math.isfinite(args.net_ticktime) and args.net_ticktime >= 1.0):
+        raise _UsageError(
+            f"--net-ticktime must be a number of seconds, at least 1, got {args.net_ticktime:g}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,9 +402,9 @@ def _import_from_cwd() -> None:
 
 
 def _import_run_function(ref: str) -> None:
-    """Check that ``--run`` names an importable function before the node starts."""
+    """Check that ``--run`` names an importable async function before the node starts."""
     try:
-        resolve_function(ref)
+        fn = resolve_function(ref)
     except ValueError as exc:
         raise _UsageError(f"--run {ref!r}: {exc}") from exc
     except ImportError as exc:
@@ -383,6 +419,12 @@ def _import_run_function(ref: str) -> None:
         ) from exc
     except Exception as exc:
         raise _UsageError(f"--run {ref}: importing it failed: {type(exc).__name__}: {exc}") from exc
+    # A process runs the coroutine its function returns (as spawn does).
+    if not (inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)):
+        raise _UsageError(
+            f"--run {ref}: {ref.partition(':')[2]!r} is not an async function; a process "
+            "function is defined with async def"
+        )
 
 
 # ------------------------------------------------------ failure messages
@@ -478,7 +520,7 @@ async def _run_node(args: argparse.Namespace, log: _LogfmtFormatter) -> int:
     name = make_node_name(args.name)
     log.node = name
     _check_ticktime(args)
-    if not args.busy_wait >= 0:
+    if not (math.isfinite(args.busy_wait) and args.busy_wait >= 0):
         raise _UsageError(
             f"--busy-wait must be 0 (off) or a number of seconds, got {args.busy_wait:g}"
         )
@@ -535,21 +577,14 @@ async def _connect_at_start(
     node: DistributedBackend, target: _Target, *, tls: bool, discovery: str | None
 ) -> None:
     host, port = target.address if target.address else (None, None)
+    # connect() already waits out a benign duplicate_name (both sides dialling
+    # at once): a refusal left here means another node runs under our name.
     if await node.connect(target.node, host, port):
         return
-    failure = node.connect_failure(target.node)
-    if failure is not None and "(duplicate_name)" in failure:
-        # Either another node runs under our name, or discovery made both
-        # sides dial at once and the other attempt came up first.
-        deadline = asyncio.get_running_loop().time() + _DUPLICATE_RACE_GRACE
-        while asyncio.get_running_loop().time() < deadline:
-            if target.node in node.nodes(hidden=True):
-                return
-            await asyncio.sleep(0.05)
     raise _Failure(
         explain_connect_failure(
             target.node,
-            failure,
+            node.connect_failure(target.node),
             refusal=node.connect_refusal(target.node),
             me=node.node_name,
             address=target.address,
@@ -569,8 +604,8 @@ _OPS: Final = {"ping": "ping", "nodes": "nodes", "ps": "processes", "stats": "st
 async def _ask(args: argparse.Namespace) -> int:
     target = _target(args.node, args.address)
     _check_ticktime(args)
-    if not args.timeout > 0:
-        raise _UsageError(f"--timeout must be positive, got {args.timeout:g}")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise _UsageError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
     cookie = _cookie(args)
     tls = None
     if args.tls_dir is not None:
@@ -611,13 +646,15 @@ async def _ask(args: argparse.Namespace) -> int:
             return await _stop(me, target, args.timeout)
         try:
             result = await me.rpc(target.node, _OPS[args.command], timeout=args.timeout)
-        except (NodeUnreachable, RuntimeError) as exc:
+        except (NodeUnreachable, RuntimeError, TimeoutError) as exc:
+            if args.command == "ping":
+                print("pang", flush=True)
+            if isinstance(exc, TimeoutError):
+                raise _Failure(
+                    f"{target.node} did not answer {args.command!r} within {args.timeout:g} s; "
+                    "raise --timeout if it is busy"
+                ) from exc
             raise _Failure(str(exc)) from exc
-        except TimeoutError as exc:
-            raise _Failure(
-                f"{target.node} did not answer {args.command!r} within {args.timeout:g} s; "
-                "raise --timeout if it is busy"
-            ) from exc
         _print_result(args.command, result, as_json=getattr(args, "json", False))
         return 0
     finally:
@@ -626,24 +663,20 @@ async def _ask(args: argparse.Namespace) -> int:
 
 async def _stop(me: DistributedBackend, target: _Target, timeout: float) -> int:
     """Ask ``target`` to stop, then wait (up to ``timeout``) for its connection to close."""
-    gone = asyncio.Event()
     try:
         await me.rpc(target.node, "stop", timeout=timeout)
     except NodeUnreachable:
-        gone.set()  # it went down before its answer reached us: stopped all the same
+        pass  # it went down before its answer reached us: stopped all the same
     except (RuntimeError, TimeoutError) as exc:
         raise _Failure(f"{target.node} did not accept 'stop': {exc}") from exc
     deadline = asyncio.get_running_loop().time() + timeout
-    while not gone.is_set() and asyncio.get_running_loop().time() < deadline:
-        if target.node not in me.nodes(hidden=True):
-            gone.set()
-            break
+    while target.node in me.nodes(hidden=True):
+        if asyncio.get_running_loop().time() >= deadline:
+            raise _Failure(
+                f"{target.node} accepted 'stop' but was still connected after {timeout:g} s; "
+                "it may be waiting for its processes to end"
+            )
         await asyncio.sleep(0.02)
-    if not gone.is_set():
-        raise _Failure(
-            f"{target.node} accepted 'stop' but was still connected after {timeout:g} s; "
-            "it may be waiting for its processes to end"
-        )
     print(f"{target.node} stopped", flush=True)
     return 0
 

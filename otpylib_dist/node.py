@@ -294,6 +294,9 @@ class DistributedBackend(AsyncIOBackend):
     async def _connect(
         self, node: str, host: str | None, port: int | None, attempt: asyncio.Future[bool]
     ) -> None:
+        # Report this attempt only: a timeout now must not come with an older refusal.
+        self._refusals.pop(node, None)
+        self._failures.pop(node, None)
         ok = False
         try:
             ok = await asyncio.wait_for(self._dial(node, host, port), self.setup_time)

@@ -22,17 +22,24 @@ Start-up timing (what decides how fast a cluster forms). A node learns of
 the others from their answers to its queries and from their announcements;
 they learn of it from its announcement, so that must come early. zeroconf's
 own probing before an announcement takes 1.15-1.25 s (a random 150-250 ms,
-then three probes 500 ms apart). We probe ourselves instead: one probe, which
-every running node of the service type answers at once and by multicast (so
-the new node learns of them all), then ``_PROBE_TIME_MS`` to listen for a node
-holding our instance name, then we register with zeroconf's probing off
+then three probes 500 ms apart). We probe ourselves instead: one probe, a
+"QM" question for the service type's pointers carrying our proposed records
+in its authority section. Every running node of the service type answers a
+probe at once and, because it is a QM question, by multicast (so the new
+node learns of them all, and the answer reaches every mDNS stack sharing
+port 5353 on a host). zeroconf's own probes are "QU" questions: those are
+answered by unicast to port 5353 once the records were multicast within a
+quarter of their TTL, and only one of the stacks sharing the port receives
+that, so a duplicate started seconds after the first would go unnoticed.
+After the probe we listen ``_PROBE_TIME_MS`` for a node holding our
+instance name, then register with zeroconf's probing off
 (``cooperating_responders``): the first announcement leaves ~0.3 s after
 ``start``. The only conflict there can be is a live node of this cluster
 announcing the same node name (the instance name is derived from both), and
 a live node answers a probe without delay. Two nodes of one name started
 within the same quarter second both announce; the handshake's
 ``duplicate_name`` refusal then stops the second at its first connection.
-All our other queries are "QM" (see ``_QM``). ``python -m bench.mesh``
+All our other queries are "QM" too (see ``_QM``). ``python -m bench.mesh``
 measures the result: a mesh of 8 nodes forms in about 0.3 s in one process.
 
 Records use a TTL of two minutes (not RFC 6762's 75 minutes for service
@@ -52,17 +59,21 @@ import logging
 import re
 import socket
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, cast
 
 from zeroconf import (
     DNSQuestionType,
     InterfaceChoice,
     IPVersion,
     NonUniqueNameException,
+    NotRunningException,
     ServiceStateChange,
     Zeroconf,
 )
+from zeroconf._dns import DNSQuestion, DNSRecord
+from zeroconf._protocol.outgoing import DNSOutgoing
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+from zeroconf.const import _CLASS_IN, _FLAGS_QR_QUERY, _TYPE_PTR
 
 from otpylib_dist.cookie import cluster_id as cookie_cluster_id
 from otpylib_dist.discovery.base import (
@@ -215,7 +226,7 @@ class MdnsDiscovery(_Subscribers):
         Raises:
             DiscoveryError: the node name is invalid or too long for a TXT
                 record, another node of this cluster already announces the
-                same name, or the mDNS sockets cannot be opened.
+                same name, or the mDNS sockets cannot be opened or served.
         """
         if self._aiozc is not None:
             raise DiscoveryError("MdnsDiscovery.start() called twice; call stop() first")
@@ -424,14 +435,36 @@ class MdnsDiscovery(_Subscribers):
 async def _name_taken(zeroconf: Zeroconf, info: AsyncServiceInfo) -> bool:
     """Probe once for ``info``'s instance name; True if a live node already holds it.
 
-    The probe is the one zeroconf itself sends (a question for the service
-    type carrying our proposed pointer as an authority record). Responders
-    answer a probe at once and by multicast too, so the answer arrives even
-    where several mDNS stacks share UDP port 5353 on one host, and the
-    answers also tell us (and everyone) about every node already running.
+    The probe is a "QM" question for the service type's pointers carrying
+    the records we propose (pointer, SRV, TXT, addresses) as authority
+    records, as RFC 6762 section 8.2 describes; zeroconf's own probe (from
+    ``generate_service_query``) is a "QU" question. A responder answers a
+    probe at once, and a QM question always by multicast, so the answer
+    arrives even where several mDNS stacks share UDP port 5353 on one host,
+    and it also tells us (and everyone) about every node already running.
+    The SRV record also keeps two nodes probing for one name from sending
+    the same bytes (their ports differ): zeroconf drops a QM query identical
+    to one it received less than a second before, and multicast queries all
+    have message id 0.
+
+    Raises:
+        DiscoveryError: the mDNS engine did not start.
     """
-    await zeroconf.async_wait_for_start()
-    zeroconf.async_send(zeroconf.generate_service_query(info))
+    try:
+        await zeroconf.async_wait_for_start()
+    except NotRunningException as exc:
+        raise DiscoveryError(
+            "the mDNS engine did not start; check that UDP port 5353 and multicast are available"
+        ) from exc
+    # multicast=False only leaves out the cache-flush bits, which belong in
+    # responses (RFC 6762 section 10.2); async_send multicasts it all the same.
+    probe = DNSOutgoing(_FLAGS_QR_QUERY, multicast=False)
+    probe.add_question(DNSQuestion(info.type, _TYPE_PTR, _CLASS_IN))
+    # add_authorative_answer() takes pointers only; the list takes any record.
+    authorities = cast("list[DNSRecord]", probe.authorities)
+    authorities += [info.dns_pointer(), info.dns_service(), info.dns_text()]
+    authorities += info.dns_addresses()
+    zeroconf.async_send(probe)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _PROBE_TIME_MS / 1000
     while zeroconf.cache.current_entry_with_name_and_alias(info.type, info.name) is None:

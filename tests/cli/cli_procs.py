@@ -19,3 +19,7 @@ async def sleeper() -> None:
     """Register as ``sleeper`` and never read a message: its queue only grows."""
     await process.register("sleeper")
     await asyncio.Event().wait()
+
+
+def not_async() -> None:
+    """A plain function: ``--run`` refuses it, as a process function is ``async def``."""

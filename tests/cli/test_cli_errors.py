@@ -117,6 +117,11 @@ def test_node_without_any_address(cookie: str) -> None:
             "otpy-node: --run 'cli_procs': function reference 'cli_procs' is not of the form "
             "'package.module:function'",
         ),
+        (
+            "cli_procs:not_async",
+            "otpy-node: --run cli_procs:not_async: 'not_async' is not an async function; a "
+            "process function is defined with async def",
+        ),
     ],
 )
 def test_unknown_run_function(cookie: str, ref: str, message: str) -> None:
@@ -168,16 +173,33 @@ def test_cookie_file_readable_by_others_is_refused(tmp_path: Path) -> None:
 def test_bad_option_values(cookie: str) -> None:
     cases = {
         ("--name", "x", "--cookie", cookie, "--net-ticktime", "0.1"): (
-            "otpy-node: --net-ticktime must be at least 1 second, got 0.1"
+            "otpy-node: --net-ticktime must be a number of seconds, at least 1, got 0.1"
         ),
         ("--name", "x", "--cookie", cookie, "--busy-wait", "-1"): (
             "otpy-node: --busy-wait must be 0 (off) or a number of seconds, got -1"
+        ),
+        ("--name", "x", "--cookie", cookie, "--port", "70000"): (
+            "otpy-node: --port: '70000' is not a port number from 0 to 65535; "
+            "see otpy-node run --help"
+        ),
+        ("--name", "x", "--cookie", cookie, "--busy-wait", "inf"): (
+            "otpy-node: --busy-wait must be 0 (off) or a number of seconds, got inf"
+        ),
+        ("--name", "x", "--cookie", cookie, "--net-ticktime", "inf"): (
+            "otpy-node: --net-ticktime must be a number of seconds, at least 1, got inf"
+        ),
+        ("ping", "a@127.0.0.1:4370", "--cookie", cookie, "--timeout", "inf"): (
+            "otpy-node: --timeout must be a positive number of seconds, got inf"
+        ),
+        ("--name", "x", "--cookie", cookie, "--discovery", "static", "--static", "b@h"): (
+            "otpy-node: --static: static entry 'b@h' is not 'name@host:port'; write e.g. "
+            "'a@127.0.0.1:4370'"
         ),
         ("--name", "x", "--cookie", cookie, "--log-level", "loud"): (
             "otpy-node: --log-level 'loud' is not a level; use debug, info, warning or error"
         ),
         ("--name", "x", "--cookie", cookie, "--discovery", "static"): (
-            "otpy-node: --discovery static needs --static NODE@HOST:PORT ..."
+            "otpy-node: --discovery static needs --static NODE@HOST:PORT"
         ),
         ("ping", "a@127.0.0.1", "--cookie", cookie, "--address", "nowhere"): (
             "otpy-node: --address 'nowhere' is not HOST:PORT, e.g. 127.0.0.1:4370"

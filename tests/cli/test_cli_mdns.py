@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import time
 
 import pytest
 from cli_support import DEADLINE, StartNode, error_line, run_cli
@@ -93,3 +94,19 @@ def test_a_second_node_of_the_same_name_is_refused(start_node: StartNode, cookie
         "on the network; node names must be unique, choose another --name"
     )
     assert done.stdout == ""
+
+
+def test_a_same_name_node_started_seconds_later_is_refused(
+    start_node: StartNode, cookie: str
+) -> None:
+    """Refused by the probe, not by a handshake: records multicast recently draw no unicast."""
+    start_node("later@127.0.0.1", *MDNS)
+    time.sleep(2.0)  # well past the first node's announcements
+    for _ in range(2):
+        done = run_cli("--name", "later@127.0.0.1", *MDNS, "--cookie", cookie)
+        assert done.returncode == 1, done.stderr
+        assert error_line(done.stderr) == (
+            "otpy-node: node later@127.0.0.1 is already announced by another node of this "
+            "cluster on the network; node names must be unique, choose another --name"
+        )
+        assert done.stdout == ""

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 
 import pytest
 
-from otpylib_dist.cli import _LogfmtFormatter, build_parser, explain_connect_failure, main
+from otpylib_dist.cli import (
+    _discovery,
+    _LogfmtFormatter,
+    build_parser,
+    explain_connect_failure,
+    main,
+)
+from otpylib_dist.discovery.base import DiscoveryError
+from otpylib_dist.discovery.dns import DnsDiscovery
 
 
 def _record(msg: str, *args: object) -> logging.LogRecord:
@@ -26,7 +36,7 @@ def test_logfmt_quotes_what_needs_quoting_and_stays_on_one_line() -> None:
 
 def test_run_is_the_default_subcommand_and_subcommands_log_errors_only() -> None:
     parser = build_parser()
-    run = parser.parse_args(["run", "--name", "a", "--connect", "b@h:1", "c@h"])
+    run = parser.parse_args(["run", "--name", "a", "--connect", "b@h:1", "--connect", "c@h"])
     assert (run.command, run.connect, run.log_level, run.port) == (
         "run",
         ["b@h:1", "c@h"],
@@ -40,6 +50,116 @@ def test_run_is_the_default_subcommand_and_subcommands_log_errors_only() -> None
         "h:1",
         "error",
     )
+
+
+def test_static_and_connect_take_one_node_each_and_leave_the_positional_alone() -> None:
+    parser = build_parser()
+    ping = parser.parse_args(["ping", "--static", "b@h:1", "b@h", "--static", "c@h:2"])
+    assert (ping.node, ping.static) == ("b@h", ["b@h:1", "c@h:2"])
+    run = parser.parse_args(["run", "--connect", "b@h:1", "--name", "a"])
+    assert (run.name, run.connect) == ("a", ["b@h:1"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["run", "--name", "a", "--port", "70000"],
+            "otpy-node: --port: '70000' is not a port number from 0 to 65535; "
+            "see otpy-node run --help",
+        ),
+        (
+            ["run", "--name", "a", "--port", "70000", "--loop", "asyncio"],
+            "otpy-node: --port: '70000' is not a port number from 0 to 65535; "
+            "see otpy-node run --help",
+        ),
+        (
+            ["run", "--name", "a", "--port", "-1"],
+            "otpy-node: --port: '-1' is not a port number from 0 to 65535; "
+            "see otpy-node run --help",
+        ),
+        (
+            ["run", "--name", "a", "--port", "http"],
+            "otpy-node: --port: 'http' is not a port number from 0 to 65535; "
+            "see otpy-node run --help",
+        ),
+        (
+            ["run", "--name", "a", "--discovery", "epmd", "--epmd-port", "70000"],
+            "otpy-node: --epmd-port: '70000' is not a port number from 1 to 65535; "
+            "see otpy-node run --help",
+        ),
+        (
+            ["ping", "a@h", "--discovery", "epmd", "--epmd-port", "0"],
+            "otpy-node: --epmd-port: '0' is not a port number from 1 to 65535; "
+            "see otpy-node ping --help",
+        ),
+        (
+            ["run", "--port", "1"],
+            "otpy-node: the following arguments are required: --name; see otpy-node run --help",
+        ),
+        (
+            ["run", "--name", "a", "--connect", "b@h:1", "c@h:2"],
+            "otpy-node: unrecognized arguments: c@h:2; see otpy-node --help",
+        ),
+    ],
+)
+def test_bad_command_lines_are_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(argv)  # as main() does; never starts a node
+    assert stopped.value.code == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", message + "\n")
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:  # bound, never listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_subcommands_never_register_with_epmd_but_run_does() -> None:
+    port = str(_closed_port())
+    parser = build_parser()
+    tool = _discovery(
+        parser.parse_args(["ping", "a@h", "--discovery", "epmd", "--epmd-port", port]),
+        "cookie",
+        tool=True,
+    )
+    assert tool is not None
+    await tool.start("otpy-cli-1@127.0.0.1", "127.0.0.1", 1)  # no EPMD needed: no registration
+    await tool.stop()
+    node = _discovery(
+        parser.parse_args(["run", "--name", "a", "--discovery", "epmd", "--epmd-port", port]),
+        "cookie",
+    )
+    assert node is not None
+    with pytest.raises(DiscoveryError, match=r"^cannot register a@127\.0\.0\.1 with EPMD"):
+        await node.start("a@127.0.0.1", "127.0.0.1", 1)
+
+
+async def test_subcommands_do_not_poll_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    polls: list[str] = []
+
+    async def members(self: DnsDiscovery) -> dict[str, tuple[str, int]]:
+        polls.append("poll")
+        return {}
+
+    monkeypatch.setattr(DnsDiscovery, "members", members)
+    dns = ("--discovery", "dns", "--dns-service", "otpy.example")
+    parser = build_parser()
+    tool = _discovery(parser.parse_args(["ping", "a@h", *dns]), "cookie", tool=True)
+    node = _discovery(parser.parse_args(["run", "--name", "a", *dns]), "cookie")
+    assert tool is not None and node is not None
+    await tool.start("otpy-cli-1@127.0.0.1", "127.0.0.1", 1)
+    await asyncio.sleep(0.05)
+    assert polls == []
+    await node.start("a@127.0.0.1", "127.0.0.1", 1)
+    await asyncio.sleep(0.05)
+    assert polls == ["poll"]
+    await tool.stop()
+    await node.stop()
 
 
 def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,8 @@ import time
 import pytest
 from cli_support import DEADLINE, StartNode, error_line, run_cli
 
-from otpylib_dist import DistributedBackend
+from otpylib_dist import DistributedBackend, control_handlers
+from otpylib_dist.protocol import control
 
 pytestmark = pytest.mark.multiprocess
 
@@ -48,6 +49,25 @@ def test_ping_of_a_node_that_is_not_there_answers_pang(cookie: str) -> None:
         rf"^otpy-node: cannot connect to ghost@127\.0\.0\.1 at 127\.0\.0\.1:{port}: nothing "
         r"accepts connections there \(.*\); check that the node is running and the port is right$",
         error_line(done.stderr),
+    )
+
+
+async def test_ping_of_a_node_that_connects_but_never_answers_says_pang(
+    cookie: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A node of this test process that completes handshakes and ignores node rpcs.
+    monkeypatch.setitem(control_handlers._HANDLERS, control.NodeRpc, lambda *_args: None)
+    mute = DistributedBackend("mute@127.0.0.1", cookie=cookie)
+    await mute.initialize()
+    try:
+        done = await asyncio.to_thread(
+            run_cli, "ping", f"{mute.node_name}:{mute.port}", "--cookie", cookie, "--timeout", "1"
+        )
+    finally:
+        await mute.shutdown()
+    assert (done.returncode, done.stdout) == (1, "pang\n")
+    assert error_line(done.stderr) == (
+        "otpy-node: mute@127.0.0.1 did not answer 'ping' within 1 s; raise --timeout if it is busy"
     )
 
 

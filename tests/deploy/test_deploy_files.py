@@ -32,9 +32,15 @@ def test_compose_nodes_use_valid_command_lines() -> None:
 
 
 def test_kubernetes_statefulset_and_headless_service() -> None:
-    docs = list(yaml.safe_load_all((DEPLOY / "kubernetes" / "otpylib.yaml").read_text()))
+    text = (DEPLOY / "kubernetes" / "otpylib.yaml").read_text()
+    docs = list(yaml.safe_load_all(text))
     kinds = {d["kind"]: d for d in docs}
-    assert set(kinds) == {"Secret", "Service", "StatefulSet"}
+    # No Secret: a cookie shipped in the file would be known to everyone who has it.
+    assert set(kinds) == {"Service", "StatefulSet"}
+    assert (
+        "#   kubectl create secret generic otpy-cookie "
+        "--from-literal=cookie=$(openssl rand -hex 32)\n" in text
+    )
     assert kinds["Service"]["spec"]["clusterIP"] == "None"
     sts = kinds["StatefulSet"]
     assert sts["spec"]["serviceName"] == kinds["Service"]["metadata"]["name"]
@@ -62,13 +68,26 @@ def test_systemd_unit_runs_a_valid_command_line() -> None:
         key, _, value = line.partition("=")
         sections[current][key] = value
     assert set(sections) == {"Unit", "Service", "Install"}
-    argv = shlex.split(sections["Service"]["ExecStart"])
+    service = sections["Service"]
+    argv = shlex.split(service["ExecStart"])
     assert argv[0].endswith("/otpy-node")
-    args = parse_cli(
-        [a.replace("%i", "alpha").replace("${OTPY_HOST}", "10.0.0.1") for a in argv[1:]]
-    )
-    assert args.name == "alpha@10.0.0.1"
-    assert sections["Service"]["KillSignal"] == "SIGTERM"
+    # A template: the port comes from each instance's environment file, so two
+    # instances on one host do not clash; without one, any free port.
+    assert service["Environment"] == "OTPY_PORT=0"
+    assert service["EnvironmentFile"] == "/etc/otpylib/%i.env"
+    assert "#   OTPY_PORT=" in text
+    for port in ("0", "4371"):
+        args = parse_cli(
+            [
+                a.replace("%i", "alpha")
+                .replace("${OTPY_HOST}", "10.0.0.1")
+                .replace("${OTPY_PORT}", port)
+                for a in argv[1:]
+            ]
+        )
+        assert args.name == "alpha@10.0.0.1"
+        assert args.port == int(port)
+    assert service["KillSignal"] == "SIGTERM"
 
 
 def test_dockerfile_entrypoint_is_otpy_node() -> None:

@@ -9,11 +9,16 @@ missing, instead of waiting for packets that never come.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+import socket
+import struct
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 from mdns_probe import loopback_multicast_problem
+from zeroconf import IPVersion
+from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from otpylib_dist.cookie import cluster_id
 from otpylib_dist.discovery import (
@@ -24,7 +29,7 @@ from otpylib_dist.discovery import (
     NodeAppeared,
     NodeDisappeared,
 )
-from otpylib_dist.discovery.mdns import instance_name
+from otpylib_dist.discovery.mdns import _name_taken, instance_name
 
 
 @pytest.fixture(scope="session")
@@ -168,6 +173,68 @@ async def test_a_name_announced_twice_in_one_cluster_is_refused(make: Factory) -
         DiscoveryError, match=r"^node dup@127\.0\.0\.1 is already announced by another node"
     ):
         await second.start("dup@127.0.0.1", "127.0.0.1", 44001)
+
+
+def _mdns_group_listener() -> socket.socket:
+    """A socket that receives what is multicast to the mDNS group on loopback, and only that.
+
+    Bound to the group address itself, so unicast answers to port 5353 never reach it.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("224.0.0.251", 5353))
+    membership = struct.pack("4s4s", socket.inet_aton("224.0.0.251"), socket.inet_aton("127.0.0.1"))
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+    sock.setblocking(False)
+    return sock
+
+
+def _drain(sock: socket.socket) -> list[bytes]:
+    packets: list[bytes] = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            packets.append(sock.recv(9000))
+    return packets
+
+
+async def test_a_name_announced_seconds_ago_is_refused_too(make: Factory) -> None:
+    """The probe draws a multicast answer even after the holder's announcements.
+
+    A "QU" probe (unicast answer requested) is answered by unicast once the
+    holder has multicast its records within a quarter of their TTL, and of
+    the stacks sharing port 5353 on this host only one receives that: the
+    asker, or not. A "QM" probe is answered by multicast, which all receive.
+    """
+    cluster = secrets.token_hex(8)
+    label = instance_name(cluster, "late@127.0.0.1").encode()
+    first = make(cluster)
+    with _mdns_group_listener() as group:
+        await first.start("late@127.0.0.1", "127.0.0.1", 44100)
+        await asyncio.sleep(1.0)  # past its announcements (three, 225 ms apart)
+        # Twice within a second: the second probe must not be dropped as a repeat.
+        for port in (44101, 44102):
+            _drain(group)
+            second = make(cluster)
+            with pytest.raises(
+                DiscoveryError, match=r"^node late@127\.0\.0\.1 is already announced"
+            ):
+                await second.start("late@127.0.0.1", "127.0.0.1", port)
+            await asyncio.sleep(0.1)
+            answers = [p for p in _drain(group) if p[2] & 0x80 and label in p]  # QR: response
+            assert answers, "the holder did not answer the probe by multicast"
+
+
+async def test_an_engine_that_is_not_running_is_a_discovery_error(
+    loopback_multicast: None,
+) -> None:
+    aiozc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+    await aiozc.async_close()
+    info = AsyncServiceInfo(
+        "_otpyt-closed._tcp.local.", "x._otpyt-closed._tcp.local.", port=1, server="x.local."
+    )
+    with pytest.raises(DiscoveryError, match=r"^the mDNS engine did not start; check that UDP"):
+        await _name_taken(aiozc.zeroconf, info)
 
 
 def test_instance_names_fit_a_dns_label() -> None:
