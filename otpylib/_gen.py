@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeAlias
 
@@ -78,11 +79,11 @@ __all__ = [
     "describe_reason",
     "flush",
     "is_quiet",
-    "monitor_and_send",
     "pick_runtime",
     "resolve",
     "run_outside",
     "send_reply",
+    "server_of",
 ]
 
 #: Tag of a call request: ``(CALL, from_, request)``.
@@ -247,14 +248,14 @@ async def call(
     """
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be None (wait forever) or >= 0 seconds, got {timeout}")
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
     me = rt.self()
+    dest = server_of(rt, target)
+    mref = await rt.monitor(dest)
     reply_to = rt.alias()
     try:
-        mref = await monitor_and_send(
-            rt, target, lambda ref: (message_tag, (me, (reply_to, ref)), request)
-        )
+        with contextlib.suppress(UnknownNameError):  # unreachable: see the DOWN
+            await rt.send(dest, (message_tag, (me, (reply_to, mref)), request))
 
         def match(m: Any) -> bool:
             return type(m) is tuple and (
@@ -263,7 +264,7 @@ async def call(
 
         # The deadline covers the monitor and the send too (for a remote
         # server they may wait for a connection).
-        left = None if deadline is None else max(0.0, deadline - loop.time())
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             msg = await rt.receive(left, match)
         except TimeoutError:
@@ -285,30 +286,21 @@ async def call(
     raise CallError(msg[3], target)
 
 
-async def monitor_and_send(
-    rt: RuntimeBackend,
-    target: Target,
-    message: Callable[[Ref], Any],
-    *,
-    operation: str = "call",
-) -> Ref:
-    """Monitor the server ``target`` names, then send it ``message(ref)``; return the ref.
+def server_of(rt: RuntimeBackend, target: Target, operation: str = "call") -> Pid | tuple[str, str]:
+    """What to monitor and send to for a call or stop of ``target``.
 
-    ``message`` gets the monitor's ref (a call's request carries it).
     Raises :class:`CallError` with ``noproc`` for a local name nobody holds
-    and ``calling_self`` for the caller itself; a ``(name, node)`` that
-    cannot be reached is not an error here: the monitor has already queued
-    the DOWN that says why.
+    and ``calling_self`` for the caller itself. A ``(name, node)`` of
+    another node is returned as it is: if that node cannot be reached, the
+    monitor queues the DOWN that says why (so a send that then raises
+    ``UnknownNameError`` is not an error of its own).
     """
     dest = resolve(rt, target)
     if dest is None:
         raise CallError(NOPROC, target, operation=operation)
     if dest == rt.self():
         raise CallError(CALLING_SELF, target, operation=operation)
-    mref = await rt.monitor(dest)
-    with contextlib.suppress(UnknownNameError):
-        await rt.send(dest, message(mref))
-    return mref
+    return dest
 
 
 async def run_outside(rt: RuntimeBackend, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:

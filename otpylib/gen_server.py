@@ -358,9 +358,10 @@ async def stop(
 
 async def _stop(rt: RuntimeBackend, target: Target, reason: Any, timeout: float | None) -> None:
     reason = normalize_reason(reason)
-    mref = await _gen.monitor_and_send(
-        rt, target, lambda _ref: (STOP_REQUEST, reason), operation="stop"
-    )
+    dest = _gen.server_of(rt, target, "stop")
+    mref = await rt.monitor(dest)
+    with contextlib.suppress(UnknownNameError):  # unreachable (name, node): see the DOWN
+        await rt.send(dest, (STOP_REQUEST, reason))
 
     def is_down(m: Any) -> bool:
         return type(m) is tuple and len(m) == 4 and m[0] is DOWN and m[1] == mref
