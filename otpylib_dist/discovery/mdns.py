@@ -61,8 +61,14 @@ import socket
 from collections.abc import Sequence
 from typing import Final, cast
 
-from zeroconf import (
+# DNSOutgoing, DNSQuestion and DNSRecord are importable from the package
+# top level (not from its private modules, which move between releases) but
+# not listed in its __all__; the probe in _name_taken needs them.
+from zeroconf import (  # type: ignore[attr-defined]
+    DNSOutgoing,
+    DNSQuestion,
     DNSQuestionType,
+    DNSRecord,
     InterfaceChoice,
     IPVersion,
     NonUniqueNameException,
@@ -70,8 +76,6 @@ from zeroconf import (
     ServiceStateChange,
     Zeroconf,
 )
-from zeroconf._dns import DNSQuestion, DNSRecord
-from zeroconf._protocol.outgoing import DNSOutgoing
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 from zeroconf.const import _CLASS_IN, _FLAGS_QR_QUERY, _TYPE_PTR
 
