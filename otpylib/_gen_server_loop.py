@@ -89,28 +89,26 @@ async def serve(
     me = rt.self()
     if link_parent and parent is not None:
         await rt.link(parent)
-    if name is not None:
-        try:
-            await rt.register(name)
-        except NameAlreadyRegistered:
-            if parent is not None:
-                await rt.unlink(parent)
-            raise ProcessExit((ALREADY_STARTED, rt.whereis(name))) from None
     try:
+        if name is not None:
+            try:
+                await rt.register(name)
+            except NameAlreadyRegistered:
+                raise ProcessExit((ALREADY_STARTED, rt.whereis(name))) from None
         if isinstance(cls, str):
             cls = _resolve_class(cls)
         server = cls()
         state = await server.init(*args)
+        if type(state) is tuple and len(state) == 2 and state[0] is STOP:
+            raise ProcessExit(state[1])
     except asyncio.CancelledError:
         raise
     except BaseException:
+        # A start that fails is reported to the starter by the exit reason,
+        # not by an exit signal through the link (as OTP's init_ack).
         if parent is not None:
             await rt.unlink(parent)
         raise
-    if type(state) is tuple and len(state) == 2 and state[0] is STOP:
-        if parent is not None:
-            await rt.unlink(parent)
-        raise ProcessExit(state[1])
     await rt.send(starter, (tag, me))
     await _loop(rt, me, server, state, parent)
 

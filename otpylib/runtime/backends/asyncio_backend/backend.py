@@ -104,6 +104,13 @@ _QUIET_REASONS = (NORMAL, SHUTDOWN)
 #: ``runtime.exit(pid, 'shutdown')``; Python users will type strings, and a
 #: string that silently failed to mean ``kill`` would be a trap.
 #: Differs from Erlang: there, the string "kill" is not the atom kill.
+def _name_text(name: Name) -> str:
+    """A registered name as the registry keys it: an Atom stands for its text."""
+    if isinstance(name, Atom):
+        return str(name.name)
+    return name
+
+
 def resolve_function(ref: str) -> Callable[..., Any]:
     """Import ``"package.module:function"`` and return the function.
 
@@ -609,10 +616,8 @@ class AsyncIOBackend(RuntimeBackend):
         """
         if isinstance(target, tuple) and len(target) == 2 and target[1] == self._node_name:
             target = target[0]
-        if isinstance(target, str):
-            name = target
-        elif type(target) is Atom:
-            name = target.name
+        if isinstance(target, str | Atom):
+            name = _name_text(target)
         elif isinstance(target, tuple) and len(target) == 2:
             return None
         else:
@@ -628,8 +633,7 @@ class AsyncIOBackend(RuntimeBackend):
     def _send_remote_named(self, target: Any, message: Any) -> Awaitable[None]:
         """Send to ``(name, node)`` on another node, through the router."""
         name, node = target
-        if type(name) is Atom:
-            name = name.name
+        name = _name_text(name)
         if self._router is None:
             raise UnknownNameError(
                 target, f"node {node!r} is not reachable: this runtime is not distributed"
@@ -647,7 +651,7 @@ class AsyncIOBackend(RuntimeBackend):
             if proc is None and self._aliases:
                 proc = self._alias_owner(target)
         else:
-            pid = self._registry.get(target.name if isinstance(target, Atom) else target)
+            pid = self._registry.get(_name_text(target))
             proc = self._processes.get(pid) if pid is not None else None
         if proc is None:
             return False
@@ -803,9 +807,7 @@ class AsyncIOBackend(RuntimeBackend):
 
     def whereis(self, name: Name) -> Pid | None:
         """The pid registered under ``name`` (a str or an Atom), or ``None`` (``whereis/1``)."""
-        if isinstance(name, Atom):
-            name = name.name
-        return self._registry.get(name)
+        return self._registry.get(_name_text(name))
 
     def registered(self) -> list[str]:
         """All registered names (``registered/0``)."""
