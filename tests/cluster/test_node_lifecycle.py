@@ -156,3 +156,34 @@ async def test_a_restarted_node_replaces_its_stale_connection_at_once(
         assert a._connections[b.node_name].peer_creation == b2.creation
     finally:
         await b2.shutdown()
+
+
+async def test_repeated_connects_and_disconnects_leave_nothing_behind(
+    make_cluster: ClusterFactory,
+) -> None:
+    a, b = await make_cluster(2)
+    await b.spawn(_registered_sink, args=["sink"])
+
+    async def round_trip() -> Any:
+        await process.send(("sink", b.node_name), (process.self(), HELLO))
+        return await process.receive(timeout=DEADLINE)
+
+    for i in range(30):
+        # Alternate who dials and who hangs up; sometimes both dial at once.
+        if i % 3 == 2:
+            assert await asyncio.gather(a.connect(b.node_name), b.connect(a.node_name)) == [
+                True,
+                True,
+            ]
+        assert (await run_in(a, round_trip))[0] == HELLO
+        await (a if i % 2 else b).disconnect(b.node_name if i % 2 else a.node_name)
+        # A message sent while the other side is still closing may be lost (as
+        # in Erlang: only the nodedown is promised); wait until both know.
+        while a.nodes() or b.nodes():
+            await asyncio.sleep(0.01)
+    for node in (a, b):
+        assert node.nodes() == []
+        assert not node._handshaking and not node._connecting and not node._up_waiters
+        assert not node._calls and not node._node_monitors
+        stats = node.statistics()
+        assert (stats.active_links, stats.active_monitors) == (0, 0)
