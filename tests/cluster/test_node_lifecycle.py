@@ -9,7 +9,7 @@ from typing import Any
 from cluster_helpers import DEADLINE, run_in
 
 from otpylib import process
-from otpylib.runtime.atoms import DOWN, NODEDOWN, NODEUP, NOPROC, atom
+from otpylib.runtime.atoms import DOWN, NOCONNECTION, NODEDOWN, NODEUP, NOPROC, atom
 from otpylib_dist import DistributedBackend
 
 ClusterFactory = Callable[..., Awaitable[list[DistributedBackend]]]
@@ -168,7 +168,15 @@ async def test_repeated_connects_and_disconnects_leave_nothing_behind(
         await process.send(("sink", b.node_name), (process.self(), HELLO))
         return await process.receive(timeout=DEADLINE)
 
+    downs: list[Any] = []
+
+    async def watcher() -> None:
+        # Monitors the sink across the connection until it drops.
+        ref = await process.monitor(("sink", b.node_name))
+        downs.append((ref, await process.receive(timeout=DEADLINE)))
+
     for i in range(30):
+        await a.spawn(watcher)
         # Alternate who dials and who hangs up; sometimes both dial at once.
         if i % 3 == 2:
             assert await asyncio.gather(a.connect(b.node_name), b.connect(a.node_name)) == [
@@ -181,6 +189,8 @@ async def test_repeated_connects_and_disconnects_leave_nothing_behind(
         # in Erlang: only the nodedown is promised); wait until both know.
         while a.nodes() or b.nodes():
             await asyncio.sleep(0.01)
+    assert len(downs) == 30
+    assert all(msg == (DOWN, ref, ("sink", b.node_name), NOCONNECTION) for ref, msg in downs)
     for node in (a, b):
         assert node.nodes() == []
         assert not node._handshaking and not node._connecting and not node._up_waiters
