@@ -8,7 +8,10 @@ Printed beside, from the same run:
 - two Erlang nodes doing the same (when ``erl`` is installed; skipped
   otherwise).
 
-Usage: ``python -m bench.dist [--messages N] [--round-trips M] [--uvloop]``.
+Usage: ``python -m bench.dist [--messages N] [--round-trips M] [--asyncio] [--busy-wait]``.
+
+uvloop is used when installed (as ``otpy-node`` does); ``--asyncio`` measures
+asyncio's own loop instead.
 """
 
 from __future__ import annotations
@@ -290,8 +293,7 @@ def _child(kind: str, count: int, uvloop_on: bool) -> tuple[subprocess.Popen[byt
         "--messages",
         str(count),
     ]
-    if uvloop_on:
-        argv.append("--uvloop")
+    argv.append("--uvloop" if uvloop_on else "--asyncio")
     if BUSY_WAIT:
         argv.append("--busy-wait")
     proc = subprocess.Popen(argv, cwd=HERE.parent)
@@ -318,7 +320,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--round-trips", type=int, default=5_000)
-    parser.add_argument("--uvloop", action="store_true", help="use uvloop when installed")
+    parser.add_argument(
+        "--uvloop", action="store_true", help="use uvloop (the default when it is installed)"
+    )
+    parser.add_argument(
+        "--asyncio", action="store_true", help="use asyncio's own loop even if uvloop is installed"
+    )
     parser.add_argument(
         "--busy-wait",
         action="store_true",
@@ -327,12 +334,13 @@ def main() -> None:
     parser.add_argument("--serve", choices=("node", "raw"), help=argparse.SUPPRESS)
     parser.add_argument("--port-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    uvloop_on = args.uvloop
+    uvloop_on = not args.asyncio
     if uvloop_on:
         try:
             import uvloop  # noqa: F401
         except ImportError:
-            print("uvloop is not installed; using the default loop")
+            if args.uvloop:
+                print("uvloop is not installed; using the default loop")
             uvloop_on = False
     if args.serve == "node":
         _run(_serve_node(args.port_file, args.messages), uvloop_on)
