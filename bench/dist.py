@@ -21,6 +21,7 @@ import asyncio
 import os
 import re
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -241,38 +242,69 @@ run([PeerA, CountA, TripsA]) ->
 
 
 def _erlang(count: int, trips: int) -> tuple[float, float] | None:
-    erl, erlc = shutil.which("erl"), shutil.which("erlc")
-    if erl is None or erlc is None:
+    erl, erlc, epmd = shutil.which("erl"), shutil.which("erlc"), shutil.which("epmd")
+    if erl is None or erlc is None or epmd is None:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "otpy_dist_bench.erl"
-        src.write_text(_ERL_SOURCE)
-        subprocess.run([erlc, "-o", tmp, str(src)], check=True)
-        base = [erl, "-noshell", "-pa", tmp, "-setcookie", COOKIE]
-        server = subprocess.Popen(
-            [*base, "-name", "erl_b@127.0.0.1", "-s", "otpy_dist_bench", "serve", str(count)]
-        )
-        try:
-            time.sleep(1.5)
-            out = subprocess.run(
-                [
-                    *base,
-                    "-name",
-                    "erl_a@127.0.0.1",
-                    "-s",
-                    "otpy_dist_bench",
-                    "run",
-                    "erl_b@127.0.0.1",
-                    str(count),
-                    str(trips),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            ).stdout
-        finally:
-            server.kill()
-            server.wait()
+    # A private epmd on a free loopback port, nodes listening on loopback
+    # only, and everything stopped afterwards: nothing lingers or listens
+    # beyond 127.0.0.1.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        epmd_port = probe.getsockname()[1]
+    env = dict(os.environ, ERL_EPMD_PORT=str(epmd_port), ERL_EPMD_ADDRESS="127.0.0.1")
+    mapper = subprocess.Popen(
+        [epmd, "-port", str(epmd_port), "-address", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    out = ""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "otpy_dist_bench.erl"
+            src.write_text(_ERL_SOURCE)
+            subprocess.run([erlc, "-o", tmp, str(src)], check=True)
+            base = [
+                erl,
+                "-noshell",
+                "-pa",
+                tmp,
+                "-setcookie",
+                COOKIE,
+                "-start_epmd",
+                "false",
+                "-kernel",
+                "inet_dist_use_interface",
+                "{127,0,0,1}",
+            ]
+            server = subprocess.Popen(
+                [*base, "-name", "erl_b@127.0.0.1", "-s", "otpy_dist_bench", "serve", str(count)],
+                env=env,
+            )
+            try:
+                time.sleep(1.5)
+                out = subprocess.run(
+                    [
+                        *base,
+                        "-name",
+                        "erl_a@127.0.0.1",
+                        "-s",
+                        "otpy_dist_bench",
+                        "run",
+                        "erl_b@127.0.0.1",
+                        str(count),
+                        str(trips),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    env=env,
+                ).stdout
+            finally:
+                server.kill()
+                server.wait()
+    finally:
+        mapper.terminate()
+        mapper.wait()
     match = re.search(r"RESULT ([\d.e+]+) ([\d.e+]+)", out)
     return (float(match.group(1)), float(match.group(2))) if match else None
 
