@@ -211,7 +211,7 @@ def resolve(rt: RuntimeBackend, target: Target) -> Pid | tuple[str, str] | None:
         return rt.whereis(target)
     if isinstance(target, tuple) and len(target) == 2:
         name, node = target
-        if node == rt.node_name:
+        if rt.is_local(node):
             return rt.whereis(name)
         return (str(name.name if isinstance(name, Atom) else name), node)
     raise TypeError(

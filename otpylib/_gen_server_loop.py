@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, Final
 from otpylib import process
 from otpylib._gen import CALL, CAST, describe_reason, is_quiet
 from otpylib.runtime.atoms import EXIT, NORMAL, atom, normalize_reason
-from otpylib.runtime.backends.asyncio_backend import resolve_function
 from otpylib.runtime.backends.base import RuntimeBackend
 from otpylib.runtime.data import Pid
-from otpylib.runtime.errors import NameAlreadyRegistered, ProcessExit
+from otpylib.runtime.errors import ProcessExit
+from otpylib.runtime.function_ref import resolve_function
 
 if TYPE_CHECKING:
     from otpylib.gen_server import GenServer
@@ -29,7 +29,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "NOREPLY",
     "REPLY",
-    "SERVE_REFERENCE",
     "STOP",
     "STOP_REQUEST",
     "BadReturnError",
@@ -44,8 +43,6 @@ NOREPLY: Final = atom.ensure("noreply")
 STOP: Final = atom.ensure("stop")
 #: ``($gen_stop, reason)``: the request ``gen_server.stop`` sends.
 STOP_REQUEST: Final = atom.ensure("$gen_stop")
-#: :func:`serve` as another node spawns it (a process function by reference).
-SERVE_REFERENCE: Final = "otpylib._gen_server_loop:serve"
 #: Reason of a start whose name is taken: ``(ALREADY_STARTED, pid)``.
 ALREADY_STARTED: Final = atom.ensure("already_started")
 
@@ -75,26 +72,16 @@ async def serve(
     parent: Pid | None,
     starter: Pid,
     tag: Any,
-    name: str | None = None,
-    link_parent: bool = False,
 ) -> None:
     """The server process: create the instance, run ``init``, ack, then loop.
 
-    Started by another node, ``cls`` is ``"module:Class"``, and the server
-    itself links to ``parent`` (``link_parent``) and registers ``name``
-    before ``init``: remote spawn offers one relation (the starter's
-    monitor), and a taken name ends the server with ``(already_started, pid)``.
+    Spawned with ``spawn_opt`` (linked to ``parent`` for ``start_link``,
+    monitored by ``starter``, registered under its name), here or on another
+    node; started by another node, ``cls`` is ``"module:Class"``.
     """
     rt = process.runtime()
     me = rt.self()
-    if link_parent and parent is not None:
-        await rt.link(parent)
     try:
-        if name is not None:
-            try:
-                await rt.register(name)
-            except NameAlreadyRegistered:
-                raise ProcessExit((ALREADY_STARTED, rt.whereis(name))) from None
         if isinstance(cls, str):
             cls = _resolve_class(cls)
         server = cls()
@@ -162,7 +149,7 @@ async def _loop(
                     reason = msg[2]
                     break
                 elif kind is EXIT and len(msg) == 3 and _is_runtime(msg[1], node):
-                    if parent is None or parent.node != node:
+                    if parent is None or not rt.is_local(parent):
                         reason = msg[2]
                         break
                     continue  # the runtime's shutdown reaches us through our parent

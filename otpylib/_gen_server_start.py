@@ -10,16 +10,16 @@ and waits for the acknowledgement that ``init`` returned or for the
 from __future__ import annotations
 
 import logging
-import sys
 from typing import TYPE_CHECKING, Any
 
 from otpylib import _gen
 from otpylib._gen import describe_reason
-from otpylib._gen_server_loop import ALREADY_STARTED, SERVE_REFERENCE, serve
+from otpylib._gen_server_loop import ALREADY_STARTED, serve
 from otpylib.runtime.atoms import DOWN, EXIT, KILL, TIMEOUT
 from otpylib.runtime.backends.base import RuntimeBackend
 from otpylib.runtime.data import Pid
 from otpylib.runtime.errors import NameAlreadyRegistered, OtpError
+from otpylib.runtime.function_ref import reference_of
 
 if TYPE_CHECKING:
     from otpylib.gen_server import GenServer
@@ -63,34 +63,35 @@ async def start_server(
     """
     me = rt.self()
     tag = rt.make_ref()
-    parent = me if link else None
+    remote = node is not None and not rt.is_local(node)
+    # One path, here or on another node: spawn_opt links (start_link) and
+    # monitors atomically with the spawn, so a failing init is seen with its
+    # reason, and registers the name before the server runs. Another node
+    # imports the class by its reference.
+    server_class: type[GenServer] | str = reference_of(cls, "start") if remote else cls
     try:
-        if node is not None and node != rt.node_name:
-            # Monitored atomically with the spawn, so a failing init is seen
-            # with its reason; the server links to its parent itself, first
-            # thing, as spawn takes one relation. The name is registered by
-            # the server too, to report a clash as OTP does.
-            pid, mref = await rt.spawn_monitor(
-                SERVE_REFERENCE,
-                (_class_reference(cls), args, parent, me, tag, name, link),
-                trap_exits=link,
-                node=node,
-            )
-        elif link:
-            pid = await rt.spawn_link(serve, (cls, args, me, me, tag), name=name, trap_exits=True)
-            mref = await rt.monitor(pid)
-        else:
-            pid, mref = await rt.spawn_monitor(serve, (cls, args, None, me, tag), name=name)
-    except NameAlreadyRegistered:
-        holder = rt.whereis(name) if name is not None else None
+        pid, mref = await rt.spawn_opt(
+            serve,
+            (server_class, args, me if link else None, me, tag),
+            name=name,
+            trap_exits=link,
+            link=link,
+            monitor=True,
+            node=node,
+        )
+    except NameAlreadyRegistered as exc:
+        holder = exc.holder
+        where = " there" if remote else ""
         raise StartError(
             (ALREADY_STARTED, holder),
-            f"{cls.__name__} not started: the name {name!r} is already registered to "
-            f"{holder!r}; stop that process or choose another name",
+            f"{cls.__name__} not started{' on ' + str(node) if remote else ''}: the name "
+            f"{name!r} is already registered{where} to {holder!r}; stop that process or "
+            "choose another name",
             holder,
         ) from None
     except OtpError as exc:  # the node is unreachable, or refused the spawn
         raise StartError(exc.reason, f"{cls.__name__} not started on {node}: {exc}") from exc
+    assert mref is not None
 
     def is_down(m: Any) -> bool:
         return type(m) is tuple and len(m) == 4 and m[0] is DOWN and m[1] == mref
@@ -119,33 +120,7 @@ async def start_server(
         raise StartError(
             reason, f"{cls.__name__} not started: init raised {describe_reason(reason)}"
         ) from reason
-    if type(reason) is tuple and len(reason) == 2 and reason[0] is ALREADY_STARTED:
-        raise StartError(
-            reason,
-            f"{cls.__name__} not started on {node}: the name {name!r} is already registered "
-            f"there to {reason[1]!r}; stop that process or choose another name",
-            reason[1],
-        )
     raise StartError(reason, f"{cls.__name__} not started: init stopped with reason {reason!r}")
-
-
-def _class_reference(cls: type[GenServer]) -> str:
-    """``"module:Class"`` naming ``cls`` for another node, which imports it.
-
-    A class defined in a script run as ``python -m package.module`` lives in
-    ``__main__`` here; the other node knows it by its real module name.
-    """
-    module = cls.__module__
-    if module == "__main__":
-        spec = getattr(sys.modules["__main__"], "__spec__", None)
-        module = spec.name if spec is not None else module
-    qualname = cls.__qualname__
-    if module == "__main__" or "<locals>" in qualname:
-        raise TypeError(
-            f"cannot start {qualname} on another node: the class must be defined at module "
-            "level in a module that node can import (run scripts with 'python -m package.module')"
-        )
-    return f"{module}:{qualname}"
 
 
 async def _flush_ack(rt: RuntimeBackend, tag: Any) -> None:

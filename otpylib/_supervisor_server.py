@@ -175,7 +175,7 @@ class Supervisor(GenServer):
         if (
             answer[0] is _ERROR
             and isinstance(answer[1], BaseException)
-            and from_[0].node != st.rt.node_name
+            and not st.rt.is_local(from_[0])
         ):
             # An exception cannot travel to another node (and the reply
             # would crash us trying): the caller there gets its text.

@@ -57,7 +57,15 @@ class UnknownNameError(OtpError, LookupError):
 
 
 class NameAlreadyRegistered(OtpError, ValueError):
-    """Raised by ``register`` when the name is taken or the process already has a name."""
+    """Raised by ``register`` when the name is taken or the process already has a name.
+
+    ``holder`` is the pid holding the name when that is why (also for a spawn
+    with a name on another node), else ``None``.
+    """
+
+    def __init__(self, message: str, holder: Any = None) -> None:
+        self.holder = holder
+        super().__init__(message)
 
 
 class ProcessExit(OtpError):

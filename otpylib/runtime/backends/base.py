@@ -1,16 +1,22 @@
-"""The backend contract: what every otpylib runtime offers.
+"""The backend contract, and the seam between the runtime and distribution.
 
 ``RuntimeBackend`` is the public API of a runtime (the seed manual's
 ``runtime.spawn``, ``runtime.send`` ...). ``AsyncIOBackend`` implements it
-for one node; ``otpylib_dist.DistributedBackend`` extends that with a node
-name, connections and remote pids. Behaviours (gen_server, supervisor) use
-only this contract, never a backend's private parts.
+for one node; ``otpylib_dist.Node`` is a runtime that is also a node of a
+cluster. Behaviours (gen_server, supervisor) use only this contract.
 
-``RemoteRouter`` is the one place where the local runtime meets pids of
-other nodes: whenever ``send``/``link``/``monitor``/``exit`` is given a Pid
-(or ``(name, node)``) whose node is not ours, the local backend hands the
-operation to its router. A runtime without distribution has no router and
-treats such pids as dead (``noproc``), as a non-distributed Erlang node would.
+The seam with distribution is declared both ways, as two Protocols:
+
+- ``RemoteRouter``: operations *out*. Whenever an operation's target lives
+  on another node, the runtime hands it to the router it was given
+  (``AsyncIOBackend.attach_router``); the router answers with a failure
+  reason, if any, and the runtime acts on it with its own rules.
+- ``RuntimeEntry``: signals *in*. What ``attach_router`` returns: the only
+  way the distribution layer touches local processes (deliver, link, exit
+  signal, monitor, DOWN, node lost, spawn for a peer).
+
+A runtime without a router treats pids of other nodes as dead (``noproc``),
+as a non-distributed Erlang node would.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol, TypeAlias
+
+import msgspec
 
 from otpylib.runtime.atoms import Atom
 from otpylib.runtime.data import Pid, ProcessInfo, Ref, RuntimeStatistics
@@ -31,6 +39,8 @@ __all__ = [
     "ProcessFunction",
     "RemoteRouter",
     "RuntimeBackend",
+    "RuntimeEntry",
+    "SpawnOptions",
     "Target",
 ]
 
@@ -55,33 +65,47 @@ Target: TypeAlias = Pid | Name | tuple[str, str]
 
 
 class RemoteRouter(Protocol):
-    """Carries operations whose target lives on another node.
+    """Operations out: what the runtime asks of the distribution layer.
 
-    The local backend calls these; the distribution layer implements them.
-    Methods that are plain ``def`` are called from inside process clean-up
-    (which cannot await) and must only enqueue.
+    The runtime calls these for a target on another node (decided in one
+    place, ``AsyncIOBackend._router_for``); the distribution layer implements
+    them. A failure comes back as a *reason* (``noconnection``, ``noproc``)
+    that the runtime then acts on (fires the link, delivers the DOWN) with its
+    own rules; the router never calls back into the runtime for that. Methods
+    that are plain ``def`` are called from process clean-up (which cannot
+    await) and only enqueue.
     """
 
-    async def send(self, sender: Pid | None, to: Pid, message: Any) -> None:
-        """Send ``message`` to the remote pid ``to`` (dropped if it is dead)."""
+    def send(self, sender: Pid, to: Pid, message: Any) -> Awaitable[None]:
+        """Send ``message`` to the remote pid ``to`` (dropped if it is dead).
 
-    async def send_registered(self, sender: Pid | None, name: str, node: str, message: Any) -> None:
-        """Send to the process registered as ``name`` on ``node``."""
+        Raises at once (before any connection work) for a message that cannot
+        be encoded.
+        """
 
-    async def link(self, local: Pid, remote: Pid) -> None:
-        """Ask ``remote``'s node to add a link; an unknown pid answers with noproc."""
+    def send_registered(self, sender: Pid, name: str, node: str, message: Any) -> Awaitable[None]:
+        """Send to the process registered as ``name`` on ``node`` (dropped if none)."""
+
+    async def link(self, local: Pid, remote: Pid) -> Any:
+        """Ask ``remote``'s node to add a link: ``None`` once asked, else the exit reason.
+
+        ``noconnection`` when the node cannot be reached, ``noproc`` for a pid
+        of an earlier incarnation of that node; a live node that finds no such
+        process answers later with an ``EXIT`` carrying ``noproc``.
+        """
 
     def unlink(self, local: Pid, remote: Pid) -> None:
         """Remove a link on the remote side (enqueue only: no connection, no link)."""
 
-    async def monitor(self, owner: Pid, target: Pid | tuple[str, str], ref: Ref) -> None:
-        """Ask the remote node to monitor ``target`` for ``owner``."""
+    async def monitor(self, owner: Pid, target: Pid | tuple[str, str], ref: Ref) -> Any:
+        """Ask the remote node to monitor ``target``: ``None``, or the reason of an
+        immediate ``DOWN`` (``noconnection``, ``noproc``)."""
 
     def demonitor(self, owner: Pid, target: Pid | tuple[str, str], ref: Ref) -> None:
         """Remove a monitor on the remote side (enqueue only)."""
 
     async def exit(self, sender: Pid, target: Pid, reason: Any) -> None:
-        """Deliver an ``exit/2`` signal to a remote process."""
+        """Deliver an ``exit/2`` signal to a remote process (dropped if unreachable)."""
 
     def link_exit(self, sender: Pid, target: Pid, reason: Any) -> None:
         """Tell remote ``target`` that its linked local process ``sender`` ended."""
@@ -91,8 +115,111 @@ class RemoteRouter(Protocol):
     ) -> None:
         """Tell remote ``owner`` that the local process it monitored ended."""
 
-    def is_alive(self, pid: Pid) -> bool | None:
-        """Best local knowledge of a remote pid's liveness (None: unknown)."""
+    def is_alive(self, pid: Pid) -> bool:
+        """Best local knowledge of a remote pid's liveness."""
+
+    async def spawn(
+        self,
+        node: str,
+        function: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: SpawnOptions,
+    ) -> Pid:
+        """Start ``function`` (a ``module:qualname`` reference) on ``node`` (``spawn_opt``).
+
+        With ``options.link`` / ``options.monitor`` the peer sets the relation
+        up before the child runs, and the distribution layer records our half
+        (``RuntimeEntry.adopt_link`` / ``adopt_monitor``) in the same step as
+        the reply, so an immediate ``EXIT``/``DOWN`` is never lost.
+
+        Raises:
+            OtpError: with ``.reason``: ``noconnection`` (node unreachable), or
+                the peer's reason for refusing (``NameAlreadyRegistered`` with
+                the holder for a taken name).
+        """
+
+
+class SpawnOptions(msgspec.Struct, frozen=True):
+    """How to spawn (Erlang's ``spawn_opt`` options), for a spawn on another node.
+
+    Attributes:
+        sender: the spawning process (the child's link or monitor partner).
+        name: register the child under this name before it runs.
+        trap_exits: the child starts trapping exits.
+        link: link the child to ``sender`` atomically.
+        monitor: the ref of a monitor ``sender`` holds on the child, or None.
+    """
+
+    sender: Pid
+    name: str | None = None
+    trap_exits: bool = False
+    link: bool = False
+    monitor: Ref | None = None
+
+
+class RuntimeEntry(Protocol):
+    """Signals in: what the runtime offers the distribution layer.
+
+    The distribution layer gets this object from
+    ``AsyncIOBackend.attach_router`` and calls only these methods when a
+    peer's control message names one of our processes. None of them awaits
+    and none raises for a dead target: each returns what the caller needs to
+    answer the peer (``False`` / ``None`` mean noproc).
+    """
+
+    def deliver(self, to: Pid, message: Any) -> bool:
+        """Deliver a message from another node; ``False`` if ``to`` is not alive."""
+
+    def deliver_named(self, name: str, message: Any) -> bool:
+        """Deliver to a registered name; ``False`` if nobody holds it."""
+
+    def is_alive(self, pid: Pid) -> bool:
+        """Whether the local ``pid`` is a live process (or an active alias)."""
+
+    def link(self, local: Pid, remote: Pid) -> bool:
+        """A peer linked ``remote`` to our ``local``; ``False`` means noproc."""
+
+    def unlink(self, local: Pid, remote: Pid) -> None:
+        """A peer removed the link between ``remote`` and our ``local``."""
+
+    def link_exit(self, local: Pid, remote: Pid, reason: Any) -> None:
+        """The remote process linked to our ``local`` ended with ``reason``."""
+
+    def exit_signal(self, local: Pid, sender: Pid, reason: Any) -> None:
+        """An ``exit/2`` signal from ``sender``, a process of another node."""
+
+    def monitor(self, target: Pid | str, owner: Pid, ref: Ref) -> Pid | None:
+        """A remote ``owner`` monitors our ``target``; its pid, or ``None`` (noproc)."""
+
+    def demonitor(self, target: Pid | str, ref: Ref) -> None:
+        """A remote owner removed its monitor ``ref`` on our ``target``."""
+
+    def down(self, owner: Pid, ref: Ref, reason: Any) -> None:
+        """A remote process our ``owner`` monitored ended (its ``DOWN``)."""
+
+    def adopt_link(self, local: Pid, remote: Pid) -> None:
+        """Our half of a link the peer already made (a remote ``spawn_link``)."""
+
+    def adopt_monitor(self, owner: Pid, ref: Ref, target: Pid) -> None:
+        """Our half of a monitor the peer already made (a remote ``spawn_monitor``)."""
+
+    def node_lost(self, node: str, reason: Any) -> None:
+        """The connection to ``node`` is gone: fire every link and monitor across it."""
+
+    def spawn(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: SpawnOptions,
+    ) -> Pid:
+        """Spawn for a peer; ``options.sender`` is the remote spawner.
+
+        Raises:
+            NameAlreadyRegistered: the name is taken (``.holder`` is its pid).
+            RuntimeClosedError: the runtime is shutting down.
+        """
 
 
 class RuntimeBackend(ABC):
@@ -158,6 +285,34 @@ class RuntimeBackend(ABC):
         node: str | None = None,
     ) -> tuple[Pid, Ref]:
         """Spawn and monitor atomically; returns ``(pid, ref)``."""
+
+    @abstractmethod
+    async def spawn_opt(
+        self,
+        fn: ProcessFunction,
+        args: list[Any] | tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        trap_exits: bool = False,
+        link: bool = False,
+        monitor: bool = False,
+        node: str | None = None,
+    ) -> tuple[Pid, Ref | None]:
+        """Spawn with any of link and monitor, atomically (Erlang's ``spawn_opt``).
+
+        Returns ``(pid, ref)``, ``ref`` being the monitor's ref (``None``
+        without ``monitor``). ``spawn``, ``spawn_link`` and ``spawn_monitor``
+        are this with one option each; ``gen_server.start_link`` needs both.
+        """
+
+    @abstractmethod
+    def is_local(self, where: Pid | Ref | str) -> bool:
+        """Whether a pid, a ref or a node name belongs to this node.
+
+        The one test behaviours use to tell local from remote (e.g. an
+        exception reason cannot travel to another node, a string can).
+        """
 
     @abstractmethod
     def self(self) -> Pid:

@@ -16,28 +16,11 @@ however the function then ends: one that catches the cancellation and
 returns still ends ``killed`` (``kill`` cannot be trapped), and
 ``is_alive`` is already false for it.
 
-Termination (``_terminate``) then runs synchronously, with no ``await``, so
-no other process can observe a half-dead process: the pid leaves the process
-table and the registry, each linked process gets a link exit signal, and each
-monitor owner gets its ``(DOWN, ref, pid, reason)``.
-
-Exit signals follow ``erlang:exit/2``:
-
-=====================  =====================  ==========================
-signal reason          target traps exits     target does not trap
-=====================  =====================  ==========================
-``kill`` (exit/2)      dies, reason killed    dies, reason killed
-``normal``             ``(EXIT, from, normal)``  ignored (unless from itself)
-anything else          ``(EXIT, from, R)``    dies with reason R
-=====================  =====================  ==========================
-
-A link signal (a linked process ended) is the same, except that ``kill`` is
-not special (it arrives as a plain reason) and ``normal`` from itself cannot
-happen.
-
-Remote pids: every operation checks the process table first (the common
-case). A pid whose node is not ours is handed to ``self._router`` (set by the
-distribution layer); without a router, such a pid is treated as dead.
+Links, monitors, exit signals and termination live in ``signals.py``
+(``SignalEngine``, mixed in here); what the distribution layer may do to
+local processes lives in ``entry.py``. A pid whose node is not ours is
+handed to the router attached by the distribution layer
+(``attach_router``); without one, such a pid is treated as dead.
 
 The hot path (measured by ``bench/local.py``): ``send`` is a plain ``def``
 that appends to the mailbox and returns one shared, already-done future, so
@@ -50,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import importlib
 import itertools
 import logging
 import time
@@ -59,26 +41,24 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from otpylib.runtime.atoms import (
-    DOWN,
-    EXIT,
-    KILL,
     KILLED,
-    NOCONNECTION,
-    NOPROC,
     NORMAL,
     SHUTDOWN,
     TRAP_EXIT,
     Atom,
-    atom,
     normalize_reason,
 )
+from otpylib.runtime.backends.asyncio_backend.entry import Entry
 from otpylib.runtime.backends.asyncio_backend.process import Process
+from otpylib.runtime.backends.asyncio_backend.signals import SignalEngine
 from otpylib.runtime.backends.base import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     Name,
     ProcessFunction,
     RemoteRouter,
     RuntimeBackend,
+    RuntimeEntry,
+    SpawnOptions,
     Target,
 )
 from otpylib.runtime.context import current_process
@@ -90,49 +70,18 @@ from otpylib.runtime.errors import (
     RuntimeClosedError,
     UnknownNameError,
 )
+from otpylib.runtime.function_ref import reference_of, resolve_function
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["AsyncIOBackend", "resolve_function"]
 
-#: Exit reasons that are not crashes: a process ending with one of these is
-#: not logged (as Erlang's error logger stays quiet for normal and shutdown).
-_QUIET_REASONS = (NORMAL, SHUTDOWN)
 
-
-#: Strings accepted as the well-known exit reasons. The seed manual writes
-#: ``runtime.exit(pid, 'shutdown')``; Python users will type strings, and a
-#: string that silently failed to mean ``kill`` would be a trap.
-#: Differs from Erlang: there, the string "kill" is not the atom kill.
 def _name_text(name: Name) -> str:
     """A registered name as the registry keys it: an Atom stands for its text."""
     if isinstance(name, Atom):
         return str(name.name)
     return name
-
-
-def resolve_function(ref: str) -> Callable[..., Any]:
-    """Import ``"package.module:function"`` and return the function.
-
-    This is how a process is named across nodes (remote spawn): by an
-    importable reference, never by shipping code.
-
-    Raises:
-        ValueError: ``ref`` is not of the form ``module:function``.
-        ImportError: the module cannot be imported.
-        AttributeError: the module has no such function.
-        TypeError: the attribute is not callable.
-    """
-    module_name, sep, qualname = ref.partition(":")
-    if not sep or not module_name or not qualname:
-        raise ValueError(f"function reference {ref!r} is not of the form 'package.module:function'")
-    module = importlib.import_module(module_name)
-    obj: Any = module
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise TypeError(f"{ref!r} is not callable (it is a {type(obj).__name__})")
-    return obj  # type: ignore[no-any-return]
 
 
 class _AlreadyDone:
@@ -152,16 +101,7 @@ class _AlreadyDone:
 _ALREADY_DONE: Awaitable[None] = _AlreadyDone()
 
 
-def _check_pid(pid: Any, what: str) -> None:
-    """Refuse a target of ``exit``/``link``/``unlink`` that is not a pid, with advice."""
-    if type(pid) is not Pid:
-        raise TypeError(
-            f"{what}() takes a Pid, got {type(pid).__name__}: {pid!r}; "
-            "for a registered name, look the pid up first with whereis(name)"
-        )
-
-
-class AsyncIOBackend(RuntimeBackend):
+class AsyncIOBackend(SignalEngine, RuntimeBackend):
     """The local runtime: processes, mailboxes, registry, links and monitors.
 
     Create one per node, ``await initialize()`` inside a running event loop,
@@ -336,10 +276,10 @@ class AsyncIOBackend(RuntimeBackend):
             NameAlreadyRegistered: ``name`` is taken.
             RuntimeClosedError: the runtime is not running.
         """
-        if node is not None and node != self._node_name:
-            return (await self._spawn_remote(node, fn, args, kwargs, name, trap_exits, None))[0]
-        proc = self._spawn(fn, args, kwargs, name, trap_exits)
-        return proc.pid
+        if node is None or node == self._node_name:
+            return self._spawn(fn, args, kwargs, name, trap_exits).pid
+        pid, _ = await self.spawn_opt(fn, args, kwargs, name=name, trap_exits=trap_exits, node=node)
+        return pid
 
     async def spawn_link(
         self,
@@ -352,13 +292,11 @@ class AsyncIOBackend(RuntimeBackend):
         node: str | None = None,
     ) -> Pid:
         """Spawn and link to the caller atomically (Erlang's ``spawn_link``)."""
-        caller = self._caller("spawn_link")
-        if node is not None and node != self._node_name:
-            pid, _ = await self._spawn_remote(node, fn, args, kwargs, name, trap_exits, "link")
-            return pid
-        proc = self._spawn(fn, args, kwargs, name, trap_exits)
-        self._add_link(caller, proc)
-        return proc.pid
+        self._caller("spawn_link")
+        pid, _ = await self.spawn_opt(
+            fn, args, kwargs, name=name, trap_exits=trap_exits, link=True, node=node
+        )
+        return pid
 
     async def spawn_monitor(
         self,
@@ -371,30 +309,85 @@ class AsyncIOBackend(RuntimeBackend):
         node: str | None = None,
     ) -> tuple[Pid, Ref]:
         """Spawn and monitor atomically; returns ``(pid, ref)`` (``spawn_monitor``)."""
-        caller = self._caller("spawn_monitor")
+        self._caller("spawn_monitor")
+        pid, ref = await self.spawn_opt(
+            fn, args, kwargs, name=name, trap_exits=trap_exits, monitor=True, node=node
+        )
+        assert ref is not None
+        return pid, ref
+
+    async def spawn_opt(
+        self,
+        fn: ProcessFunction,
+        args: list[Any] | tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        trap_exits: bool = False,
+        link: bool = False,
+        monitor: bool = False,
+        node: str | None = None,
+    ) -> tuple[Pid, Ref | None]:
+        """Spawn with any of link and monitor, atomically (Erlang's ``spawn_opt``).
+
+        Returns ``(pid, ref)``; ``ref`` is the monitor's ref, ``None`` without
+        ``monitor``. The child cannot end before the link or monitor exists,
+        here or on another node. ``link`` and ``monitor`` need a calling
+        process (they relate the child to it).
+
+        Raises:
+            NameAlreadyRegistered: ``name`` is taken (``.holder`` is its pid).
+            NotInProcessError: ``link``/``monitor`` outside a process.
+            OtpError: on another node: ``noconnection`` when it cannot be
+                reached, or its reason for refusing the spawn.
+        """
+        caller = self._caller("spawn_opt") if link or monitor else None
         if node is not None and node != self._node_name:
-            pid, ref = await self._spawn_remote(node, fn, args, kwargs, name, trap_exits, "monitor")
-            assert ref is not None
+            router = self._router_for(node)
+            if router is None:
+                raise RuntimeClosedError(
+                    f"cannot spawn on node {node!r}: this runtime is not distributed "
+                    "(use otpylib_dist.DistributedBackend)"
+                )
+            ref = self.make_ref() if monitor else None
+            options = SpawnOptions(
+                sender=caller.pid if caller is not None else self._sender_pid(),
+                name=name,
+                trap_exits=trap_exits,
+                link=link,
+                monitor=ref,
+            )
+            pid = await router.spawn(
+                node, reference_of(fn), tuple(args or ()), dict(kwargs or {}), options
+            )
             return pid, ref
         proc = self._spawn(fn, args, kwargs, name, trap_exits)
+        if caller is None:
+            return proc.pid, None
+        if link:
+            self._add_link(caller, proc)
+        if not monitor:
+            return proc.pid, None
         ref = self.make_ref()
         self._add_monitor(caller, proc, ref, proc.pid)
         return proc.pid, ref
 
-    async def _spawn_remote(
-        self,
-        node: str,
-        fn: ProcessFunction,
-        args: list[Any] | tuple[Any, ...] | None,
-        kwargs: dict[str, Any] | None,
-        name: str | None,
-        trap_exits: bool,
-        relation: str | None,
-    ) -> tuple[Pid, Ref | None]:
-        raise RuntimeError(
-            f"cannot spawn on node {node!r}: this runtime is not distributed "
-            "(use otpylib_dist.DistributedBackend)"
-        )
+    def attach_router(self, router: RemoteRouter) -> RuntimeEntry:
+        """Connect the distribution layer: the seam, both ways.
+
+        From now on, operations on pids of other nodes go to ``router``; the
+        returned ``RuntimeEntry`` is how the distribution layer delivers what
+        peers send. Called once, by ``otpylib_dist.Node.initialize``.
+        """
+        if self._router is not None:
+            raise RuntimeError("a router is already attached to this runtime")
+        self._router = router
+        return Entry(self)
+
+    def is_local(self, where: Pid | Ref | str) -> bool:
+        """Whether a pid, a ref or a node name belongs to this node."""
+        node = where if isinstance(where, str) else where.node
+        return node == self._node_name
 
     def _spawn(
         self,
@@ -410,9 +403,11 @@ class AsyncIOBackend(RuntimeBackend):
             raise TypeError(f"spawn() needs an async function, got {type(func).__name__}")
         if name is not None:
             name = self._check_name(name)
-            if name in self._registry:
+            holder = self._registry.get(name)
+            if holder is not None:
                 raise NameAlreadyRegistered(
-                    f"cannot spawn with name {name!r}: it is registered to {self._registry[name]!r}"
+                    f"cannot spawn with name {name!r}: it is registered to {holder!r}",
+                    holder=holder,
                 )
         pid = Pid(self._node_name, next(self._pid_counter), self._creation)
         proc = Process(pid, self, bool(trap_exits), time.time(), fn)
@@ -586,8 +581,9 @@ class AsyncIOBackend(RuntimeBackend):
                 if self._aliases:
                     proc = self._alias_owner(target)
                 if proc is None:
-                    if target.node != self._node_name and self._router is not None:
-                        return self._router.send(self._sender_pid(), target, message)
+                    router = self._router_for(target.node)
+                    if router is not None:
+                        return router.send(self._sender_pid(), target, message)
                     return self._sent
         else:
             proc = self._named(target)
@@ -633,12 +629,12 @@ class AsyncIOBackend(RuntimeBackend):
     def _send_remote_named(self, target: Any, message: Any) -> Awaitable[None]:
         """Send to ``(name, node)`` on another node, through the router."""
         name, node = target
-        name = _name_text(name)
-        if self._router is None:
+        router = self._router_for(node)
+        if router is None:
             raise UnknownNameError(
                 target, f"node {node!r} is not reachable: this runtime is not distributed"
             )
-        return self._router.send_registered(self._sender_pid(), name, node, message)
+        return router.send_registered(self._sender_pid(), _name_text(name), node, message)
 
     def send_nowait(self, target: Pid | Name, message: Any) -> bool:
         """Deliver to a local pid or name without awaiting; returns whether delivered.
@@ -781,7 +777,8 @@ class AsyncIOBackend(RuntimeBackend):
                 return
             raise NameAlreadyRegistered(
                 f"cannot register {name!r}: the name is taken by {holder!r}; "
-                "unregister it first or choose another name"
+                "unregister it first or choose another name",
+                holder=holder,
             )
         if proc.name is not None:
             raise NameAlreadyRegistered(
@@ -813,390 +810,6 @@ class AsyncIOBackend(RuntimeBackend):
         """All registered names (``registered/0``)."""
         return list(self._registry)
 
-    # --------------------------------------------------------------- links
-
-    async def link(self, pid: Pid) -> None:
-        """Link the caller and ``pid`` (``link/1``): bidirectional and idempotent.
-
-        Linking to a dead process delivers the exit signal ``noproc`` to the
-        caller at once (a message when trapping exits, else the caller dies),
-        where Erlang raises ``noproc`` or sends it, depending on the version.
-
-        Raises:
-            TypeError: ``pid`` is not a Pid. As in Erlang (``badarg``), a
-                registered name is not accepted: look it up with ``whereis``.
-        """
-        _check_pid(pid, "link")
-        proc = self._caller("link")
-        if pid == proc.pid:
-            return
-        other = self._processes.get(pid)
-        if other is not None:
-            self._add_link(proc, other)
-            return
-        if pid.node != self._node_name and self._router is not None:
-            if proc.links is None:
-                proc.links = set()
-            if pid not in proc.links:
-                proc.links.add(pid)
-                self._links += 1
-                await self._router.link(proc.pid, pid)
-            return
-        self._exit_signal(proc, pid, NOPROC, link=True)
-        await asyncio.sleep(0)
-
-    def _add_link(self, a: Process, b: Process) -> None:
-        if a.links is None:
-            a.links = set()
-        if b.pid in a.links:
-            return
-        a.links.add(b.pid)
-        if b.links is None:
-            b.links = set()
-        b.links.add(a.pid)
-        self._links += 1
-
-    async def unlink(self, pid: Pid) -> None:
-        """Remove the link between the caller and ``pid`` if there is one (``unlink/1``).
-
-        Raises:
-            TypeError: ``pid`` is not a Pid (as for ``link``).
-        """
-        _check_pid(pid, "unlink")
-        proc = self._caller("unlink")
-        if proc.links is None or pid not in proc.links:
-            return
-        proc.links.discard(pid)
-        self._links -= 1
-        other = self._processes.get(pid)
-        if other is not None:
-            if other.links is not None:
-                other.links.discard(proc.pid)
-        elif pid.node != self._node_name and self._router is not None:
-            self._router.unlink(proc.pid, pid)
-
-    # ------------------------------------------------------------ monitors
-
-    async def monitor(self, target: Pid | Name | tuple[str, str]) -> Ref:
-        """Monitor ``target`` (``monitor(process, T)``) and return the monitor's ref.
-
-        When the target ends (or is already dead, or the name is not
-        registered), the caller gets ``(DOWN, ref, pid_or_name, reason)``;
-        ``noproc`` for a target that did not exist. Monitoring is one-way and
-        stackable: each call makes a new, independent monitor.
-        """
-        proc = self._caller("monitor")
-        ref = self.make_ref()
-        if type(target) is Pid:
-            other = self._processes.get(target)
-            if other is not None:
-                self._add_monitor(proc, other, ref, target)
-                return ref
-            if target.node != self._node_name and self._router is not None:
-                self._own_monitor(proc, ref, target)
-                await self._router.monitor(proc.pid, target, ref)
-                return ref
-            self._messages += 1
-            proc.deliver((DOWN, ref, target, NOPROC))
-            return ref
-        if isinstance(target, tuple):
-            name, node = target
-            if node != self._node_name:
-                if self._router is None:
-                    self._messages += 1
-                    proc.deliver((DOWN, ref, target, NOCONNECTION))
-                    return ref
-                self._own_monitor(proc, ref, (name, node))
-                await self._router.monitor(proc.pid, (name, node), ref)
-                return ref
-            target = name
-        name = self._check_name(target)
-        pid = self._registry.get(name)
-        other = self._processes.get(pid) if pid is not None else None
-        if other is None:
-            self._messages += 1
-            proc.deliver((DOWN, ref, name, NOPROC))
-            return ref
-        self._add_monitor(proc, other, ref, other.pid)
-        return ref
-
-    def _own_monitor(self, owner: Process, ref: Ref, item: Any) -> None:
-        if owner.monitors is None:
-            owner.monitors = {}
-        owner.monitors[ref] = item
-        self._monitors += 1
-
-    def _add_monitor(self, owner: Process, target: Process, ref: Ref, item: Any) -> None:
-        self._own_monitor(owner, ref, item)
-        if target.monitored_by is None:
-            target.monitored_by = {}
-        target.monitored_by[ref] = owner.pid
-
-    async def demonitor(self, ref: Ref, flush: bool = False) -> bool:
-        """Remove the monitor ``ref`` (``demonitor/2``); returns whether it was active.
-
-        With ``flush=True`` a ``DOWN`` message for it that already arrived is
-        removed from the mailbox too, so the caller never sees it.
-        """
-        proc = self._caller("demonitor")
-        item = proc.monitors.pop(ref, _MISSING) if proc.monitors else _MISSING
-        active = item is not _MISSING
-        if active:
-            self._monitors -= 1
-            if type(item) is Pid and item.node == self._node_name:
-                target = self._processes.get(item)
-                if target is not None and target.monitored_by is not None:
-                    target.monitored_by.pop(ref, None)
-            elif self._router is not None:
-                self._router.demonitor(proc.pid, item, ref)
-        if flush:
-            self._flush_down(proc, ref)
-        return active
-
-    @staticmethod
-    def _flush_down(proc: Process, ref: Ref) -> None:
-        mailbox = proc.mailbox
-        if not mailbox:
-            return
-        for i, msg in enumerate(mailbox):
-            if type(msg) is tuple and len(msg) == 4 and msg[0] is DOWN and msg[1] == ref:
-                del mailbox[i]
-                return
-
-    # --------------------------------------------------------- exit signals
-
-    async def exit(self, pid: Pid, reason: Any) -> None:
-        """Send the exit signal ``reason`` to ``pid`` (Erlang's ``exit/2``).
-
-        ``kill`` ends the target unconditionally (its exit reason becomes
-        ``killed``); ``normal`` is ignored unless the target traps exits or is
-        the caller itself; any other reason ends a non-trapping target with
-        that reason and reaches a trapping one as ``(EXIT, from, reason)``.
-        The strings "normal", "kill" and "shutdown" mean those atoms.
-
-        Raises:
-            TypeError: ``pid`` is not a Pid. As in Erlang (``badarg``), a
-                registered name is not accepted: look it up with ``whereis``.
-        """
-        _check_pid(pid, "exit")
-        reason = normalize_reason(reason)
-        sender = self._sender_pid()
-        target = self._processes.get(pid)
-        if target is not None:
-            self._exit_signal(target, sender, reason, link=False)
-            if target.pid == sender:
-                # Let the cancellation land here, in the caller, right away.
-                await asyncio.sleep(0)
-            return
-        if pid.node != self._node_name and self._router is not None:
-            await self._router.exit(sender, pid, reason)
-
-    def _link_exit(self, target: Process, sender: Pid, reason: Any) -> None:
-        """A process linked to ``target`` ended: drop the link, then signal.
-
-        Ignored when there is no such link (it was removed meanwhile), as in
-        Erlang, where an unlink makes later link signals from that pid void.
-        """
-        links = target.links
-        if links is None or sender not in links:
-            return
-        links.discard(sender)
-        self._links -= 1
-        self._exit_signal(target, sender, reason, link=True)
-
-    def _exit_signal(self, target: Process, sender: Pid, reason: Any, *, link: bool) -> None:
-        """Apply an exit signal to a live local process (the table above)."""
-        if target.kill_reason is not None:
-            return
-        if reason is KILL and not link:
-            self._kill(target, KILLED)
-        elif target.trap_exits:
-            self._messages += 1
-            target.deliver((EXIT, sender, reason))
-        elif reason is NORMAL:
-            if not link and sender == target.pid:
-                self._kill(target, NORMAL)
-        else:
-            self._kill(target, reason)
-
-    def _kill(self, proc: Process, reason: Any) -> None:
-        """Make ``proc`` end with ``reason`` (cancels its task; idempotent)."""
-        if proc.kill_reason is not None:
-            return
-        proc.kill_reason = reason
-        task = proc.task
-        if not proc.started:
-            # Cancelling a task that never ran skips the wrapper entirely, so
-            # clean up here; the task then finishes without running the body.
-            self._terminate(proc, reason)
-        # For a process ending by its own hand (exit(self(), R)) the pending
-        # CancelledError surfaces at its next await.
-        if task is not None:
-            task.cancel()
-
-    def _terminate(self, proc: Process, reason: Any) -> None:
-        """Remove a finished process and fire its links and monitors (no awaits)."""
-        pid = proc.pid
-        if self._processes.pop(pid, None) is None:
-            return
-        if proc.name is not None and self._registry.get(proc.name) == pid:
-            del self._registry[proc.name]
-        if proc.aliases:
-            for alias in proc.aliases:
-                self._aliases.pop(alias, None)
-        if proc.waiter is not None and not proc.waiter.done():
-            proc.waiter.cancel()
-        if reason not in _QUIET_REASONS and logger.isEnabledFor(logging.DEBUG):
-            logger.debug("process %r exited: %r", pid, reason)
-        if proc.links:
-            for other_pid in proc.links:
-                other = self._processes.get(other_pid)
-                if other is not None:
-                    self._link_exit(other, pid, reason)
-                    continue
-                self._links -= 1
-                if other_pid.node != self._node_name and self._router is not None:
-                    self._router.link_exit(pid, other_pid, reason)
-            proc.links = None
-        if proc.monitored_by:
-            for ref, owner_pid in proc.monitored_by.items():
-                owner = self._processes.get(owner_pid)
-                if owner is not None:
-                    item = owner.monitors.pop(ref, _MISSING) if owner.monitors else _MISSING
-                    if item is not _MISSING:
-                        self._monitors -= 1
-                        self._messages += 1
-                        owner.deliver((DOWN, ref, item, reason))
-                elif owner_pid.node != self._node_name and self._router is not None:
-                    self._router.monitor_down(pid, owner_pid, ref, reason)
-            proc.monitored_by = None
-        if proc.monitors:
-            for ref, item in proc.monitors.items():
-                self._monitors -= 1
-                if type(item) is Pid and item.node == self._node_name:
-                    target = self._processes.get(item)
-                    if target is not None and target.monitored_by is not None:
-                        target.monitored_by.pop(ref, None)
-                elif self._router is not None:
-                    self._router.demonitor(pid, item, ref)
-            proc.monitors = None
-
-    # ------------------------------------------- signals arriving from peers
-    #
-    # The distribution layer calls these when a control message from another
-    # node names one of our processes. They never await and never raise for a
-    # dead target: each returns what the caller needs to answer the peer.
-
-    def _remote_deliver(self, pid: Pid, message: Any) -> bool:
-        """Deliver a message from another node; ``False`` if ``pid`` is not alive."""
-        proc = self._processes.get(pid)
-        if proc is None:
-            proc = self._alias_owner(pid) if self._aliases else None
-            if proc is None:
-                return False
-        self._messages += 1
-        proc.deliver(message)
-        return True
-
-    def _remote_deliver_named(self, name: str, message: Any) -> bool:
-        """Deliver to a registered name for another node; ``False`` if nobody holds it."""
-        pid = self._registry.get(name)
-        return pid is not None and self._remote_deliver(pid, message)
-
-    def _remote_link(self, local: Pid, remote: Pid) -> bool:
-        """A peer linked ``remote`` to our ``local``; ``False`` means noproc."""
-        proc = self._processes.get(local)
-        if proc is None or proc.kill_reason is not None:
-            return False
-        if proc.links is None:
-            proc.links = set()
-        if remote not in proc.links:
-            proc.links.add(remote)
-            self._links += 1
-        return True
-
-    def _remote_unlink(self, local: Pid, remote: Pid) -> None:
-        """A peer removed the link between ``remote`` and our ``local``."""
-        proc = self._processes.get(local)
-        if proc is not None and proc.links is not None and remote in proc.links:
-            proc.links.discard(remote)
-            self._links -= 1
-
-    def _remote_link_exit(self, local: Pid, remote: Pid, reason: Any) -> None:
-        """The remote process linked to our ``local`` ended with ``reason``."""
-        proc = self._processes.get(local)
-        if proc is not None:
-            self._link_exit(proc, remote, reason)
-
-    def _remote_exit(self, local: Pid, sender: Pid, reason: Any) -> None:
-        """An ``exit/2`` signal from a process on another node."""
-        proc = self._processes.get(local)
-        if proc is not None:
-            self._exit_signal(proc, sender, reason, link=False)
-
-    def _remote_monitor(self, target: Pid | str, owner: Pid, ref: Ref) -> Pid | None:
-        """A remote ``owner`` monitors our ``target``; returns its pid, or None (noproc)."""
-        pid = target if type(target) is Pid else self._registry.get(target)  # type: ignore[arg-type]
-        proc = self._processes.get(pid) if pid is not None else None
-        if proc is None or proc.kill_reason is not None:
-            return None
-        if proc.monitored_by is None:
-            proc.monitored_by = {}
-        proc.monitored_by[ref] = owner
-        return proc.pid
-
-    def _remote_demonitor(self, target: Pid | str, ref: Ref) -> None:
-        """A remote owner removed its monitor ``ref`` on our ``target``."""
-        pid = target if type(target) is Pid else self._registry.get(target)  # type: ignore[arg-type]
-        proc = self._processes.get(pid) if pid is not None else None
-        if proc is not None and proc.monitored_by is not None:
-            proc.monitored_by.pop(ref, None)
-
-    def _remote_down(self, owner: Pid, ref: Ref, reason: Any) -> None:
-        """A process our ``owner`` monitored on another node ended (its DOWN)."""
-        proc = self._processes.get(owner)
-        if proc is None or not proc.monitors:
-            return
-        item = proc.monitors.pop(ref, _MISSING)
-        if item is not _MISSING:
-            self._monitors -= 1
-            self._messages += 1
-            proc.deliver((DOWN, ref, item, reason))
-
-    def _add_remote_link(self, local: Pid, remote: Pid) -> None:
-        """Record our side of a link the peer already made (remote spawn_link)."""
-        self._remote_link(local, remote)
-
-    def _add_remote_monitor(self, owner: Pid, ref: Ref, item: Any) -> None:
-        """Record our side of a monitor the peer already made (remote spawn_monitor)."""
-        proc = self._processes.get(owner)
-        if proc is not None:
-            self._own_monitor(proc, ref, item)
-
-    def _node_lost(self, node: str, reason: Any = NOCONNECTION) -> None:
-        """The connection to ``node`` is gone: fire every link and monitor across it.
-
-        Each local process linked to a process there gets the link exit signal
-        ``reason`` (``noconnection``), each monitor on a process there delivers
-        ``(DOWN, ref, item, noconnection)``, and monitors held by processes
-        there on ours are dropped: exactly once each.
-        """
-        for proc in list(self._processes.values()):
-            if proc.monitored_by:
-                for ref in [r for r, o in proc.monitored_by.items() if o.node == node]:
-                    del proc.monitored_by[ref]
-            if proc.monitors:
-                gone = [
-                    ref
-                    for ref, item in proc.monitors.items()
-                    if (item.node if type(item) is Pid else item[1]) == node
-                ]
-                for ref in gone:
-                    self._remote_down(proc.pid, ref, reason)
-            if proc.links:
-                for other in [p for p in proc.links if p.node == node]:
-                    self._link_exit(proc, other, reason)
-
     # -------------------------------------------------------- introspection
 
     def is_alive(self, pid: Pid) -> bool:
@@ -1209,9 +822,8 @@ class AsyncIOBackend(RuntimeBackend):
         proc = self._processes.get(pid)
         if proc is not None:
             return proc.kill_reason is None
-        if pid.node != self._node_name and self._router is not None:
-            return bool(self._router.is_alive(pid))
-        return False
+        router = self._router_for(pid.node)
+        return router is not None and router.is_alive(pid)
 
     def process_info(self, pid: Pid) -> ProcessInfo | None:
         """A snapshot of a live local process, or ``None`` (``process_info/1``)."""
@@ -1247,9 +859,6 @@ class AsyncIOBackend(RuntimeBackend):
             active_links=self._links,
             registered_names=len(self._registry),
         )
-
-
-_MISSING: Any = atom.ensure("$otpylib_missing")
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

@@ -1,0 +1,156 @@
+"""The runtime's entry points for the distribution layer (a ``RuntimeEntry``).
+
+``AsyncIOBackend.attach_router`` returns one of these: the only handle the
+distribution layer has on local processes. Each method is what one kind of
+control message from a peer does here; none awaits, none raises for a dead
+target, and each returns what the caller needs to answer the peer. They
+reach into the backend's tables directly (same package): ``deliver`` runs
+once per message received from another node.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from otpylib.runtime.backends.base import SpawnOptions
+from otpylib.runtime.data import Pid, Ref
+
+if TYPE_CHECKING:
+    from otpylib.runtime.backends.asyncio_backend.backend import AsyncIOBackend
+    from otpylib.runtime.backends.asyncio_backend.process import Process
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Entry"]
+
+
+class Entry:
+    """Signals in, from other nodes, for one ``AsyncIOBackend`` (see ``RuntimeEntry``)."""
+
+    __slots__ = ("_processes", "_rt")
+
+    def __init__(self, rt: AsyncIOBackend) -> None:
+        self._rt = rt
+        self._processes = rt._processes
+
+    def _live(self, pid: Pid) -> Process | None:
+        proc = self._processes.get(pid)
+        if proc is None and self._rt._aliases:
+            proc = self._rt._alias_owner(pid)
+        return proc
+
+    def deliver(self, to: Pid, message: Any) -> bool:
+        """Deliver a message from another node; ``False`` if ``to`` is not alive."""
+        proc = self._processes.get(to)
+        if proc is None:
+            proc = self._rt._alias_owner(to) if self._rt._aliases else None
+            if proc is None:
+                return False
+        self._rt._messages += 1
+        proc.deliver(message)
+        return True
+
+    def deliver_named(self, name: str, message: Any) -> bool:
+        """Deliver to a registered name; ``False`` if nobody holds it."""
+        pid = self._rt._registry.get(name)
+        return pid is not None and self.deliver(pid, message)
+
+    def is_alive(self, pid: Pid) -> bool:
+        """Whether the local ``pid`` is a live process (or an active alias)."""
+        proc = self._live(pid)
+        return proc is not None and proc.kill_reason is None
+
+    def link(self, local: Pid, remote: Pid) -> bool:
+        """A peer linked ``remote`` to our ``local``; ``False`` means noproc."""
+        proc = self._processes.get(local)
+        if proc is None or proc.kill_reason is not None:
+            return False
+        self.adopt_link(local, remote)
+        return True
+
+    def adopt_link(self, local: Pid, remote: Pid) -> None:
+        """Record our half of a link (asked by the peer, or made by a remote spawn_link)."""
+        proc = self._processes.get(local)
+        if proc is None:
+            return
+        if proc.links is None:
+            proc.links = set()
+        if remote not in proc.links:
+            proc.links.add(remote)
+            self._rt._links += 1
+
+    def unlink(self, local: Pid, remote: Pid) -> None:
+        """A peer removed the link between ``remote`` and our ``local``."""
+        proc = self._processes.get(local)
+        if proc is not None and proc.links is not None and remote in proc.links:
+            proc.links.discard(remote)
+            self._rt._links -= 1
+
+    def link_exit(self, local: Pid, remote: Pid, reason: Any) -> None:
+        """The remote process linked to our ``local`` ended with ``reason``."""
+        proc = self._processes.get(local)
+        if proc is not None:
+            self._rt._link_exit(proc, remote, reason)
+
+    def exit_signal(self, local: Pid, sender: Pid, reason: Any) -> None:
+        """An ``exit/2`` signal from ``sender``, a process of another node."""
+        proc = self._processes.get(local)
+        if proc is not None:
+            self._rt._exit_signal(proc, sender, reason, link=False)
+
+    def _target(self, target: Pid | str) -> Process | None:
+        pid = target if type(target) is Pid else self._rt._registry.get(target)  # type: ignore[arg-type]
+        return self._processes.get(pid) if pid is not None else None
+
+    def monitor(self, target: Pid | str, owner: Pid, ref: Ref) -> Pid | None:
+        """A remote ``owner`` monitors our ``target``; its pid, or ``None`` (noproc)."""
+        proc = self._target(target)
+        if proc is None or proc.kill_reason is not None:
+            return None
+        if proc.monitored_by is None:
+            proc.monitored_by = {}
+        proc.monitored_by[ref] = owner
+        return proc.pid
+
+    def demonitor(self, target: Pid | str, ref: Ref) -> None:
+        """A remote owner removed its monitor ``ref`` on our ``target``."""
+        proc = self._target(target)
+        if proc is not None and proc.monitored_by is not None:
+            proc.monitored_by.pop(ref, None)
+
+    def down(self, owner: Pid, ref: Ref, reason: Any) -> None:
+        """A remote process our ``owner`` monitored ended (its ``DOWN``)."""
+        self._rt._down(owner, ref, reason)
+
+    def adopt_monitor(self, owner: Pid, ref: Ref, target: Pid) -> None:
+        """Our half of a monitor the peer already made (a remote ``spawn_monitor``)."""
+        proc = self._processes.get(owner)
+        if proc is not None:
+            self._rt._own_monitor(proc, ref, target)
+
+    def holds_monitor(self, owner: Pid, ref: Ref) -> bool:
+        """Whether our ``owner`` holds the monitor ``ref`` (a DOWN for it is expected)."""
+        proc = self._processes.get(owner)
+        monitors = proc.monitors if proc is not None else None
+        return monitors is not None and ref in monitors
+
+    def node_lost(self, node: str, reason: Any) -> None:
+        """The connection to ``node`` is gone: fire every link and monitor across it."""
+        self._rt._node_lost(node, reason)
+
+    def spawn(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: SpawnOptions,
+    ) -> Pid:
+        """Spawn for a peer; the remote spawner's link and monitor are set before it runs."""
+        proc = self._rt._spawn(fn, args, kwargs, options.name, options.trap_exits)
+        if options.link:
+            self.adopt_link(proc.pid, options.sender)
+        if options.monitor is not None:
+            self.monitor(proc.pid, options.sender, options.monitor)
+        return proc.pid

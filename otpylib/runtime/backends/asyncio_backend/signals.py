@@ -1,0 +1,427 @@
+"""Links, monitors and exit signals: the part of the runtime that decides who dies.
+
+Kept apart from ``backend.py`` (processes, mailboxes, registry) because it
+is one engine with one set of rules, Erlang's:
+
+=====================  =====================  ==========================
+signal reason          target traps exits     target does not trap
+=====================  =====================  ==========================
+``kill`` (exit/2)      dies, reason killed    dies, reason killed
+``normal``             ``(EXIT, from, normal)``  ignored (unless from itself)
+anything else          ``(EXIT, from, R)``    dies with reason R
+=====================  =====================  ==========================
+
+A link signal (a linked process ended) is the same, except that ``kill`` is
+not special (it arrives as a plain reason) and ``normal`` from itself cannot
+happen.
+
+Termination (``_terminate``) runs synchronously, with no ``await``, so no
+other process can observe a half-dead process: the pid leaves the process
+table and the registry, each linked process gets a link exit signal, and
+each monitor owner gets its ``(DOWN, ref, pid, reason)``.
+
+Pids of other nodes: the one question "does this pid live elsewhere, and
+who carries the operation there?" is answered by ``_router_for``; the
+router answers with a failure reason (``noconnection``, ``noproc``) and the
+rules here act on it as on any local failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from otpylib.runtime.atoms import (
+    DOWN,
+    EXIT,
+    KILL,
+    KILLED,
+    NOCONNECTION,
+    NOPROC,
+    NORMAL,
+    SHUTDOWN,
+    atom,
+    normalize_reason,
+)
+from otpylib.runtime.backends.asyncio_backend.process import Process
+from otpylib.runtime.backends.base import Name, RemoteRouter
+from otpylib.runtime.data import Pid, Ref
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MISSING", "SignalEngine", "check_pid"]
+
+#: Exit reasons that are not crashes: a process ending with one of these is
+#: not logged (as Erlang's error logger stays quiet for normal and shutdown).
+QUIET_REASONS = (NORMAL, SHUTDOWN)
+
+#: "No such entry" in the monitor tables (``None`` is a valid monitor item).
+MISSING: Any = atom.ensure("$otpylib_missing")
+
+
+def check_pid(pid: Any, what: str) -> None:
+    """Refuse a target of ``exit``/``link``/``unlink`` that is not a pid, with advice."""
+    if type(pid) is not Pid:
+        raise TypeError(
+            f"{what}() takes a Pid, got {type(pid).__name__}: {pid!r}; "
+            "for a registered name, look the pid up first with whereis(name)"
+        )
+
+
+class SignalEngine:
+    """Links, monitors, exit signals and termination, for ``AsyncIOBackend``.
+
+    A mixin: the state it works on (process table, registry, counters,
+    router) belongs to the backend and is declared here only for the type
+    checker.
+    """
+
+    _node_name: str
+    _router: RemoteRouter | None
+    _processes: dict[Pid, Process]
+    _registry: dict[str, Pid]
+    _aliases: dict[Pid, Process]
+    _messages: int
+    _links: int
+    _monitors: int
+    _caller: Callable[[str], Process]
+    _sender_pid: Callable[[], Pid]
+    _check_name: Callable[[Any], str]
+    make_ref: Callable[[], Ref]
+
+    def _router_for(self, node: str) -> RemoteRouter | None:
+        """The router that carries operations to ``node``; ``None`` when ``node`` is ours
+        or this runtime is not distributed (then a pid there is dead: noproc).
+
+        The one place that decides local versus remote.
+        """
+        if node == self._node_name:
+            return None
+        return self._router
+
+    # --------------------------------------------------------------- links
+
+    async def link(self, pid: Pid) -> None:
+        """Link the caller and ``pid`` (``link/1``): bidirectional and idempotent.
+
+        Linking to a dead process delivers the exit signal ``noproc`` to the
+        caller at once (a message when trapping exits, else the caller dies),
+        where Erlang raises ``noproc`` or sends it, depending on the version.
+
+        Raises:
+            TypeError: ``pid`` is not a Pid. As in Erlang (``badarg``), a
+                registered name is not accepted: look it up with ``whereis``.
+        """
+        check_pid(pid, "link")
+        proc = self._caller("link")
+        if pid == proc.pid:
+            return
+        other = self._processes.get(pid)
+        if other is not None:
+            self._add_link(proc, other)
+            return
+        router = self._router_for(pid.node)
+        if router is None:
+            self._exit_signal(proc, pid, NOPROC, link=True)
+            await asyncio.sleep(0)
+            return
+        if proc.links is None:
+            proc.links = set()
+        if pid in proc.links:
+            return
+        proc.links.add(pid)
+        self._links += 1
+        failure = await router.link(proc.pid, pid)
+        if failure is not None:
+            # As if the remote end had died at once: the link fires with the reason.
+            self._link_exit(proc, pid, failure)
+
+    def _add_link(self, a: Process, b: Process) -> None:
+        if a.links is None:
+            a.links = set()
+        if b.pid in a.links:
+            return
+        a.links.add(b.pid)
+        if b.links is None:
+            b.links = set()
+        b.links.add(a.pid)
+        self._links += 1
+
+    async def unlink(self, pid: Pid) -> None:
+        """Remove the link between the caller and ``pid`` if there is one (``unlink/1``).
+
+        Raises:
+            TypeError: ``pid`` is not a Pid (as for ``link``).
+        """
+        check_pid(pid, "unlink")
+        proc = self._caller("unlink")
+        if proc.links is None or pid not in proc.links:
+            return
+        proc.links.discard(pid)
+        self._links -= 1
+        other = self._processes.get(pid)
+        if other is not None:
+            if other.links is not None:
+                other.links.discard(proc.pid)
+        else:
+            router = self._router_for(pid.node)
+            if router is not None:
+                router.unlink(proc.pid, pid)
+
+    # ------------------------------------------------------------ monitors
+
+    async def monitor(self, target: Pid | Name | tuple[str, str]) -> Ref:
+        """Monitor ``target`` (``monitor(process, T)``) and return the monitor's ref.
+
+        When the target ends (or is already dead, or the name is not
+        registered), the caller gets ``(DOWN, ref, pid_or_name, reason)``;
+        ``noproc`` for a target that did not exist. Monitoring is one-way and
+        stackable: each call makes a new, independent monitor.
+        """
+        proc = self._caller("monitor")
+        ref = self.make_ref()
+        if type(target) is Pid:
+            other = self._processes.get(target)
+            if other is not None:
+                self._add_monitor(proc, other, ref, target)
+                return ref
+            router = self._router_for(target.node)
+            if router is None:
+                self._messages += 1
+                proc.deliver((DOWN, ref, target, NOPROC))
+                return ref
+            return await self._monitor_remote(router, proc, target, ref)
+        if isinstance(target, tuple):
+            name, node = target
+            if node != self._node_name:
+                router = self._router_for(node)
+                if router is None:
+                    self._messages += 1
+                    proc.deliver((DOWN, ref, target, NOCONNECTION))
+                    return ref
+                return await self._monitor_remote(router, proc, (name, node), ref)
+            target = name
+        name = self._check_name(target)
+        pid = self._registry.get(name)
+        other = self._processes.get(pid) if pid is not None else None
+        if other is None:
+            self._messages += 1
+            proc.deliver((DOWN, ref, name, NOPROC))
+            return ref
+        self._add_monitor(proc, other, ref, other.pid)
+        return ref
+
+    async def _monitor_remote(
+        self, router: RemoteRouter, proc: Process, target: Pid | tuple[str, str], ref: Ref
+    ) -> Ref:
+        """Monitor a target on another node; a failure reason becomes an immediate DOWN."""
+        self._own_monitor(proc, ref, target)
+        failure = await router.monitor(proc.pid, target, ref)
+        if failure is not None:
+            self._down(proc.pid, ref, failure)
+        return ref
+
+    def _own_monitor(self, owner: Process, ref: Ref, item: Any) -> None:
+        if owner.monitors is None:
+            owner.monitors = {}
+        owner.monitors[ref] = item
+        self._monitors += 1
+
+    def _add_monitor(self, owner: Process, target: Process, ref: Ref, item: Any) -> None:
+        self._own_monitor(owner, ref, item)
+        if target.monitored_by is None:
+            target.monitored_by = {}
+        target.monitored_by[ref] = owner.pid
+
+    async def demonitor(self, ref: Ref, flush: bool = False) -> bool:
+        """Remove the monitor ``ref`` (``demonitor/2``); returns whether it was active.
+
+        With ``flush=True`` a ``DOWN`` message for it that already arrived is
+        removed from the mailbox too, so the caller never sees it.
+        """
+        proc = self._caller("demonitor")
+        item = proc.monitors.pop(ref, MISSING) if proc.monitors else MISSING
+        active = item is not MISSING
+        if active:
+            self._monitors -= 1
+            self._drop_monitor(proc.pid, ref, item)
+        if flush:
+            self._flush_down(proc, ref)
+        return active
+
+    @staticmethod
+    def _flush_down(proc: Process, ref: Ref) -> None:
+        mailbox = proc.mailbox
+        if not mailbox:
+            return
+        for i, msg in enumerate(mailbox):
+            if type(msg) is tuple and len(msg) == 4 and msg[0] is DOWN and msg[1] == ref:
+                del mailbox[i]
+                return
+
+    # --------------------------------------------------------- exit signals
+
+    async def exit(self, pid: Pid, reason: Any) -> None:
+        """Send the exit signal ``reason`` to ``pid`` (Erlang's ``exit/2``).
+
+        ``kill`` ends the target unconditionally (its exit reason becomes
+        ``killed``); ``normal`` is ignored unless the target traps exits or is
+        the caller itself; any other reason ends a non-trapping target with
+        that reason and reaches a trapping one as ``(EXIT, from, reason)``.
+        The strings "normal", "kill" and "shutdown" mean those atoms.
+
+        Raises:
+            TypeError: ``pid`` is not a Pid. As in Erlang (``badarg``), a
+                registered name is not accepted: look it up with ``whereis``.
+        """
+        check_pid(pid, "exit")
+        reason = normalize_reason(reason)
+        sender = self._sender_pid()
+        target = self._processes.get(pid)
+        if target is not None:
+            self._exit_signal(target, sender, reason, link=False)
+            if target.pid == sender:
+                # Let the cancellation land here, in the caller, right away.
+                await asyncio.sleep(0)
+            return
+        router = self._router_for(pid.node)
+        if router is not None:
+            await router.exit(sender, pid, reason)
+
+    def _link_exit(self, target: Process, sender: Pid, reason: Any) -> None:
+        """A process linked to ``target`` ended: drop the link, then signal.
+
+        Ignored when there is no such link (it was removed meanwhile), as in
+        Erlang, where an unlink makes later link signals from that pid void.
+        """
+        links = target.links
+        if links is None or sender not in links:
+            return
+        links.discard(sender)
+        self._links -= 1
+        self._exit_signal(target, sender, reason, link=True)
+
+    def _exit_signal(self, target: Process, sender: Pid, reason: Any, *, link: bool) -> None:
+        """Apply an exit signal to a live local process (the table above)."""
+        if target.kill_reason is not None:
+            return
+        if reason is KILL and not link:
+            self._kill(target, KILLED)
+        elif target.trap_exits:
+            self._messages += 1
+            target.deliver((EXIT, sender, reason))
+        elif reason is NORMAL:
+            if not link and sender == target.pid:
+                self._kill(target, NORMAL)
+        else:
+            self._kill(target, reason)
+
+    def _kill(self, proc: Process, reason: Any) -> None:
+        """Make ``proc`` end with ``reason`` (cancels its task; idempotent)."""
+        if proc.kill_reason is not None:
+            return
+        proc.kill_reason = reason
+        task = proc.task
+        if not proc.started:
+            # Cancelling a task that never ran skips the wrapper entirely, so
+            # clean up here; the task then finishes without running the body.
+            self._terminate(proc, reason)
+        # For a process ending by its own hand (exit(self(), R)) the pending
+        # CancelledError surfaces at its next await.
+        if task is not None:
+            task.cancel()
+
+    def _terminate(self, proc: Process, reason: Any) -> None:
+        """Remove a finished process and fire its links and monitors (no awaits)."""
+        pid = proc.pid
+        if self._processes.pop(pid, None) is None:
+            return
+        if proc.name is not None and self._registry.get(proc.name) == pid:
+            del self._registry[proc.name]
+        if proc.aliases:
+            for alias in proc.aliases:
+                self._aliases.pop(alias, None)
+        if proc.waiter is not None and not proc.waiter.done():
+            proc.waiter.cancel()
+        if reason not in QUIET_REASONS and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("process %r exited: %r", pid, reason)
+        if proc.links:
+            for other_pid in proc.links:
+                other = self._processes.get(other_pid)
+                if other is not None:
+                    self._link_exit(other, pid, reason)
+                    continue
+                self._links -= 1
+                router = self._router_for(other_pid.node)
+                if router is not None:
+                    router.link_exit(pid, other_pid, reason)
+            proc.links = None
+        if proc.monitored_by:
+            for ref, owner_pid in proc.monitored_by.items():
+                owner = self._processes.get(owner_pid)
+                if owner is not None:
+                    item = owner.monitors.pop(ref, MISSING) if owner.monitors else MISSING
+                    if item is not MISSING:
+                        self._monitors -= 1
+                        self._messages += 1
+                        owner.deliver((DOWN, ref, item, reason))
+                else:
+                    router = self._router_for(owner_pid.node)
+                    if router is not None:
+                        router.monitor_down(pid, owner_pid, ref, reason)
+            proc.monitored_by = None
+        if proc.monitors:
+            for ref, item in proc.monitors.items():
+                self._monitors -= 1
+                self._drop_monitor(pid, ref, item)
+            proc.monitors = None
+
+    def _drop_monitor(self, owner: Pid, ref: Ref, item: Pid | tuple[str, str]) -> None:
+        """Remove the target's half of the monitor ``ref`` that ``owner`` held on ``item``."""
+        node = item.node if isinstance(item, Pid) else item[1]
+        router = self._router_for(node)
+        if router is not None:
+            router.demonitor(owner, item, ref)
+            return
+        target = self._processes.get(item) if isinstance(item, Pid) else None
+        if target is not None and target.monitored_by is not None:
+            target.monitored_by.pop(ref, None)
+
+    def _down(self, owner: Pid, ref: Ref, reason: Any) -> None:
+        """Deliver the DOWN of the monitor ``ref`` to ``owner``, if it still holds it."""
+        proc = self._processes.get(owner)
+        if proc is None or not proc.monitors:
+            return
+        item = proc.monitors.pop(ref, MISSING)
+        if item is not MISSING:
+            self._monitors -= 1
+            self._messages += 1
+            proc.deliver((DOWN, ref, item, reason))
+
+    def _node_lost(self, node: str, reason: Any = NOCONNECTION) -> None:
+        """The connection to ``node`` is gone: fire every link and monitor across it.
+
+        Each local process linked to a process there gets the link exit signal
+        ``reason`` (``noconnection``), each monitor on a process there delivers
+        ``(DOWN, ref, item, noconnection)``, and monitors held by processes
+        there on ours are dropped: exactly once each.
+        """
+        for proc in list(self._processes.values()):
+            if proc.monitored_by:
+                for ref in [r for r, o in proc.monitored_by.items() if o.node == node]:
+                    del proc.monitored_by[ref]
+            if proc.monitors:
+                gone = [
+                    ref
+                    for ref, item in proc.monitors.items()
+                    if (item.node if type(item) is Pid else item[1]) == node
+                ]
+                for ref in gone:
+                    self._down(proc.pid, ref, reason)
+            if proc.links:
+                for other in [p for p in proc.links if p.node == node]:
+                    self._link_exit(proc, other, reason)
