@@ -1,18 +1,46 @@
 """otpylib_dist: Erlang-style distribution for otpylib.
 
-Layout:
-    node.py              DistributedBackend: the local runtime plus a node
-    router.py            outgoing operations on remote pids
-    control_handlers.py  incoming control messages, one handler per type
+The public face: ``Node`` (a runtime that is a node of a cluster; also
+``async with``), ``this_node()`` (the node running the calling process),
+``register_struct`` (a ``msgspec.Struct`` type that may travel between
+nodes), and the errors. ``DistributedBackend`` is ``Node``'s earlier name.
+
+Layout (imports point down this list; nothing imports ``node.py``):
+    node.py              Node: the runtime plus a node (wiring only)
+    router.py            operations out: remote pids -> control messages (RemoteRouter)
+    control_handlers.py  control messages in -> the runtime's entry points (checked)
+    connections.py       the connection table: dial, admit, tie-break, up/down
+    connection.py        one TCP/TLS connection: bytes, ticks, coalescing
+    node_monitors.py     monitor_node / monitor_nodes subscriptions
+    remote_requests.py   requests waiting on a peer's reply (remote spawn, node RPC)
     node_rpc.py          questions a node answers about itself (CLI)
-    connection.py        one TCP/TLS connection per peer: I/O, ticks, coalescing
-    protocol/            sans-I/O: framing, handshake, codecs, ticker
+    structs.py           otpylib's records registered with the codec
+    protocol/            sans-I/O: framing, handshake, codecs, ticker, TLS layer
     discovery/           mDNS, static, EPMD and DNS resolvers
     cookie.py, tls.py    the shared secret; mutual-TLS contexts
     names.py, errors.py  node names; the exceptions of this package
     cli.py               the otpy-node command
 """
 
-from otpylib_dist.node import DistributedBackend
+from otpylib_dist import structs as _structs  # noqa: F401  (registers otpylib's records)
+from otpylib_dist.errors import (
+    ConnectFailure,
+    DistError,
+    NodeUnreachable,
+    RemoteSpawnError,
+    RpcError,
+)
+from otpylib_dist.node import DistributedBackend, Node, this_node
+from otpylib_dist.protocol.registry import register_struct
 
-__all__ = ["DistributedBackend"]
+__all__ = [
+    "ConnectFailure",
+    "DistError",
+    "DistributedBackend",
+    "Node",
+    "NodeUnreachable",
+    "RemoteSpawnError",
+    "RpcError",
+    "register_struct",
+    "this_node",
+]

@@ -63,7 +63,7 @@ from otpylib.runtime.backends.asyncio_backend import resolve_function
 from otpylib_dist.cookie import CookieError, load_cookie
 from otpylib_dist.discovery.base import Discovery, DiscoveryError
 from otpylib_dist.discovery.static import parse_static_entry
-from otpylib_dist.errors import NodeUnreachable
+from otpylib_dist.errors import ConnectFailure, NodeUnreachable, RpcError
 from otpylib_dist.names import NodeNameError, make_node_name
 from otpylib_dist.node import DistributedBackend
 
@@ -430,11 +430,50 @@ def _import_run_function(ref: str) -> None:
 # ------------------------------------------------------ failure messages
 
 
+_TLS_ADVICE: Final = (
+    "a node with --tls-dir accepts only nodes that also use --tls-dir, with certificates of "
+    "the same CA"
+)
+
+#: What to do about each connect failure reason: ``{where}`` is the node (and
+#: address), ``{detail}`` the failure's own text, ``{me}`` our node name.
+#: Keyed by ``ConnectFailure.reason``, so rewording a message in the library
+#: cannot change the advice. Reasons not here print their detail.
+_ADVICE: Final[dict[str, str]] = {
+    "bad_cookie": (
+        "cannot connect to {where}: it refused our cookie (bad_cookie); every node of a "
+        "cluster needs the same cookie: pass it with --cookie or --cookie-file, or set "
+        "OTPY_COOKIE (default: ~/.otpylib.cookie)"
+    ),
+    "duplicate_name": (
+        "cannot connect to {where}: it already has a connection from a node named {me} "
+        "(duplicate_name), so another node is running under the name {me}; give every "
+        "node a unique --name, or stop the other one first"
+    ),
+    "not_allowed": (
+        "cannot connect to {where}: it refused the connection (not_allowed); it may be "
+        "stopping, or accept only some nodes"
+    ),
+    "refused": (
+        "cannot connect to {where}: nothing accepts connections there ({detail}); check that "
+        "the node is running and the port is right"
+    ),
+    "timeout": (
+        "cannot connect to {where}: {detail}; the node may be overloaded or not an otpylib "
+        "node (" + _TLS_ADVICE + ")"
+    ),
+    "closed": (
+        "cannot connect to {where}: the peer closed the connection during the handshake "
+        "(its log says why); " + _TLS_ADVICE
+    ),
+    "tls": "cannot connect to {where}: the TLS handshake failed{tls_detail}; " + _TLS_ADVICE,
+}
+
+
 def explain_connect_failure(
     target: str,
-    failure: str | None,
+    failure: ConnectFailure | None,
     *,
-    refusal: str | None = None,
     me: str,
     address: tuple[str, int] | None = None,
     tls: bool = False,
@@ -444,8 +483,7 @@ def explain_connect_failure(
 
     Args:
         target: the node we tried to reach.
-        failure: ``DistributedBackend.connect_failure(target)``.
-        refusal: ``DistributedBackend.connect_refusal(target)``.
+        failure: ``Node.last_connect_failure(target)`` (advice is by its reason).
         me: our own node name (a ``duplicate_name`` refusal is about it).
         address: where we dialled, when known.
         tls: whether we dialled with TLS (the advice differs).
@@ -455,32 +493,9 @@ def explain_connect_failure(
         ``"cannot connect to NODE: <what happened>; <what to do>"``.
     """
     where = f"{target} at {address[0]}:{address[1]}" if address else target
-    text = failure or ""
-    reason = refusal if refusal != "tls" else None
-    tls_advice = (
-        "a node with --tls-dir accepts only nodes that also use --tls-dir, with "
-        "certificates of the same CA"
-    )
-    if reason == "bad_cookie":
-        return (
-            f"cannot connect to {where}: it refused our cookie (bad_cookie); every node of a "
-            "cluster needs the same cookie: pass it with --cookie or --cookie-file, or set "
-            "OTPY_COOKIE (default: ~/.otpylib.cookie)"
-        )
-    if reason == "duplicate_name":
-        return (
-            f"cannot connect to {where}: it already has a connection from a node named {me} "
-            f"(duplicate_name), so another node is running under the name {me}; give every "
-            "node a unique --name, or stop the other one first"
-        )
-    if reason == "not_allowed":
-        return (
-            f"cannot connect to {where}: it refused the connection (not_allowed); it may be "
-            "stopping, or accept only some nodes"
-        )
-    if reason is not None:
-        return f"cannot connect to {where}: {text}"
-    if text == "no address known":
+    reason = failure.reason if failure is not None else "closed"
+    detail = failure.detail if failure is not None else ""
+    if reason == "no_address":
         if discovery is not None:
             return (
                 f"cannot connect to {target}: --discovery {discovery} did not find it; check "
@@ -491,26 +506,13 @@ def explain_connect_failure(
             f"cannot connect to {target}: no address known; give NAME@HOST:PORT (or --address "
             "HOST:PORT), or find it with --discovery mdns|static|epmd|dns"
         )
-    if "Connect call failed" in text or "Connection refused" in text:
-        return (
-            f"cannot connect to {where}: nothing accepts connections there ({text}); check that "
-            "the node is running and the port is right"
-        )
-    if "during the handshake" in text and not tls:
-        return (
-            f"cannot connect to {where}: the peer closed the connection during the handshake "
-            f"(its log says why); {tls_advice}"
-        )
-    if "during the handshake" in text or "TLS" in text or "SSL" in text or not text:
-        detail = f" ({text})" if text and tls else ""
-        what = "the TLS handshake failed" if tls else "the connection was closed"
-        return f"cannot connect to {where}: {what}{detail}; {tls_advice}"
-    if text.startswith("no connection within"):
-        return (
-            f"cannot connect to {where}: {text}; the node may be overloaded or not an otpylib "
-            f"node ({tls_advice})"
-        )
-    return f"cannot connect to {where}: {text}"
+    if reason == "closed" and tls:
+        reason = "tls"  # a TLS peer that rejects us closes without a word
+    template = _ADVICE.get(reason)
+    if template is None:
+        return f"cannot connect to {where}: {detail}"
+    tls_detail = f" ({detail})" if detail and tls and reason == "tls" else ""
+    return template.format(where=where, detail=detail, me=me, tls_detail=tls_detail)
 
 
 # --------------------------------------------------------------------- run
@@ -584,8 +586,7 @@ async def _connect_at_start(
     raise _Failure(
         explain_connect_failure(
             target.node,
-            node.connect_failure(target.node),
-            refusal=node.connect_refusal(target.node),
+            node.last_connect_failure(target.node),
             me=node.node_name,
             address=target.address,
             tls=tls,
@@ -632,8 +633,7 @@ async def _ask(args: argparse.Namespace) -> int:
         if not await me.connect(target.node, host, port):
             message = explain_connect_failure(
                 target.node,
-                me.connect_failure(target.node),
-                refusal=me.connect_refusal(target.node),
+                me.last_connect_failure(target.node),
                 me=me.node_name,
                 address=target.address,
                 tls=tls is not None,
@@ -646,7 +646,7 @@ async def _ask(args: argparse.Namespace) -> int:
             return await _stop(me, target, args.timeout)
         try:
             result = await me.rpc(target.node, _OPS[args.command], timeout=args.timeout)
-        except (NodeUnreachable, RuntimeError, TimeoutError) as exc:
+        except (NodeUnreachable, RpcError, TimeoutError) as exc:
             if args.command == "ping":
                 print("pang", flush=True)
             if isinstance(exc, TimeoutError):
@@ -667,7 +667,7 @@ async def _stop(me: DistributedBackend, target: _Target, timeout: float) -> int:
         await me.rpc(target.node, "stop", timeout=timeout)
     except NodeUnreachable:
         pass  # it went down before its answer reached us: stopped all the same
-    except (RuntimeError, TimeoutError) as exc:
+    except (RpcError, TimeoutError) as exc:
         raise _Failure(f"{target.node} did not accept 'stop': {exc}") from exc
     deadline = asyncio.get_running_loop().time() + timeout
     while target.node in me.nodes(hidden=True):

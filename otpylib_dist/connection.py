@@ -13,46 +13,75 @@ House rules (after h11 and Trio's ``StrictFIFOLock`` lesson):
   sender awaits ``drain`` only while the buffer is over the high-water mark
   or the transport has paused us (the ``FlowControlMixin`` pattern).
 - Every way a connection ends maps to exactly one reason, passed to the
-  node: ``connection_closed`` (peer closed or socket error),
+  owner: ``connection_closed`` (peer closed or socket error),
   ``net_tick_timeout`` (peer silent), ``disconnect`` (we closed it),
   ``protocol_error`` (peer sent something illegal), ``setup_timeout`` or a
   handshake refusal (never up, so no nodedown).
+- A connection never reaches into the node: it reports to its *owner*
+  (the connection table, ``connections.py``) through the small
+  ``ConnectionOwner`` Protocol below, and delivers the messages it reads
+  through the runtime's ``RuntimeEntry``.
+- One setup timer per connection, re-armed at the handshake's own deadline
+  after every step (``Handshake.deadline``): the deadline is per step, as
+  dist_util's setup timer, so a slow but live peer gets through and a stuck
+  one fails at the step where it stuck.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
+import secrets
 import socket
 import ssl
 import time
-from typing import TYPE_CHECKING, Any, Final, cast
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol, cast
 
 from otpylib.runtime.atoms import Atom, atom
+from otpylib.runtime.backends.base import RuntimeEntry
 from otpylib.runtime.data import Pid
+from otpylib_dist.busy_wait import BusyWait
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import decode_term
 from otpylib_dist.protocol.control import RegSend, Send
-from otpylib_dist.protocol.errors import HandshakeRefused, ProtocolError, RemoteProtocolError
+from otpylib_dist.protocol.errors import (
+    HandshakeRefused,
+    ProtocolError,
+    RefusalReason,
+    RemoteProtocolError,
+)
 from otpylib_dist.protocol.framing import (
     DEFAULT_MAX_FRAME,
     TICK,
     TICK_FRAME,
     FrameReader,
 )
-from otpylib_dist.protocol.handshake import NEED_DATA, Established, Flags, Handshake, Hello
-from otpylib_dist.protocol.handshake import Role as CoreRole
+from otpylib_dist.protocol.handshake import (
+    DEFAULT_SETUP_TIME,
+    NEED_DATA,
+    Established,
+    Handshake,
+    Hello,
+    Role,
+)
 from otpylib_dist.protocol.ticks import TickAction, Ticker
 from otpylib_dist.protocol.tls_layer import TlsLayer
 
-if TYPE_CHECKING:
-    from otpylib_dist.node import DistributedBackend
-
 logger = logging.getLogger(__name__)
 
-__all__ = ["Connection", "Role"]
+__all__ = [
+    "CONNECTION_CLOSED",
+    "DISCONNECT",
+    "NET_TICK_TIMEOUT",
+    "PROTOCOL_ERROR",
+    "SETUP_TIMEOUT",
+    "Connection",
+    "ConnectionOwner",
+    "ConnectionSettings",
+    "Role",
+]
 
 #: Bytes queued before a sender must await ``drain``. 1 MiB keeps a fast
 #: sender busy for several write calls while bounding memory per peer.
@@ -61,19 +90,69 @@ HIGH_WATER: Final = 1 << 20
 TRANSPORT_HIGH_WATER: Final = 4 << 20
 TRANSPORT_LOW_WATER: Final = 1 << 20
 
+# How a connection ends: exactly one of these per connection (the nodedown
+# reasons of net_kernel, plus the two that end a connection never up).
+#: The peer closed the connection, or the socket failed.
 CONNECTION_CLOSED: Final = atom.ensure("connection_closed")
+#: We closed it (``disconnect``, node shutdown).
+DISCONNECT: Final = atom.ensure("disconnect")
+#: The peer was silent for net_ticktime.
 NET_TICK_TIMEOUT: Final = atom.ensure("net_tick_timeout")
+#: The peer sent something illegal (or was refused in the handshake).
 PROTOCOL_ERROR: Final = atom.ensure("protocol_error")
+#: A handshake step did not finish by its deadline.
 SETUP_TIMEOUT: Final = atom.ensure("setup_timeout")
 #: Marks a payload that could not be decoded (``None`` is a valid payload).
 _UNDECODABLE: Final = object()
 
 
-class Role(enum.Enum):
-    """Which side dialed: named after Erlang's dist_util entry points."""
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """What every connection of one node needs to know about it.
 
-    INITIATOR = "we_started"
-    ACCEPTOR = "other_started"
+    Attributes:
+        name: our node name; creation: our incarnation; cookie: the secret.
+        hidden: we are a hidden node (tools).
+        setup_time: seconds per handshake step (and for TCP/TLS set-up).
+        net_ticktime: a peer silent this long is down.
+        busy_wait: the node's busy-wait poker (``busy_wait.py``).
+    """
+
+    name: str
+    creation: int
+    cookie: str
+    hidden: bool = False
+    setup_time: float = DEFAULT_SETUP_TIME
+    net_ticktime: float = 60.0
+    busy_wait: BusyWait = field(default_factory=lambda: BusyWait(0.0))
+
+
+class ConnectionOwner(Protocol):
+    """What a connection reports to, and asks of, whoever owns it (the connection table).
+
+    All calls are synchronous and made from the connection's callbacks.
+    """
+
+    settings: ConnectionSettings
+    entry: RuntimeEntry
+
+    def handshake_started(self, conn: Connection) -> None:
+        """A socket is connected and the handshake begins."""
+
+    def admit(self, conn: Connection, peer: str, creation: int) -> RefusalReason | None:
+        """Decide on a peer's Hello: ``None`` to go on, else the refusal to send."""
+
+    def is_benign_refusal(self, peer: str | None, reason: RefusalReason) -> bool:
+        """Whether a refusal of our attempt is a race another connection won (log at info)."""
+
+    def connection_up(self, conn: Connection) -> bool:
+        """The handshake finished; ``False`` means a connection to that node already exists."""
+
+    def connection_ended(self, conn: Connection, reason: Any) -> None:
+        """The connection is gone (up or not) with ``reason``."""
+
+    def dispatch(self, conn: Connection, msg: control.ControlMessage) -> None:
+        """Act on one control message other than Send/RegSend (no awaits)."""
 
 
 class Connection(asyncio.Protocol):
@@ -90,16 +169,18 @@ class Connection(asyncio.Protocol):
 
     def __init__(
         self,
-        node: DistributedBackend,
+        owner: ConnectionOwner,
         role: Role,
         expected_peer: str | None = None,
         *,
         tls: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
     ) -> None:
-        self.node = node
+        self._owner = owner
+        self._settings = owner.settings
+        self._entry = owner.entry
         self.role = role
-        self._busy = node.busy_wait
+        self._busy = owner.settings.busy_wait
         self._tls_broken = False
         self._tls = (
             TlsLayer(tls, server_side=role is Role.ACCEPTOR, server_hostname=server_hostname)
@@ -116,8 +197,9 @@ class Connection(asyncio.Protocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._loop = asyncio.get_running_loop()
         #: Loop time of the last bytes from the peer (a restarted peer's old
-        #: connection goes silent; see DistributedBackend._check_incoming).
+        #: connection goes silent; see ConnectionTable.admit).
         self.last_heard = self._loop.time()
+        #: The peer's address as ``host:port`` (for logs and failure records).
         self._transport: asyncio.Transport | None = None
         self._handshake: Handshake | None = None
         self._reader: FrameReader | None = None
@@ -147,8 +229,9 @@ class Connection(asyncio.Protocol):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.node._handshaking.add(self)
-        self._setup_timer = self._loop.call_later(self.node.setup_time, self._setup_timeout)
+        self._owner.handshake_started(self)
+        # TCP is up; TLS and the first handshake step get one setup time.
+        self._arm_setup_timer(time.monotonic() + self._settings.setup_time)
         self._transport = transport
         transport.set_write_buffer_limits(high=TRANSPORT_HIGH_WATER, low=TRANSPORT_LOW_WATER)
         if self._tls is not None:
@@ -159,19 +242,20 @@ class Connection(asyncio.Protocol):
 
     def _begin(self) -> None:
         """Start the cookie handshake (on a connected and, with TLS, secured stream)."""
-        node = self.node
-        self._handshake = Handshake(
-            role=CoreRole.INITIATOR if self.role is Role.INITIATOR else CoreRole.ACCEPTOR,
-            name=node.node_name,
-            creation=node.creation,
-            cookie=node.cookie,
-            nonce=_nonce(),
+        settings = self._settings
+        self._handshake = hs = Handshake(
+            role=self.role,
+            name=settings.name,
+            creation=settings.creation,
+            cookie=settings.cookie,
+            nonce=secrets.token_bytes(32),
             now=time.monotonic(),
-            hidden=node.hidden,
+            hidden=settings.hidden,
             expected_peer=self.expected_peer,
-            setup_time=node.setup_time,
+            setup_time=settings.setup_time,
         )
-        self._write_raw(self._handshake.start())
+        self._write_raw(hs.start())
+        self._arm_setup_timer(hs.deadline)
 
     def _tls_data(self, tls: TlsLayer, data: bytes) -> bytes | None:
         """Decrypt ``data``; ``None`` when there is nothing (more) to act on."""
@@ -199,16 +283,36 @@ class Connection(asyncio.Protocol):
             self._begin()
         return plain or None
 
+    def _arm_setup_timer(self, deadline: float) -> None:
+        """(Re)start the one setup timer so that it fires at ``deadline`` (monotonic)."""
+        if self._setup_timer is not None:
+            self._setup_timer.cancel()
+        delay = max(0.0, deadline - time.monotonic())
+        self._setup_timer = self._loop.call_later(delay, self._setup_timeout)
+
     def _setup_timeout(self) -> None:
-        if not self._up:
-            logger.warning(
-                "handshake with %s (%s) did not finish in %.1f s; closing",
-                self.expected_peer or "incoming peer",
-                self.address,
-                self.node.setup_time,
-            )
-            self.refusal = "setup_timeout"
-            self.close(SETUP_TIMEOUT)
+        """The setup timer fired: fail the step that is late, or re-arm if it moved."""
+        self._setup_timer = None
+        if self._up or self._transport is None:
+            return
+        hs = self._handshake
+        if hs is not None:
+            try:
+                hs.check_timeout(time.monotonic())
+            except HandshakeRefused:
+                pass
+            else:
+                self._arm_setup_timer(hs.deadline)  # a step completed meanwhile
+                return
+        logger.warning(
+            "handshake with %s (%s) did not finish a step within %.1f s; closing",
+            self.expected_peer or "incoming peer",
+            self.address,
+            self._settings.setup_time,
+        )
+        self.refusal = "setup_timeout"
+        self.failure = f"no progress for {self._settings.setup_time:g} s during the handshake"
+        self.close(SETUP_TIMEOUT)
 
     def _handshake_data(self, data: bytes) -> None:
         hs = self._handshake
@@ -220,12 +324,14 @@ class Connection(asyncio.Protocol):
                 if event is NEED_DATA:
                     break
                 if isinstance(event, Hello):
-                    refusal = self.node._check_incoming(event.name, event.creation)
+                    refusal = self._owner.admit(self, event.name, event.creation)
                     if refusal is not None:
                         self.refusal = refusal
                         logger.info("refusing %s from %s: %s", event.name, self.address, refusal)
+                        # Written, then closed gracefully: the dialer reads
+                        # the reason (an abort could drop the Refused frame).
                         self._write_raw(hs.refuse(refusal))
-                        self.close(PROTOCOL_ERROR)
+                        self.close(DISCONNECT)
                         return
                     self._write_raw(hs.accept(time.monotonic()))
                 elif isinstance(event, Established):
@@ -237,10 +343,7 @@ class Connection(asyncio.Protocol):
             self.refusal = str(exc.reason)
             self.failure = str(exc)
             peer = self.expected_peer or hs.peer_name
-            benign = exc.reason == "simultaneous_lost" or (
-                # Both sides dialed while the mesh formed; one connection won.
-                exc.reason == "duplicate_name" and self.node._connected_or_connecting(peer)
-            )
+            benign = self._owner.is_benign_refusal(peer, exc.reason)
             log = logger.info if benign else logger.warning
             log(
                 "handshake with %s (%s) refused: %s",
@@ -260,22 +363,24 @@ class Connection(asyncio.Protocol):
             rest = hs.trailing_data()
             if rest:
                 self._steady_data(rest)
+        elif self._transport is not None:
+            self._arm_setup_timer(hs.deadline)
 
     def _established(self, event: Established) -> None:
         self.peer_name = event.peer_name
         self.peer_creation = event.peer_creation
-        self.peer_hidden = bool(event.peer_flags & Flags.HIDDEN)
+        self.peer_hidden = event.peer_hidden
         if self._setup_timer is not None:
             self._setup_timer.cancel()
-        self.node._handshaking.discard(self)
-        if not self.node._connection_up(self):
+            self._setup_timer = None
+        if not self._owner.connection_up(self):
             logger.info("dropping a second connection to %s", self.peer_name)
             self.peer_name = None
             self.close(PROTOCOL_ERROR)
             return
         self._up = True
         self._reader = FrameReader(DEFAULT_MAX_FRAME)
-        self._ticker = Ticker(self.node.net_ticktime)
+        self._ticker = Ticker(self._settings.net_ticktime)
         self._schedule_tick()
 
     # --------------------------------------------------------- steady state
@@ -298,8 +403,8 @@ class Connection(asyncio.Protocol):
         reader = self._reader
         assert reader is not None
         decode = self._decoder.decode
-        node = self.node
-        dispatch = node._dispatch
+        entry = self._entry
+        dispatch = self._owner.dispatch
         try:
             reader.receive_data(data)
             for frame in reader.frames():
@@ -311,11 +416,11 @@ class Connection(asyncio.Protocol):
                 if type(msg) is Send:
                     payload = self._payload(msg)
                     if payload is not _UNDECODABLE:
-                        node._remote_deliver(msg.to, payload)
+                        entry.deliver(msg.to, payload)
                 elif type(msg) is RegSend:
                     payload = self._payload(msg)
                     if payload is not _UNDECODABLE:
-                        node._remote_deliver_named(msg.name, payload)
+                        entry.deliver_named(msg.name, payload)
                 else:
                     dispatch(self, msg)
         except RemoteProtocolError as exc:
@@ -361,7 +466,7 @@ class Connection(asyncio.Protocol):
     def send_term(self, to: Pid, term: Any) -> bool:
         """Queue a message to the remote ``to``, encoded in one pass (the send fast path).
 
-        Returns :attr:`must_drain` (saves the sender a second call).
+        Returns whether the sender must ``await drain()`` before queueing more.
 
         Raises:
             EncodeError: ``term`` cannot be sent (nothing is queued).
@@ -382,11 +487,6 @@ class Connection(asyncio.Protocol):
         """A message was appended to the buffer: write or batch it; return must_drain."""
         if self._flush_handle is None:
             self._write_first()
-        return self._paused or len(self._out) > HIGH_WATER
-
-    @property
-    def must_drain(self) -> bool:
-        """Whether a sender should ``await drain()`` before queueing more."""
         return self._paused or len(self._out) > HIGH_WATER
 
     async def drain(self) -> None:
@@ -462,7 +562,7 @@ class Connection(asyncio.Protocol):
             logger.warning(
                 "node %s sent nothing for %.0f s (net_ticktime); declaring it down",
                 self.peer_name,
-                self.node.net_ticktime,
+                self._settings.net_ticktime,
             )
             self.close(NET_TICK_TIMEOUT)
             return
@@ -493,11 +593,24 @@ class Connection(asyncio.Protocol):
                 timer.cancel()
         self._out.clear()
         self._wake_drainers()
-        self.node._handshaking.discard(self)
-        if self._up:
-            self.node._connection_down(self, reason)
+        self._owner.connection_ended(self, reason)
         if not self.closed.done():
             self.closed.set_result(None)
+
+    @property
+    def is_up(self) -> bool:
+        """The handshake finished and the connection has not ended."""
+        return self._up and self._transport is not None
+
+    @property
+    def bytes_in(self) -> int:
+        """Bytes read from the peer so far (for statistics)."""
+        return self._bytes_in
+
+    @property
+    def bytes_out(self) -> int:
+        """Bytes written to the peer so far (for statistics)."""
+        return self._bytes_out
 
     @property
     def handshake_peer(self) -> str | None:
@@ -510,9 +623,3 @@ class Connection(asyncio.Protocol):
     def __repr__(self) -> str:
         state = "up" if self._up else "handshaking"
         return f"<Connection {self.role.name} {self.peer_name or self.expected_peer} {state}>"
-
-
-def _nonce() -> bytes:
-    import secrets
-
-    return secrets.token_bytes(32)

@@ -6,114 +6,239 @@ step, which keeps the per-connection order of signals (a message sent before
 an exit signal is delivered before it). A peer naming a dead process gets
 the answer Erlang gives: a link answers with the exit signal ``noproc``, a
 monitor with a DOWN ``noproc``, a message is dropped.
+
+A peer speaks only for its own pids. Every signal is checked before it is
+acted on: its sender (the linking, exiting, monitoring or spawning process,
+and the monitored process of a DOWN) must be of the peer's node, the local
+end must be of ours, a DOWN must answer a monitor we hold on a process of
+that peer. A violation is a protocol error: the connection is closed with
+a log line, as Erlang's distribution does on a bad control message, and the
+signal has no effect. (Send and RegSend, nearly all the traffic, are handled
+inline by ``Connection._steady_data``: a message is delivered, never trusted
+as a signal.)
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from otpylib.runtime.atoms import NOPROC
-from otpylib.runtime.backends.asyncio_backend import resolve_function
+from otpylib.runtime.backends.base import RuntimeEntry, SpawnOptions
+from otpylib.runtime.data import Pid, Ref
+from otpylib.runtime.errors import NameAlreadyRegistered
+from otpylib.runtime.function_ref import is_async_callable, resolve_function
+from otpylib_dist.connection import Connection
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import decode_term, encode_reason, encode_term
-
-if TYPE_CHECKING:
-    from otpylib_dist.connection import Connection
-    from otpylib_dist.node import DistributedBackend
+from otpylib_dist.protocol.errors import RemoteProtocolError
+from otpylib_dist.remote_requests import PendingRequests
+from otpylib_dist.router import ALREADY_REGISTERED
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["dispatch"]
+__all__ = ["ControlHandlers", "SpawnPolicy"]
 
-_Handler = Callable[["DistributedBackend", "Connection", Any], None]
-
-
-def _link(node: DistributedBackend, conn: Connection, msg: control.Link) -> None:
-    if not node._remote_link(msg.to, msg.from_):
-        conn.send_control(control.Exit(msg.to, msg.from_, encode_reason(NOPROC)))
+#: Answers a node RPC: ``(ok, result)`` for an operation name and argument.
+RpcAnswer = Callable[[str, Any], tuple[bool, Any]]
 
 
-def _unlink(node: DistributedBackend, conn: Connection, msg: control.Unlink) -> None:
-    node._remote_unlink(msg.to, msg.from_)
+class SpawnPolicy:
+    """Which functions a peer may spawn here.
 
+    Only async functions run (a plain function would run on the event loop
+    thread: ``time.sleep`` would block the node, ``os.system`` run a shell
+    command). With ``allow`` set, only references whose module starts with
+    one of the prefixes (``"myapp."``, or ``"myapp"`` for the module itself)
+    are imported at all; otpylib's own process functions (the gen_server
+    loop) are always allowed. Differs from Erlang, where a cookie holder may
+    spawn anything.
+    """
 
-def _exit(node: DistributedBackend, conn: Connection, msg: control.Exit) -> None:
-    node._remote_link_exit(msg.to, msg.from_, decode_term(msg.reason))
+    __slots__ = ("allow",)
 
+    def __init__(self, allow: tuple[str, ...] | None = None) -> None:
+        self.allow = allow
 
-def _exit2(node: DistributedBackend, conn: Connection, msg: control.Exit2) -> None:
-    node._remote_exit(msg.to, msg.from_, decode_term(msg.reason))
-
-
-def _monitor(node: DistributedBackend, conn: Connection, msg: control.Monitor) -> None:
-    if node._remote_monitor(msg.target, msg.owner, msg.ref) is None:
-        conn.send_control(
-            control.MonitorExit(msg.target, msg.owner, msg.ref, encode_reason(NOPROC))
-        )
-
-
-def _demonitor(node: DistributedBackend, conn: Connection, msg: control.Demonitor) -> None:
-    node._remote_demonitor(msg.target, msg.ref)
-
-
-def _monitor_exit(node: DistributedBackend, conn: Connection, msg: control.MonitorExit) -> None:
-    node._remote_down(msg.owner, msg.ref, decode_term(msg.reason))
-
-
-def _spawn_request(node: DistributedBackend, conn: Connection, msg: control.SpawnRequest) -> None:
-    try:
-        fn = resolve_function(msg.function)
-        args, kwargs = decode_term(msg.args)
-        proc = node._spawn(fn, args, kwargs, msg.name, msg.trap_exits)
-    except Exception as exc:
-        logger.warning("refused remote spawn of %r from %s: %s", msg.function, conn.peer_name, exc)
-        conn.send_control(
-            control.SpawnReply(
-                ref=msg.ref, ok=False, result=encode_reason(f"{type(exc).__name__}: {exc}")
+    def resolve(self, reference: str) -> Callable[..., Any]:
+        """The async function ``reference`` names, or an exception saying why not."""
+        module = reference.partition(":")[0]
+        if self.allow is not None and not _allowed(module, (*self.allow, "otpylib")):
+            raise PermissionError(
+                f"{reference!r} is not in this node's spawn allow-list "
+                f"({', '.join(self.allow) or 'empty'})"
             )
-        )
-        return
-    if msg.link:
-        node._remote_link(proc.pid, msg.sender)
-    if msg.monitor:
-        node._remote_monitor(proc.pid, msg.sender, msg.ref)
-    conn.send_control(control.SpawnReply(ref=msg.ref, ok=True, result=encode_term(proc.pid)))
+        fn = resolve_function(reference)
+        if not is_async_callable(fn):
+            raise TypeError(f"{reference!r} is not an async function; remote spawn runs only those")
+        return fn
 
 
-def _spawn_reply(node: DistributedBackend, conn: Connection, msg: control.SpawnReply) -> None:
-    node._answer_call(msg.ref, msg.ok, decode_term(msg.result))
+def _allowed(module: str, prefixes: tuple[str, ...]) -> bool:
+    for prefix in prefixes:
+        bare = prefix.rstrip(".")
+        if module == bare or module.startswith(bare + "."):
+            return True
+    return False
 
 
-def _node_rpc(node: DistributedBackend, conn: Connection, msg: control.NodeRpc) -> None:
-    from otpylib_dist.node_rpc import answer
+class ControlHandlers:
+    """Runs the control messages of every connection of one node (the table's dispatcher)."""
 
-    ok, result = answer(node, msg.op, decode_term(msg.arg))
-    conn.send_control(control.NodeRpcReply(ref=msg.ref, ok=ok, result=encode_reason(result)))
+    def __init__(
+        self,
+        node_name: str,
+        entry: RuntimeEntry,
+        requests: PendingRequests,
+        rpc_answer: RpcAnswer,
+        spawn_policy: SpawnPolicy | None = None,
+    ) -> None:
+        self._node = node_name
+        self._entry = entry
+        self._requests = requests
+        self._rpc_answer = rpc_answer
+        self.spawn_policy = spawn_policy or SpawnPolicy()
+        self._handlers: dict[type, Callable[[Connection, Any], None]] = {
+            control.Link: self._link,
+            control.Unlink: self._unlink,
+            control.Exit: self._exit,
+            control.Exit2: self._exit2,
+            control.Monitor: self._monitor,
+            control.Demonitor: self._demonitor,
+            control.MonitorExit: self._monitor_exit,
+            control.SpawnRequest: self._spawn_request,
+            control.SpawnReply: self._spawn_reply,
+            control.NodeRpc: self._node_rpc,
+            control.NodeRpcReply: self._node_rpc_reply,
+        }
 
+    def __call__(self, conn: Connection, msg: Any) -> None:
+        """Run the handler for ``msg``'s type.
 
-def _node_rpc_reply(node: DistributedBackend, conn: Connection, msg: control.NodeRpcReply) -> None:
-    node._answer_call(msg.ref, msg.ok, decode_term(msg.result))
+        Raises:
+            RemoteProtocolError: the peer spoke for a pid that is not its own
+                (the connection closes it).
+        """
+        self._handlers[type(msg)](conn, msg)
 
+    # ------------------------------------------------------------ checks
 
-# Send and RegSend, nearly all the traffic, are handled inline by
-# Connection._steady_data (one call less per message).
-_HANDLERS: dict[type, _Handler] = {
-    control.Link: _link,
-    control.Unlink: _unlink,
-    control.Exit: _exit,
-    control.Exit2: _exit2,
-    control.Monitor: _monitor,
-    control.Demonitor: _demonitor,
-    control.MonitorExit: _monitor_exit,
-    control.SpawnRequest: _spawn_request,
-    control.SpawnReply: _spawn_reply,
-    control.NodeRpc: _node_rpc,
-    control.NodeRpcReply: _node_rpc_reply,
-}
+    def _theirs(self, conn: Connection, what: str, pid: Pid | Ref) -> None:
+        """``pid`` (or ref) must belong to the peer at the other end of ``conn``."""
+        if pid.node != conn.peer_name:
+            self._forged(conn, f"{what} {pid!r} is not of node {conn.peer_name}")
 
+    def _ours(self, conn: Connection, what: str, pid: Pid | Ref) -> None:
+        """``pid`` (or ref) must belong to this node."""
+        if pid.node != self._node:
+            self._forged(conn, f"{what} {pid!r} is not of this node ({self._node})")
 
-def dispatch(node: DistributedBackend, conn: Connection, msg: Any) -> None:
-    """Run the handler for ``msg``'s type."""
-    _HANDLERS[type(msg)](node, conn, msg)
+    @staticmethod
+    def _forged(conn: Connection, why: str) -> None:
+        raise RemoteProtocolError(f"a control message spoke for a pid not its own: {why}")
+
+    # ----------------------------------------------------------- signals
+
+    def _link(self, conn: Connection, msg: control.Link) -> None:
+        self._theirs(conn, "link from", msg.from_)
+        self._ours(conn, "link to", msg.to)
+        if not self._entry.link(msg.to, msg.from_):
+            conn.send_control(control.Exit(msg.to, msg.from_, encode_reason(NOPROC)))
+
+    def _unlink(self, conn: Connection, msg: control.Unlink) -> None:
+        self._theirs(conn, "unlink from", msg.from_)
+        self._ours(conn, "unlink of", msg.to)
+        self._entry.unlink(msg.to, msg.from_)
+
+    def _exit(self, conn: Connection, msg: control.Exit) -> None:
+        self._theirs(conn, "link exit from", msg.from_)
+        self._ours(conn, "link exit to", msg.to)
+        self._entry.link_exit(msg.to, msg.from_, decode_term(msg.reason))
+
+    def _exit2(self, conn: Connection, msg: control.Exit2) -> None:
+        self._theirs(conn, "exit signal from", msg.from_)
+        self._ours(conn, "exit signal to", msg.to)
+        self._entry.exit_signal(msg.to, msg.from_, decode_term(msg.reason))
+
+    def _monitor(self, conn: Connection, msg: control.Monitor) -> None:
+        self._theirs(conn, "monitor owner", msg.owner)
+        self._theirs(conn, "monitor ref", msg.ref)
+        if type(msg.target) is Pid:
+            self._ours(conn, "monitored process", msg.target)
+        if self._entry.monitor(msg.target, msg.owner, msg.ref) is None:
+            conn.send_control(
+                control.MonitorExit(msg.target, msg.owner, msg.ref, encode_reason(NOPROC))
+            )
+
+    def _demonitor(self, conn: Connection, msg: control.Demonitor) -> None:
+        self._theirs(conn, "demonitor owner", msg.owner)
+        self._theirs(conn, "monitor ref", msg.ref)
+        self._entry.demonitor(msg.target, msg.ref)
+
+    def _monitor_exit(self, conn: Connection, msg: control.MonitorExit) -> None:
+        self._ours(conn, "DOWN for", msg.owner)
+        self._ours(conn, "monitor ref", msg.ref)
+        if type(msg.target) is Pid:
+            self._theirs(conn, "DOWN of", msg.target)
+        watched = self._entry.monitored(msg.owner, msg.ref)
+        if watched is None:
+            return  # demonitored meanwhile (or a DOWN that crossed ours): nothing to do
+        node = watched.node if isinstance(watched, Pid) else watched[1]
+        if node != conn.peer_name:
+            self._forged(conn, f"DOWN for monitor {msg.ref!r}, which watches {node}")
+        self._entry.down(msg.owner, msg.ref, decode_term(msg.reason))
+
+    # ------------------------------------------------------------- spawn
+
+    def _spawn_request(self, conn: Connection, msg: control.SpawnRequest) -> None:
+        self._theirs(conn, "spawner", msg.sender)
+        self._theirs(conn, "spawn ref", msg.ref)
+        try:
+            fn = self.spawn_policy.resolve(msg.function)
+            args, kwargs = decode_term(msg.args)
+            pid = self._entry.spawn(
+                fn,
+                tuple(args),
+                dict(kwargs),
+                SpawnOptions(
+                    sender=msg.sender,
+                    name=msg.name,
+                    trap_exits=msg.trap_exits,
+                    link=msg.link,
+                    monitor=msg.ref if msg.monitor else None,
+                ),
+            )
+        except NameAlreadyRegistered as exc:
+            result = encode_term((ALREADY_REGISTERED, exc.holder))
+            conn.send_control(control.SpawnReply(ref=msg.ref, ok=False, result=result))
+            return
+        except Exception as exc:
+            logger.warning(
+                "refused remote spawn of %r from %s: %s", msg.function, conn.peer_name, exc
+            )
+            conn.send_control(
+                control.SpawnReply(
+                    ref=msg.ref, ok=False, result=encode_reason(f"{type(exc).__name__}: {exc}")
+                )
+            )
+            return
+        conn.send_control(control.SpawnReply(ref=msg.ref, ok=True, result=encode_term(pid)))
+
+    def _spawn_reply(self, conn: Connection, msg: control.SpawnReply) -> None:
+        self._answer(conn, msg.ref, msg.ok, msg.result)
+
+    def _answer(self, conn: Connection, ref: Ref, ok: bool, result: Any) -> None:
+        self._ours(conn, "reply to request", ref)
+        assert conn.peer_name is not None
+        if not self._requests.answer(conn.peer_name, ref, ok, decode_term(result)):
+            logger.debug("a late or unknown reply %r from %s was dropped", ref, conn.peer_name)
+
+    # -------------------------------------------------------------- RPC
+
+    def _node_rpc(self, conn: Connection, msg: control.NodeRpc) -> None:
+        ok, result = self._rpc_answer(msg.op, decode_term(msg.arg))
+        conn.send_control(control.NodeRpcReply(ref=msg.ref, ok=ok, result=encode_reason(result)))
+
+    def _node_rpc_reply(self, conn: Connection, msg: control.NodeRpcReply) -> None:
+        self._answer(conn, msg.ref, msg.ok, msg.result)

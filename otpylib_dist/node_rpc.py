@@ -7,32 +7,31 @@ any peer can decode them.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from otpylib_dist.node import DistributedBackend
+    from otpylib_dist.node import Node  # the caller's type only: no import at run time
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["OPS", "answer"]
 
 
-def _ping(node: DistributedBackend, arg: Any) -> Any:
+def _ping(node: Node, arg: Any) -> Any:
     return "pong"
 
 
-def _nodes(node: DistributedBackend, arg: Any) -> Any:
+def _nodes(node: Node, arg: Any) -> Any:
     return node.nodes()
 
 
-def _whereis(node: DistributedBackend, arg: Any) -> Any:
+def _whereis(node: Node, arg: Any) -> Any:
     return node.whereis(str(arg))
 
 
-def _processes(node: DistributedBackend, arg: Any) -> Any:
+def _processes(node: Node, arg: Any) -> Any:
     rows = []
     for pid in node.processes():
         info = node.process_info(pid)
@@ -52,7 +51,7 @@ def _processes(node: DistributedBackend, arg: Any) -> Any:
     return rows
 
 
-def _statistics(node: DistributedBackend, arg: Any) -> Any:
+def _statistics(node: Node, arg: Any) -> Any:
     stats = node.statistics()
     return {
         "node": node.node_name,
@@ -67,17 +66,15 @@ def _statistics(node: DistributedBackend, arg: Any) -> Any:
     }
 
 
-def _stop(node: DistributedBackend, arg: Any) -> Any:
-    # Answer first, stop right after: the reply must leave before we close.
-    if node.on_stop_request is not None:
-        asyncio.get_running_loop().call_soon(node.on_stop_request)
-    else:
-        asyncio.get_running_loop().call_later(0.05, lambda: node._spawn_background(node.shutdown()))
+def _stop(node: Node, arg: Any) -> Any:
+    # The answer is queued before the stop starts (request_stop acts after
+    # this step), and a closing connection writes what it has queued first.
+    node.request_stop()
     return "stopping"
 
 
 #: The operations a node answers, by name.
-OPS: dict[str, Callable[[DistributedBackend, Any], Any]] = {
+OPS: dict[str, Callable[[Node, Any], Any]] = {
     "ping": _ping,
     "nodes": _nodes,
     "whereis": _whereis,
@@ -87,7 +84,7 @@ OPS: dict[str, Callable[[DistributedBackend, Any], Any]] = {
 }
 
 
-def answer(node: DistributedBackend, op: str, arg: Any) -> tuple[bool, Any]:
+def answer(node: Node, op: str, arg: Any) -> tuple[bool, Any]:
     """Answer ``op``: ``(True, result)``, or ``(False, explanation)``."""
     handler = OPS.get(op)
     if handler is None:

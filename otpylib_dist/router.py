@@ -1,10 +1,11 @@
-"""The outgoing half of distribution: local operations on pids of other nodes.
+"""The outgoing half of distribution: operations on pids of other nodes.
 
-``AsyncIOBackend`` hands every send/link/monitor/exit whose target lives on
+The runtime hands every send/link/monitor/exit/spawn whose target lives on
 another node to its ``RemoteRouter``; this is that router. Each method turns
 the operation into one control message on the connection to the target's
 node, setting the connection up first when needed (auto-connect, as Erlang
-does on first use).
+does on first use). It touches only the connection table and, for remote
+spawn, the pending requests: failures go back to the runtime as reasons.
 
 Rules kept here:
 
@@ -12,51 +13,73 @@ Rules kept here:
   message raises at the sender even when the peer is unreachable.
 - A pid of an earlier incarnation of a node (same name, other creation) is
   dead: sends are dropped, links and monitors answer ``noproc`` at once.
-- When the node cannot be reached, a link fires ``noconnection`` and a
-  monitor delivers ``(DOWN, ref, pid, noconnection)``; a plain send is
-  dropped (as Erlang drops it).
+- When the node cannot be reached, a link or monitor answers
+  ``noconnection`` (the runtime fires the link, delivers the DOWN); a plain
+  send is dropped (as Erlang drops it).
 - Methods that are plain ``def`` only enqueue on an existing connection:
   without one, the link or monitor they would update died with it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Final
 
-from otpylib.runtime.atoms import NOCONNECTION, NOPROC
+from otpylib.runtime.atoms import NOCONNECTION, NOPROC, Atom, atom
+from otpylib.runtime.backends.base import RuntimeEntry, SpawnOptions
 from otpylib.runtime.data import Pid, Ref
+from otpylib.runtime.errors import NameAlreadyRegistered
+from otpylib_dist.connection import Connection
+from otpylib_dist.connections import ConnectionTable
+from otpylib_dist.errors import NodeUnreachable, RemoteSpawnError
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import encode_reason, encode_term
-
-if TYPE_CHECKING:
-    from otpylib_dist.connection import Connection
-    from otpylib_dist.node import DistributedBackend
+from otpylib_dist.remote_requests import PendingRequests
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NodeRouter"]
+__all__ = ["ALREADY_REGISTERED", "SPAWN_REPLY_TIMEOUT", "NodeRouter"]
+
+#: How long a remote spawn waits for the peer's answer. The peer answers
+#: right after spawning, so this only bites when the peer is stuck.
+SPAWN_REPLY_TIMEOUT: Final = 10.0
+
+#: A spawn refused because the name is taken: ``(ALREADY_REGISTERED, holder)``.
+ALREADY_REGISTERED: Final = atom.ensure("already_registered")
 
 
 class NodeRouter:
     """Routes operations on remote pids to the right connection (a ``RemoteRouter``)."""
 
-    __slots__ = ("_node",)
+    __slots__ = ("_entry", "_make_ref", "_requests", "_table", "_up")
 
-    def __init__(self, node: DistributedBackend) -> None:
-        self._node = node
+    def __init__(self, requests: PendingRequests, make_ref: Callable[[], Ref]) -> None:
+        self._requests = requests
+        self._make_ref = make_ref
+
+    def bind(self, table: ConnectionTable, entry: RuntimeEntry) -> None:
+        """Give the router its connections and the runtime's entry points.
+
+        Separate from ``__init__`` because the entry is what attaching this
+        router to the runtime returns (``AsyncIOBackend.attach_router``).
+        """
+        self._table = table
+        self._up = table.up
+        self._entry = entry
 
     async def _connection(self, node: str) -> Connection | None:
-        conn = self._node._connections.get(node)
+        conn = self._up.get(node)
         if conn is not None:
             return conn
-        if await self._node.connect(node):
-            return self._node._connections.get(node)
+        if await self._table.connect(node):
+            return self._up.get(node)
         return None
 
-    async def send(self, sender: Pid | None, to: Pid, message: Any) -> None:
+    async def send(self, sender: Pid, to: Pid, message: Any) -> None:
         """Send to a remote pid; dropped when the node is unreachable or the pid stale."""
-        conn = self._node._connections.get(to.node)
+        conn = self._up.get(to.node)
         if conn is None or conn.peer_creation != to.creation:
             encode_term(message)  # an unencodable message raises here, reachable or not
             if conn is None:
@@ -66,9 +89,9 @@ class NodeRouter:
         if conn.send_term(to, message):
             await conn.drain()
 
-    async def send_registered(self, sender: Pid | None, name: str, node: str, message: Any) -> None:
+    async def send_registered(self, sender: Pid, name: str, node: str, message: Any) -> None:
         """Send to ``name`` on ``node``; dropped when nobody there holds the name."""
-        conn = self._node._connections.get(node)
+        conn = self._up.get(node)
         if conn is None:
             encode_term(message)
             conn = await self._connection(node)
@@ -77,37 +100,37 @@ class NodeRouter:
         if conn.reg_send_term(sender, name, message):
             await conn.drain()
 
-    async def link(self, local: Pid, remote: Pid) -> None:
+    async def link(self, local: Pid, remote: Pid) -> Atom | None:
         """Ask the peer to link; unreachable node: noconnection, stale pid: noproc."""
         conn = await self._connection(remote.node)
         if conn is None:
-            self._node._remote_link_exit(local, remote, NOCONNECTION)
-        elif conn.peer_creation != remote.creation:
-            self._node._remote_link_exit(local, remote, NOPROC)
-        else:
-            conn.send_control(control.Link(local, remote))
+            return NOCONNECTION
+        if conn.peer_creation != remote.creation:
+            return NOPROC
+        conn.send_control(control.Link(local, remote))
+        return None
 
     def unlink(self, local: Pid, remote: Pid) -> None:
         """Tell the peer the link is gone."""
-        conn = self._node._connections.get(remote.node)
+        conn = self._up.get(remote.node)
         if conn is not None:
             conn.send_control(control.Unlink(local, remote))
 
-    async def monitor(self, owner: Pid, target: Pid | tuple[str, str], ref: Ref) -> None:
-        """Ask the peer to monitor ``target`` for ``owner``."""
+    async def monitor(self, owner: Pid, target: Pid | tuple[str, str], ref: Ref) -> Atom | None:
+        """Ask the peer to monitor ``target`` for ``owner``; or why not."""
         wire_target, node = _wire_target(target)
         conn = await self._connection(node)
         if conn is None:
-            self._node._remote_down(owner, ref, NOCONNECTION)
-        elif type(target) is Pid and conn.peer_creation != target.creation:
-            self._node._remote_down(owner, ref, NOPROC)
-        else:
-            conn.send_control(control.Monitor(owner, wire_target, ref))
+            return NOCONNECTION
+        if type(target) is Pid and conn.peer_creation != target.creation:
+            return NOPROC
+        conn.send_control(control.Monitor(owner, wire_target, ref))
+        return None
 
     def demonitor(self, owner: Pid, target: Pid | tuple[str, str], ref: Ref) -> None:
         """Tell the peer a monitor is gone."""
         wire_target, node = _wire_target(target)
-        conn = self._node._connections.get(node)
+        conn = self._up.get(node)
         if conn is not None:
             conn.send_control(control.Demonitor(owner, wire_target, ref))
 
@@ -119,7 +142,7 @@ class NodeRouter:
 
     def link_exit(self, sender: Pid, target: Pid, reason: Any) -> None:
         """Our linked process ``sender`` ended: tell the remote ``target``."""
-        conn = self._node._connections.get(target.node)
+        conn = self._up.get(target.node)
         if conn is not None:
             conn.send_control(control.Exit(sender, target, encode_reason(reason)))
 
@@ -127,19 +150,77 @@ class NodeRouter:
         self, target: Pid | tuple[str, str], owner: Pid, ref: Ref, reason: Any
     ) -> None:
         """A process a remote ``owner`` monitored ended: send its DOWN."""
-        conn = self._node._connections.get(owner.node)
+        conn = self._up.get(owner.node)
         if conn is not None:
             wire_target = _wire_target(target)[0]
             conn.send_control(control.MonitorExit(wire_target, owner, ref, encode_reason(reason)))
 
-    def is_alive(self, pid: Pid) -> bool | None:
+    def is_alive(self, pid: Pid) -> bool:
         """Not known dead: its node is connected and has not restarted since.
 
         Differs from Erlang: ``is_process_alive/1`` refuses remote pids; we
         answer from what this node knows without a round trip.
         """
-        conn = self._node._connections.get(pid.node)
+        conn = self._up.get(pid.node)
         return conn is not None and conn.peer_creation == pid.creation
+
+    async def spawn(
+        self,
+        node: str,
+        function: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: SpawnOptions,
+    ) -> Pid:
+        """Spawn ``function`` on ``node`` with the options' link and monitor (``spawn_opt``).
+
+        Our half of a link or monitor is recorded when the reply is
+        dispatched, not when the spawner resumes: the child's ``EXIT`` or
+        ``DOWN`` may be the very next frame.
+        """
+        payload = encode_term((args, kwargs))  # an unencodable argument raises here
+        conn = await self._connection(node)
+        if conn is None:
+            raise NodeUnreachable(node, f"cannot spawn {function!r} there")
+        sender = options.sender
+        # The monitor's ref doubles as the request's: the peer's DOWN names it.
+        ref = options.monitor if options.monitor is not None else self._make_ref()
+        entry = self._entry
+
+        def record(result: Any) -> None:
+            if type(result) is not Pid:
+                return
+            if options.link:
+                entry.adopt_link(sender, result)
+            if options.monitor is not None:
+                entry.adopt_monitor(sender, options.monitor, result)
+
+        fut = self._requests.add(node, ref, record)
+        conn.send_control(
+            control.SpawnRequest(
+                ref=ref,
+                sender=sender,
+                function=function,
+                args=payload,
+                link=options.link,
+                monitor=options.monitor is not None,
+                trap_exits=options.trap_exits,
+                name=options.name,
+            )
+        )
+        try:
+            ok, result = await asyncio.wait_for(fut, SPAWN_REPLY_TIMEOUT)
+        finally:
+            self._requests.discard(ref)
+        if ok and type(result) is Pid:
+            return result
+        if type(result) is tuple and len(result) == 2 and result[0] is ALREADY_REGISTERED:
+            raise NameAlreadyRegistered(
+                f"cannot spawn {function!r} on {node} with name {options.name!r}: it is "
+                f"registered there to {result[1]!r}",
+                holder=result[1],
+            )
+        raise RemoteSpawnError(node, function, result)
 
 
 def _wire_target(target: Pid | tuple[str, str]) -> tuple[Pid | str, str]:

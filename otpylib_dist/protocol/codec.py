@@ -46,7 +46,6 @@ from typing import Any, Final, cast
 import msgspec
 from msgspec.msgpack import Ext
 
-from otpylib._child_spec import ChildCounts, ChildInfo
 from otpylib.runtime.atoms import MAX_ATOM_LENGTH, Atom
 from otpylib.runtime.data import Pid, Ref
 from otpylib_dist.protocol.errors import EncodeError, RemoteProtocolError
@@ -134,10 +133,6 @@ class RemoteException(msgspec.Struct, frozen=True, gc=False, array_like=True):
 
 
 register_struct(RemoteException, "otpylib.RemoteException")
-# The records a supervisor answers with, so which_children/count_children
-# work from other nodes (otpylib cannot register them: it knows no codec).
-register_struct(ChildInfo, "otpylib.ChildInfo")
-register_struct(ChildCounts, "otpylib.ChildCounts")
 
 _INT_MIN: Final = -(1 << 63)  # msgpack ints are int64 or uint64
 _INT_MAX: Final = (1 << 64) - 1
@@ -363,7 +358,7 @@ def _unsupported(value: Any) -> EncodeError:
     if isinstance(value, msgspec.Struct):
         hint = (
             f"it is a msgspec.Struct that is not registered; call register_struct({t.__name__}) "
-            "on both nodes (from otpylib_dist.protocol)"
+            "on both nodes (from otpylib_dist)"
         )
     elif isinstance(value, BaseException):
         hint = "send str(exc) or a registered msgspec.Struct (exit reasons use encode_reason)"

@@ -17,6 +17,7 @@ from otpylib_dist.cli import (
 )
 from otpylib_dist.discovery.base import DiscoveryError
 from otpylib_dist.discovery.dns import DnsDiscovery
+from otpylib_dist.errors import ConnectFailure, ConnectFailureReason
 
 
 def _record(msg: str, *args: object) -> logging.LogRecord:
@@ -170,28 +171,28 @@ def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("failure", "refusal", "tls", "expected"),
+    ("reason", "detail", "tls", "expected"),
     [
         (
+            "version_mismatch",
             "handshake with b@h refused by the peer (version_mismatch): the nodes share no "
             "protocol version; run compatible otpylib versions on both nodes",
-            "version_mismatch",
             False,
             "cannot connect to b@h at h:1: handshake with b@h refused by the peer "
             "(version_mismatch): the nodes share no protocol version; run compatible otpylib "
             "versions on both nodes",
         ),
         (
+            "timeout",
             "no connection within 7.0 s",
-            None,
             False,
             "cannot connect to b@h at h:1: no connection within 7.0 s; the node may be "
             "overloaded or not an otpylib node (a node with --tls-dir accepts only nodes that "
             "also use --tls-dir, with certificates of the same CA)",
         ),
         (
+            "closed",
             "",
-            None,
             True,
             "cannot connect to b@h at h:1: the TLS handshake failed; a node with --tls-dir "
             "accepts only nodes that also use --tls-dir, with certificates of the same CA",
@@ -199,9 +200,8 @@ def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
     ],
 )
 def test_connect_failures_say_what_to_do(
-    failure: str, refusal: str | None, tls: bool, expected: str
+    reason: ConnectFailureReason, detail: str, tls: bool, expected: str
 ) -> None:
-    got = explain_connect_failure(
-        "b@h", failure, refusal=refusal, me="a@h", address=("h", 1), tls=tls
-    )
+    failure = ConnectFailure("b@h", reason, detail, "h:1")
+    got = explain_connect_failure("b@h", failure, me="a@h", address=("h", 1), tls=tls)
     assert got == expected

@@ -11,7 +11,6 @@ import pytest
 from cli_support import DEADLINE, StartNode, error_line, run_cli
 
 from otpylib_dist import DistributedBackend, control_handlers
-from otpylib_dist.protocol import control
 
 pytestmark = pytest.mark.multiprocess
 
@@ -56,7 +55,7 @@ async def test_ping_of_a_node_that_connects_but_never_answers_says_pang(
     cookie: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A node of this test process that completes handshakes and ignores node rpcs.
-    monkeypatch.setitem(control_handlers._HANDLERS, control.NodeRpc, lambda *_args: None)
+    monkeypatch.setattr(control_handlers.ControlHandlers, "_node_rpc", lambda *_args: None)
     mute = DistributedBackend("mute@127.0.0.1", cookie=cookie)
     await mute.initialize()
     try:

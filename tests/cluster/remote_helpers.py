@@ -106,7 +106,7 @@ async def crash(node: DistributedBackend) -> None:
     """
     if node._server is not None:
         node._server.close()
-    for conn in list(node._connections.values()):
+    for conn in list(node.connections.up.values()):
         conn.close(CRASHED)
     # No await before this: shutdown marks the node stopping at once, so
     # none of its processes can dial a peer again while they end.

@@ -38,13 +38,13 @@ async def test_sender_waits_for_a_slow_peer_and_every_message_arrives_in_order(
     await b.spawn(sink)
     assert await a.connect(b.node_name)
     # b stops reading from the socket: the slow receiver.
-    b_side = b._connections[a.node_name]
+    b_side = b.connections.up[a.node_name]
     assert b_side._transport is not None
     b_side._transport.pause_reading()
 
     sent = 0
     peak = 0
-    conn = a._connections[b.node_name]
+    conn = a.connections.up[b.node_name]
 
     async def sender() -> None:
         nonlocal sent, peak
@@ -82,10 +82,10 @@ async def test_sender_blocked_on_a_peer_that_dies_is_released(
 
     await b.spawn(sink)
     assert await a.connect(b.node_name)
-    b_side = b._connections[a.node_name]
+    b_side = b.connections.up[a.node_name]
     assert b_side._transport is not None
     b_side._transport.pause_reading()
-    conn = a._connections[b.node_name]
+    conn = a.connections.up[b.node_name]
     finished: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
     async def sender() -> Any:

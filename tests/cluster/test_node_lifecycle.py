@@ -129,11 +129,11 @@ async def test_a_restarted_node_replaces_its_stale_connection_at_once(
     old = await run_in(a, pid_of_sink)
     # b's OS process "freezes": its socket stays open but it says nothing more,
     # so a still believes in the old connection (no tick timeout for a minute).
-    stale = b._connections[a.node_name]
+    stale = b.connections.up[a.node_name]
     stale._ticker = None
     assert stale._transport is not None
     stale._transport.pause_reading()
-    conn = a._connections[b.node_name]
+    conn = a.connections.up[b.node_name]
     # Silent for half of net_ticktime: taken for dead when a new b shows up
     # (a would declare it down by itself after net_ticktime).
     while asyncio.get_running_loop().time() - conn.last_heard < 1.1:
@@ -153,7 +153,7 @@ async def test_a_restarted_node_replaces_its_stale_connection_at_once(
         assert (DOWN, ref, old, atom.ensure("noconnection")) in got
         kinds = [m[0] for m in got if m[0] in (NODEUP, NODEDOWN)]
         assert kinds == [NODEDOWN, NODEUP]
-        assert a._connections[b.node_name].peer_creation == b2.creation
+        assert a.connections.up[b.node_name].peer_creation == b2.creation
     finally:
         await b2.shutdown()
 
@@ -193,7 +193,8 @@ async def test_repeated_connects_and_disconnects_leave_nothing_behind(
     assert all(msg == (DOWN, ref, ("sink", b.node_name), NOCONNECTION) for ref, msg in downs)
     for node in (a, b):
         assert node.nodes() == []
-        assert not node._handshaking and not node._connecting and not node._up_waiters
-        assert not node._calls and not node._node_monitors
+        assert node.connections.is_idle()  # no handshakes, dials or waiters left
+        assert not node._requests and node._node_monitors is not None
+        assert len(node._node_monitors) == 0
         stats = node.statistics()
         assert (stats.active_links, stats.active_monitors) == (0, 0)

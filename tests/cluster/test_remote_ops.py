@@ -230,7 +230,7 @@ async def test_simultaneous_connect_ends_in_one_connection(make_cluster: Cluster
     assert ok == [True, True]
     await asyncio.sleep(0.1)
     assert a.nodes() == [b.node_name] and b.nodes() == [a.node_name]
-    assert a._connections[b.node_name].peer_creation == b.creation
+    assert a.connections.up[b.node_name].peer_creation == b.creation
 
 
 async def test_silent_peer_is_declared_down_with_net_tick_timeout(
@@ -243,7 +243,7 @@ async def test_silent_peer_is_declared_down_with_net_tick_timeout(
         await a.connect(b.node_name)
         await process.receive(timeout=5)  # nodeup
         # b stops reading and ticking: from a's side it went silent.
-        conn = b._connections[a.node_name]
+        conn = b.connections.up[a.node_name]
         conn._ticker = None
         assert conn._transport is not None
         conn._transport.pause_reading()

@@ -75,7 +75,7 @@ async def test_messages_links_and_monitors_work_over_mutual_tls(
     msg, ref, down = await run_in(a, ask)
     assert msg == PING
     assert down[1] == ref
-    conn = a._connections[b.node_name]
+    conn = a.connections.up[b.node_name]
     cert = conn.peer_certificate()
     assert cert is not None
     assert dict(item[0] for item in cert["subject"])["commonName"] == "b"

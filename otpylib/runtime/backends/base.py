@@ -198,6 +198,13 @@ class RuntimeEntry(Protocol):
     def down(self, owner: Pid, ref: Ref, reason: Any) -> None:
         """A remote process our ``owner`` monitored ended (its ``DOWN``)."""
 
+    def monitored(self, owner: Pid, ref: Ref) -> Pid | tuple[str, str] | None:
+        """What our ``owner``'s monitor ``ref`` watches; ``None``: no such monitor.
+
+        Lets the distribution layer accept a ``DOWN`` only from the node the
+        monitored process lives on.
+        """
+
     def adopt_link(self, local: Pid, remote: Pid) -> None:
         """Our half of a link the peer already made (a remote ``spawn_link``)."""
 

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from otpylib.runtime.backends.asyncio_backend.signals import MISSING
 from otpylib.runtime.backends.base import SpawnOptions
 from otpylib.runtime.data import Pid, Ref
 
@@ -130,11 +131,14 @@ class Entry:
         if proc is not None:
             self._rt._own_monitor(proc, ref, target)
 
-    def holds_monitor(self, owner: Pid, ref: Ref) -> bool:
-        """Whether our ``owner`` holds the monitor ``ref`` (a DOWN for it is expected)."""
+    def monitored(self, owner: Pid, ref: Ref) -> Pid | tuple[str, str] | None:
+        """What our ``owner``'s monitor ``ref`` watches, or ``None`` if it holds no such monitor."""
         proc = self._processes.get(owner)
         monitors = proc.monitors if proc is not None else None
-        return monitors is not None and ref in monitors
+        if not monitors:
+            return None
+        item = monitors.get(ref, MISSING)
+        return None if item is MISSING else item
 
     def node_lost(self, node: str, reason: Any) -> None:
         """The connection to ``node`` is gone: fire every link and monitor across it."""

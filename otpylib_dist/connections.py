@@ -1,0 +1,395 @@
+"""The connection table: net_kernel's job of deciding which connections exist.
+
+Theory of operation
+-------------------
+At most one connection per peer node is *up*. The table holds, per peer:
+
+- ``up``: the established connection (the peer is in ``nodes()``);
+- ``connecting``: our own dial in progress (one future all callers share);
+- handshaking connections (dialed or accepted, not yet up);
+- the last address and the last failure (a ``ConnectFailure`` record).
+
+Admission (``admit``, on a peer's Hello) and the simultaneous-connect
+tie-break live here, as in net_kernel: when both nodes dial at once, the
+node with the greater name keeps its own attempt and refuses the other's
+with ``simultaneous_lost``; the loser waits for the winner's attempt. A
+Hello from a node already connected is refused with ``duplicate_name`` (a
+benign race while a mesh forms) unless it carries a new creation and the
+old connection has gone silent (a restarted node: the new connection
+replaces the old once authenticated, links and monitors across the old
+one firing ``noconnection`` first). A live twin under the same name is
+refused.
+
+Connection life cycle (per peer node)::
+
+    (none) --connect()/accept--> handshaking --handshake ok--> up
+       ^                             |                          |
+       +---- refused / timeout ------+                          |
+       +------------ socket closed / tick timeout / disconnect -+
+
+*Up* fires ``nodeup`` for ``monitor_nodes`` subscribers before the peer's
+first control message is dispatched. *Down* fires every link and monitor
+across the connection with ``noconnection`` (``RuntimeEntry.node_lost``),
+fails pending requests to that node, then delivers ``nodedown`` after the
+last message from that peer.
+
+The table is the ``ConnectionOwner`` of every connection: connections
+report to it and never reach into the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from otpylib.runtime.atoms import NOCONNECTION
+from otpylib.runtime.backends.base import RuntimeEntry
+from otpylib_dist.connection import (
+    CONNECTION_CLOSED,
+    DISCONNECT,
+    Connection,
+    ConnectionSettings,
+)
+from otpylib_dist.errors import CONNECT_FAILURE_REASONS, ConnectFailure, ConnectFailureReason
+from otpylib_dist.names import split_node_name
+from otpylib_dist.node_monitors import NodeMonitors
+from otpylib_dist.protocol import control
+from otpylib_dist.protocol.errors import RefusalReason
+from otpylib_dist.protocol.handshake import Role, simultaneous_winner
+from otpylib_dist.remote_requests import PendingRequests
+
+if TYPE_CHECKING:
+    from otpylib_dist.tls import TlsConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ConnectionTable"]
+
+#: Finds a node's address (the configured discovery); ``None``: unknown.
+Resolver = Callable[[str], Awaitable[tuple[str, int] | None]]
+#: Runs one control message (the control handlers).
+Dispatcher = Callable[[Connection, control.ControlMessage], None]
+
+
+class ConnectionTable:
+    """Every connection of one node, and the rules that decide which may exist.
+
+    Attributes:
+        settings: what each connection needs to know about this node.
+        entry: the runtime's entry points (connections deliver through it).
+        up: node name -> its established connection.
+    """
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        entry: RuntimeEntry,
+        *,
+        monitors: NodeMonitors,
+        requests: PendingRequests,
+        dispatcher: Dispatcher,
+        resolve: Resolver,
+        tls: TlsConfig | None = None,
+    ) -> None:
+        self.settings = settings
+        self.entry = entry
+        self._monitors = monitors
+        self._requests = requests
+        self._dispatcher = dispatcher
+        self._resolve = resolve
+        self._tls = tls
+        self.up: dict[str, Connection] = {}
+        #: Connections whose handshake is under way (dialed or accepted).
+        self._handshaking: set[Connection] = set()
+        #: Our own dials in progress, by node: every caller awaits the same one.
+        self._connecting: dict[str, asyncio.Future[bool]] = {}
+        #: Futures resolved when a node comes up (a dial waiting for a winner).
+        self._up_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        #: Where each node was last reached or announced.
+        self.addresses: dict[str, tuple[str, int]] = {}
+        #: Why the last attempt on each node failed (cleared on success).
+        self._failures: dict[str, ConnectFailure] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        #: No new connections: the node is stopping.
+        self.stopping = False
+
+    # ------------------------------------------------------------ queries
+
+    def nodes(self, *, hidden: bool = False) -> list[str]:
+        """Nodes connected now; with ``hidden=True`` also hidden ones."""
+        return [n for n, c in self.up.items() if hidden or not c.peer_hidden]
+
+    def failure(self, node: str) -> ConnectFailure | None:
+        """Why the last attempt to connect to ``node`` failed, if it did."""
+        return self._failures.get(node)
+
+    def is_idle(self) -> bool:
+        """Nothing in flight: no handshakes, dials or waiters (for leak tests)."""
+        return not (self._handshaking or self._connecting or self._up_waiters)
+
+    # ------------------------------------------------------------ dialing
+
+    def acceptor(self) -> Connection:
+        """A connection for an incoming socket (the listening server's protocol factory)."""
+        return Connection(self, Role.ACCEPTOR, tls=self._tls.server if self._tls else None)
+
+    async def connect(self, node: str, host: str | None = None, port: int | None = None) -> bool:
+        """Connect to ``node`` unless connected; whether it is connected afterwards.
+
+        Concurrent callers share one attempt. Failures are recorded
+        (:meth:`failure`) and logged, never raised.
+        """
+        if node in self.up:
+            return True
+        if self.stopping:
+            return False
+        attempt = self._connecting.get(node)
+        if attempt is None:
+            attempt = asyncio.get_running_loop().create_future()
+            self._connecting[node] = attempt
+            task = asyncio.get_running_loop().create_task(self._connect(node, host, port, attempt))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return await asyncio.shield(attempt)
+
+    def _fail(
+        self, node: str, reason: ConnectFailureReason, detail: str, address: str | None
+    ) -> None:
+        self._failures[node] = ConnectFailure(node, reason, detail, address)
+
+    async def _connect(
+        self, node: str, host: str | None, port: int | None, attempt: asyncio.Future[bool]
+    ) -> None:
+        # Report this attempt only: a timeout now must not come with an older refusal.
+        self._failures.pop(node, None)
+        ok = False
+        try:
+            ok = await self._dial(node, host, port)
+        except Exception as exc:  # a bug: keep the node running, say what happened
+            self._fail(node, "error", f"{type(exc).__name__}: {exc}", None)
+            logger.exception("connecting to %s failed", node)
+        finally:
+            if self._connecting.get(node) is attempt:
+                del self._connecting[node]
+            if not attempt.done():
+                attempt.set_result(ok or node in self.up)
+
+    async def _address(
+        self, node: str, host: str | None, port: int | None
+    ) -> tuple[str, int] | None:
+        if host is not None and port is not None:
+            self.addresses[node] = (host, port)
+            return host, port
+        known = self.addresses.get(node) or await self._resolve(node)
+        if known is None:
+            return None
+        return host or known[0], port or known[1]
+
+    async def _dial(self, node: str, host: str | None, port: int | None) -> bool:
+        address = await self._address(node, host, port)
+        if address is None:
+            self._fail(
+                node,
+                "no_address",
+                "no address known (give host and port, or configure discovery)",
+                None,
+            )
+            logger.warning("cannot connect to %s: no address known", node)
+            return False
+        where = f"{address[0]}:{address[1]}"
+        loop = asyncio.get_running_loop()
+        up = loop.create_future()
+        self._up_waiters.setdefault(node, []).append(up)
+        try:
+            try:
+                # The TCP connect is the one phase before a Connection exists;
+                # from connection_made on, the connection's own timer rules.
+                _, conn = await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: Connection(
+                            self,
+                            Role.INITIATOR,
+                            expected_peer=node,
+                            tls=self._tls.client if self._tls else None,
+                            server_hostname=split_node_name(node)[1],
+                        ),
+                        address[0],
+                        address[1],
+                    ),
+                    self.settings.setup_time,
+                )
+            except TimeoutError:
+                detail = f"no connection within {self.settings.setup_time:.1f} s"
+                self._fail(node, "timeout", detail, where)
+                logger.warning("connection to %s (%s) timed out: %s", node, where, detail)
+                return False
+            except OSError as exc:
+                self._fail(node, *_os_failure(exc, tls=self._tls is not None), where)
+                logger.warning("cannot connect to %s (%s): %s", node, where, exc)
+                return False
+            # This connection, or the peer's own attempt that won a
+            # simultaneous connect, comes up; or this one fails.
+            await asyncio.wait([up, conn.closed], return_when=asyncio.FIRST_COMPLETED)
+            if node in self.up:
+                return True
+            refusal = conn.refusal
+            if refusal == "simultaneous_lost" or (
+                refusal == "duplicate_name" and self._connected_or_connecting(node)
+            ):
+                # The other side's attempt is the one that lives on; it may
+                # not have reached us yet, so wait up to one setup time.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(up), self.settings.setup_time)
+                if node in self.up:
+                    return True
+            reason: ConnectFailureReason
+            detail = conn.failure or (
+                "the peer closed the connection during the handshake (its log says why)"
+            )
+            if refusal == "setup_timeout":
+                # A step missed its deadline: to the caller, no connection in time.
+                reason = "timeout"
+                detail = f"no connection within {self.settings.setup_time:.1f} s"
+            elif refusal is not None and refusal in CONNECT_FAILURE_REASONS:
+                reason = refusal  # type: ignore[assignment]
+            else:
+                reason = "closed"
+            self._fail(node, reason, detail, where)
+            return False
+        finally:
+            waiters = self._up_waiters.get(node)
+            if waiters is not None and up in waiters:
+                waiters.remove(up)
+                if not waiters:
+                    del self._up_waiters[node]
+
+    async def disconnect(self, node: str) -> bool:
+        """Close the connection to ``node``; whether there was one."""
+        conn = self.up.get(node)
+        if conn is None:
+            return False
+        conn.close(DISCONNECT)
+        await conn.closed
+        return True
+
+    async def close_all(self, timeout: float) -> None:
+        """Close every connection (node shutdown) and wait up to ``timeout`` for them."""
+        self.stopping = True
+        conns = list(self.up.values()) + list(self._handshaking)
+        for conn in conns:
+            conn.close(DISCONNECT)
+        if conns:
+            await asyncio.wait([c.closed for c in conns], timeout=timeout)
+        for task in list(self._background):
+            task.cancel()
+
+    # ------------------------------------------- the ConnectionOwner side
+
+    def handshake_started(self, conn: Connection) -> None:
+        """A socket is connected; its handshake begins."""
+        self._handshaking.add(conn)
+
+    def admit(self, conn: Connection, peer: str, creation: int) -> RefusalReason | None:
+        """Decide on a peer's Hello: ``None`` to go on, else a refusal reason."""
+        if self.stopping:
+            return "not_allowed"
+        if peer == self.settings.name:
+            logger.warning("refusing a node that claims our own name %s", peer)
+            return "duplicate_name"
+        existing = self.up.get(peer)
+        if existing is not None:
+            if existing.peer_creation == creation:
+                return "duplicate_name"
+            # A new creation under a connected name: either the peer restarted
+            # and its old connection has not timed out yet, or a second node
+            # runs under that name. A live peer is heard from at least every
+            # net_ticktime/4 (ticks); one silent for half of net_ticktime is
+            # taken for dead, and the new connection replaces it once
+            # authenticated (connection_up), as Erlang lets a restarted node in.
+            silent = asyncio.get_running_loop().time() - existing.last_heard
+            if silent < self.settings.net_ticktime / 2:
+                logger.warning(
+                    "refusing a second node named %s (creation %d): the connected one "
+                    "(creation %d) is alive",
+                    peer,
+                    creation,
+                    existing.peer_creation,
+                )
+                return "duplicate_name"
+        if peer in self._connecting and simultaneous_winner(self.settings.name, peer):
+            return "simultaneous_lost"
+        return None
+
+    def is_benign_refusal(self, peer: str | None, reason: RefusalReason) -> bool:
+        """A refusal that only means another connection to ``peer`` won a race."""
+        return reason == "simultaneous_lost" or (
+            reason == "duplicate_name" and self._connected_or_connecting(peer)
+        )
+
+    def _connected_or_connecting(self, peer: str | None) -> bool:
+        """Whether a connection to ``peer`` is up or another handshake with it is under way."""
+        if peer is None:
+            return False
+        if peer in self.up:
+            return True
+        return any(c.handshake_peer == peer and c.role is Role.ACCEPTOR for c in self._handshaking)
+
+    def connection_up(self, conn: Connection) -> bool:
+        """A handshake finished. ``False`` if a connection to that node already exists."""
+        self._handshaking.discard(conn)
+        peer = conn.peer_name
+        if peer is None or self.stopping:
+            return False
+        existing = self.up.get(peer)
+        if existing is not None:
+            if existing.peer_creation == conn.peer_creation:
+                return False
+            logger.warning(
+                "node %s restarted (creation %d -> %d); dropping the connection to the old one",
+                peer,
+                existing.peer_creation,
+                conn.peer_creation,
+            )
+            self.connection_ended(existing, CONNECTION_CLOSED)
+            existing.close(CONNECTION_CLOSED)
+        self.up[peer] = conn
+        self._failures.pop(peer, None)
+        log = logger.debug if conn.peer_hidden else logger.info
+        log("nodeup %s (via %s)", peer, conn.address)
+        self._monitors.nodeup(peer, visible=not conn.peer_hidden)
+        for up in self._up_waiters.pop(peer, []):
+            if not up.done():
+                up.set_result(None)
+        return True
+
+    def connection_ended(self, conn: Connection, reason: Any) -> None:
+        """A connection ended; for the up one, fire everything across it."""
+        self._handshaking.discard(conn)
+        peer = conn.peer_name
+        if peer is None or self.up.get(peer) is not conn:
+            return
+        del self.up[peer]
+        log = logger.debug if conn.peer_hidden else logger.info
+        log("nodedown %s: %s", peer, reason)
+        self.entry.node_lost(peer, NOCONNECTION)
+        self._requests.fail_node(peer, reason)
+        self._monitors.nodedown(peer, reason, visible=not conn.peer_hidden)
+
+    def dispatch(self, conn: Connection, msg: control.ControlMessage) -> None:
+        """Act on one control message from ``conn``'s peer (no awaits)."""
+        self._dispatcher(conn, msg)
+
+
+def _os_failure(exc: OSError, *, tls: bool) -> tuple[ConnectFailureReason, str]:
+    """Sort an OS error on connect into a failure reason, by errno and type (not by text)."""
+    detail = str(exc.strerror or exc) or type(exc).__name__
+    if tls and isinstance(exc, ssl.SSLError | ConnectionResetError):
+        return "tls", f"TLS handshake failed: {detail}"
+    if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
+        return "refused", detail
+    return "unreachable", detail
