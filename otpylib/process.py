@@ -57,6 +57,7 @@ __all__ = [
     "spawn",
     "spawn_link",
     "spawn_monitor",
+    "spawn_opt",
     "unalias",
     "unlink",
     "unregister",
@@ -144,6 +145,19 @@ async def spawn_monitor(
 ) -> tuple[Pid, Ref]:
     """Spawn a process monitored by the caller; returns ``(pid, ref)``."""
     return await runtime().spawn_monitor(fn, args, kwargs, **options)
+
+
+async def spawn_opt(
+    fn: ProcessFunction,
+    args: list[Any] | tuple[Any, ...] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    **options: Any,
+) -> tuple[Pid, Ref | None]:
+    """Spawn with ``link=``/``monitor=`` (and ``name``, ``trap_exits``, ``node``) atomically.
+
+    Erlang's ``spawn_opt``: returns ``(pid, monitor_ref_or_None)``.
+    """
+    return await runtime().spawn_opt(fn, args, kwargs, **options)
 
 
 async def link(pid: Pid) -> None:

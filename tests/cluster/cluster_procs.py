@@ -29,3 +29,9 @@ async def crash_after(seconds: float, text: str) -> None:
 async def report_to(pid: Any, value: Any) -> None:
     """Send ``value`` to ``pid`` and end."""
     await process.send(pid, value)
+
+
+async def exit_program() -> None:
+    """Raise ``SystemExit`` as ``sys.exit`` would: it must end this process only."""
+    await asyncio.sleep(0)
+    raise SystemExit(3)

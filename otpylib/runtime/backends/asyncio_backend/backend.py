@@ -38,7 +38,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any
+from typing import Any, Self
 
 from otpylib.runtime.atoms import (
     KILLED,
@@ -164,6 +164,14 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
         self._sent = sent
         self._started_at = time.monotonic()
         self._initialized = True
+
+    async def __aenter__(self) -> Self:
+        """``async with Runtime() as runtime:``: initialize, then shut down at the end."""
+        await self.initialize()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shutdown()
 
     async def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> None:
         """End every process with reason ``shutdown`` and release everything.
@@ -451,14 +459,13 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
                 if exc.crash:
                     self._log_crash(proc, exc)
         except BaseException as exc:
+            # SystemExit and KeyboardInterrupt too: a process (maybe spawned
+            # by a peer) ends, with the exception as its reason; the node
+            # does not. Ctrl-C reaches asyncio.run through its own handler.
             reason = proc.kill_reason
             if reason is None:
                 reason = exc
                 self._log_crash(proc, exc)
-            if not isinstance(exc, Exception):
-                # KeyboardInterrupt / SystemExit must still reach the loop.
-                self._terminate(proc, reason)
-                raise
         else:
             reason = proc.kill_reason if proc.kill_reason is not None else NORMAL
         self._terminate(proc, reason)
