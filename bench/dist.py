@@ -32,8 +32,7 @@ from typing import Any
 
 import msgspec
 
-from otpylib import process
-from otpylib.runtime.atoms import atom
+from otpylib import atom, process
 
 COOKIE = "bench-cookie"
 HERE = Path(__file__).resolve().parent
@@ -74,9 +73,9 @@ async def echo() -> None:
 
 
 async def _serve_node(port_file: str, count: int) -> None:
-    from otpylib_dist import DistributedBackend
+    from otpylib_dist import Node
 
-    node = DistributedBackend("bench_b@127.0.0.1", cookie=COOKIE, busy_wait=_window())
+    node = Node("bench_b@127.0.0.1", cookie=COOKIE, busy_wait=_window())
     await node.initialize()
     await node.spawn(sink, args=[count])
     await node.spawn(echo)
@@ -85,9 +84,9 @@ async def _serve_node(port_file: str, count: int) -> None:
 
 
 async def _client_node(port: int, count: int, trips: int) -> tuple[float, float]:
-    from otpylib_dist import DistributedBackend
+    from otpylib_dist import Node
 
-    node = DistributedBackend("bench_a@127.0.0.1", cookie=COOKIE, busy_wait=_window())
+    node = Node("bench_a@127.0.0.1", cookie=COOKIE, busy_wait=_window())
     await node.initialize()
     assert await node.connect("bench_b@127.0.0.1", "127.0.0.1", port)
     result: asyncio.Future[tuple[float, float]] = asyncio.get_running_loop().create_future()

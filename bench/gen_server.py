@@ -31,9 +31,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from otpylib import gen_server, process
+from otpylib import Runtime, gen_server, process
 from otpylib.gen_server import REPLY
-from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
 
 
 class Echo(gen_server.GenServer):
@@ -95,7 +94,7 @@ async def driver(
 
 async def run(n: int, repeat: int) -> dict[str, float]:
     """One runtime: start both servers and the driver, shut down; return the figures."""
-    runtime = AsyncIOBackend()
+    runtime = Runtime()
     await runtime.initialize()
     results: asyncio.Future[dict[str, float]] = asyncio.get_running_loop().create_future()
     raw_server = await runtime.spawn(echo)
@@ -115,9 +114,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 async def serve_node() -> None:
     """The second OS process: a bare node; the client starts the servers on it."""
-    from otpylib_dist import DistributedBackend
+    from otpylib_dist import Node
 
-    node = DistributedBackend(PEER, cookie=COOKIE)
+    node = Node(PEER, cookie=COOKIE)
     await node.initialize()
     print(f"port {node.port}", flush=True)
     await asyncio.Event().wait()
@@ -125,9 +124,9 @@ async def serve_node() -> None:
 
 async def run_remote(port: int, n: int, repeat: int) -> dict[str, float]:
     """This process's node: start the servers on the peer by reference, drive them from here."""
-    from otpylib_dist import DistributedBackend
+    from otpylib_dist import Node
 
-    node = DistributedBackend("bench_gs_a@127.0.0.1", cookie=COOKIE)
+    node = Node("bench_gs_a@127.0.0.1", cookie=COOKIE)
     await node.initialize()
     try:
         if not await node.connect(PEER, "127.0.0.1", port):

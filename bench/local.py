@@ -36,10 +36,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from otpylib import process
-from otpylib.runtime.atoms import atom
-from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
-from otpylib.runtime.data import Pid
+from otpylib import Pid, Runtime, atom, process
 
 MSG = atom.ensure("msg")
 DONE = atom.ensure("done")
@@ -259,9 +256,7 @@ async def raw_idle_bytes(n: int) -> float:
 # ------------------------------------------------------------------ otpylib
 
 
-async def _in_process(
-    runtime: AsyncIOBackend, body: Callable[[], Coroutine[Any, Any, float]]
-) -> float:
+async def _in_process(runtime: Runtime, body: Callable[[], Coroutine[Any, Any, float]]) -> float:
     """Run ``body`` as a process of ``runtime`` and return what it returns."""
     result: asyncio.Future[float] = asyncio.get_running_loop().create_future()
 
@@ -272,8 +267,8 @@ async def _in_process(
     return await result
 
 
-async def _fresh_runtime() -> AsyncIOBackend:
-    runtime = AsyncIOBackend()
+async def _fresh_runtime() -> Runtime:
+    runtime = Runtime()
     await runtime.initialize()
     return runtime
 

@@ -2,7 +2,7 @@
 
 Two set-ups, each for 3 and 8 nodes:
 
-- *in-process*: N ``DistributedBackend`` nodes in this process, each with its
+- *in-process*: N ``Node`` nodes in this process, each with its
   own ``MdnsDiscovery`` on ``127.0.0.1``, started at once; the clock runs
   from the first ``initialize()`` until every node has N-1 peers in
   ``nodes()``.
@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from otpylib_dist import DistributedBackend
+from otpylib_dist import Node
 from otpylib_dist.discovery.mdns import MdnsDiscovery
 
 #: Seconds after which a round is reported as not converged.
@@ -55,7 +55,7 @@ async def in_process(n: int) -> Round:
     cookie = f"mesh-{secrets.token_hex(4)}"
     service_type = f"_otpyb-{secrets.token_hex(3)}._tcp.local."
     nodes = [
-        DistributedBackend(
+        Node(
             f"m{i}@127.0.0.1",
             cookie=cookie,
             discovery=MdnsDiscovery(cookie, interfaces=["127.0.0.1"], service_type=service_type),

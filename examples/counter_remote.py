@@ -31,9 +31,8 @@ from functools import partial
 from typing import Any
 
 from examples.counter_supervised import GET, INCR, Counter, say
-from otpylib import gen_server, process, supervisor
-from otpylib.runtime.atoms import atom
-from otpylib_dist import DistributedBackend
+from otpylib import atom, gen_server, process, supervisor
+from otpylib_dist import Node
 
 COOKIE = "counter-remote-example"
 ALPHA = "alpha@127.0.0.1"
@@ -105,8 +104,8 @@ async def main() -> None:
     handler.setFormatter(_OneLine("log: %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.ERROR, handlers=[handler])
 
-    alpha = DistributedBackend(ALPHA, cookie=COOKIE)
-    beta = DistributedBackend(BETA, cookie=COOKIE)
+    alpha = Node(ALPHA, cookie=COOKIE)
+    beta = Node(BETA, cookie=COOKIE)
     await alpha.initialize()
     await beta.initialize()
     spec = supervisor.ChildSpec(

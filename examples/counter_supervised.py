@@ -25,10 +25,8 @@ import sys
 from functools import partial
 from typing import Any
 
-from otpylib import gen_server, process, supervisor
+from otpylib import DOWN, Runtime, atom, gen_server, process, supervisor
 from otpylib.gen_server import REPLY
-from otpylib.runtime.atoms import DOWN, atom
-from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
 
 INCR = atom.ensure("incr")
 GET = atom.ensure("get")
@@ -68,7 +66,7 @@ class _OneLine(logging.Formatter):
         return ""
 
 
-async def wait_until_down(runtime: AsyncIOBackend, pid: Any) -> None:
+async def wait_until_down(runtime: Runtime, pid: Any) -> None:
     """Wait for ``pid`` to end, from main (through a short-lived process)."""
     done = asyncio.get_running_loop().create_future()
 
@@ -87,7 +85,7 @@ async def main() -> None:
     handler.setFormatter(_OneLine("log: %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
 
-    runtime = AsyncIOBackend()
+    runtime = Runtime()
     await runtime.initialize()
 
     spec = supervisor.ChildSpec(

@@ -11,9 +11,8 @@ import signal
 import sys
 from typing import Any
 
-from otpylib import process
-from otpylib.runtime.atoms import DOWN, NODEDOWN, NODEUP, atom
-from otpylib_dist import DistributedBackend
+from otpylib import DOWN, NODEDOWN, NODEUP, atom, process
+from otpylib_dist import Node
 from otpylib_dist.cookie import load_cookie
 from otpylib_dist.discovery.mdns import MdnsDiscovery
 
@@ -29,7 +28,7 @@ def say(text: str) -> None:
 async def greeter(peers: list[str]) -> None:
     """Answer pings; ping every peer once connected; report downs."""
     node = process.runtime()
-    assert isinstance(node, DistributedBackend)
+    assert isinstance(node, Node)
     me = process.self()
     await process.register("greeter")
     await node.monitor_nodes(True)
@@ -72,7 +71,7 @@ async def greeter(peers: list[str]) -> None:
 
 async def run(name: str, peers: list[str]) -> None:
     """Start the node, the greeter, and wait for SIGTERM."""
-    node = DistributedBackend(
+    node = Node(
         f"{name}@127.0.0.1",
         discovery=MdnsDiscovery(load_cookie(), interfaces=["127.0.0.1"]),
         auto_connect=True,

@@ -23,11 +23,9 @@ import asyncio
 import logging
 from typing import Any
 
-from otpylib import gen_server, process
+from otpylib import DOWN, Pid, atom, gen_server, process
 from otpylib.gen_server import NOREPLY, REPLY
-from otpylib.runtime.atoms import DOWN, atom
-from otpylib.runtime.data import Pid
-from otpylib_dist import DistributedBackend
+from otpylib_dist import Node
 
 COOKIE = "dist-registry-example"
 REGISTRY = "registry@127.0.0.1"
@@ -119,7 +117,7 @@ class Clock(gen_server.GenServer):
         return (REPLY, asyncio.get_running_loop().time(), state)
 
 
-async def client(svc: DistributedBackend, done: asyncio.Future[None]) -> None:
+async def client(svc: Node, done: asyncio.Future[None]) -> None:
     """What the client node does (the story in the module docstring)."""
     greeter = await gen_server.call(LOOKUP, ("whereis", "greeter"))
     say(f"client: the lookup service says 'greeter' is {greeter} on {greeter.node}")
@@ -153,7 +151,7 @@ async def main() -> None:
     """Start the three nodes, the services and the client; shut down when it is done."""
     logging.basicConfig(level=logging.ERROR)
     registry, svc, client_node = nodes = [
-        DistributedBackend(name, cookie=COOKIE) for name in (REGISTRY, SVC, CLIENT)
+        Node(name, cookie=COOKIE) for name in (REGISTRY, SVC, CLIENT)
     ]
     for node in nodes:
         await node.initialize()

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import asyncio
 
+from otpylib import Runtime
 from otpylib.runtime.atoms import DOWN, EXIT, KILLED, NORMAL  # noqa: F401
-from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
 
 # Note: In actual otpylib code, you'd import these atoms
 
 
 async def main() -> None:
     # Create and initialize the runtime
-    runtime = AsyncIOBackend()
+    runtime = Runtime()
     await runtime.initialize()
 
     # Your process code here

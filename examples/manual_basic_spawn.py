@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from otpylib import process
-from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
+from otpylib import Runtime, process
 
 
 async def simple_process() -> None:
@@ -16,7 +15,7 @@ async def simple_process() -> None:
 
 
 async def main() -> None:
-    runtime = AsyncIOBackend()
+    runtime = Runtime()
     await runtime.initialize()
 
     # Spawn a simple process

@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from otpylib import process
-from otpylib.runtime.atoms import atom
-from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
+from otpylib import Runtime, atom, process
 
 # ----------------------------------------------- helpers the manual leaves out
 
@@ -134,7 +132,7 @@ async def discoverable_service() -> None:
 
 
 async def main() -> None:
-    runtime = AsyncIOBackend()
+    runtime = Runtime()
     await runtime.initialize()
 
     print("--- 1. Always Handle Timeouts")

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from otpylib import process
-from otpylib.runtime.atoms import EXIT
-from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
-from otpylib.runtime.data import Pid
+from otpylib import EXIT, Pid, Runtime, process
 
 
 async def service() -> None:
@@ -34,7 +31,7 @@ async def watcher(target: Pid) -> None:
 
 
 async def main() -> None:
-    runtime = AsyncIOBackend()
+    runtime = Runtime()
     await runtime.initialize()
 
     pid = await runtime.spawn(service)

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from otpylib import process
-from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
-from otpylib.runtime.data import Pid
+from otpylib import Pid, Runtime, process
 
 
 async def echo_server() -> None:
@@ -45,7 +43,7 @@ async def client_process(server_pid: Pid) -> None:
 
 
 async def main() -> None:
-    runtime = AsyncIOBackend()
+    runtime = Runtime()
     await runtime.initialize()
 
     # Start echo server

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from otpylib import process
-from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
+from otpylib import Runtime, process
 
 
 async def parent_process() -> None:
@@ -40,7 +39,7 @@ async def child_process() -> None:
 
 
 async def main() -> None:
-    runtime = AsyncIOBackend()
+    runtime = Runtime()
     await runtime.initialize()
 
     parent_pid = await runtime.spawn(parent_process)

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from otpylib import process
-from otpylib.runtime.atoms import DOWN
-from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
-from otpylib.runtime.data import Pid, Ref
+from otpylib import DOWN, Pid, Ref, Runtime, process
 
 
 async def monitor_process() -> None:
@@ -55,7 +52,7 @@ async def monitored_worker(worker_id: int) -> None:
 
 
 async def main() -> None:
-    runtime = AsyncIOBackend()
+    runtime = Runtime()
     await runtime.initialize()
 
     await runtime.spawn(monitor_process)

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from otpylib import process
-from otpylib.runtime.atoms import atom
-from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
-from otpylib.runtime.data import Pid
+from otpylib import Pid, Runtime, atom, process
 
 # Define atoms for pool protocol
 REQUEST = atom.ensure("request")
@@ -93,7 +90,7 @@ async def pool_client(job_id: int) -> None:
 
 
 async def main() -> None:
-    runtime = AsyncIOBackend()
+    runtime = Runtime()
     await runtime.initialize()
 
     # Start pool

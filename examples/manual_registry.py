@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from otpylib import process
-from otpylib.runtime.atoms import atom
-from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
+from otpylib import Runtime, atom, process
 
 # Import or create atoms for message protocols
 PING = atom.ensure("ping")
@@ -49,7 +47,7 @@ async def client() -> None:
 
 
 async def main() -> None:
-    runtime = AsyncIOBackend()
+    runtime = Runtime()
     await runtime.initialize()
 
     # Start service

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from otpylib import process
-from otpylib.runtime.atoms import atom
-from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
+from otpylib import Runtime, atom, process
 
 # Define atoms for our protocol
 ADD = atom.ensure("add")
@@ -68,7 +66,7 @@ async def client() -> None:
 
 
 async def main() -> None:
-    runtime = AsyncIOBackend()
+    runtime = Runtime()
     await runtime.initialize()
 
     await runtime.spawn(server)

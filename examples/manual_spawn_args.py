@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from otpylib import process
-from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
-from otpylib.runtime.data import Pid
+from otpylib import Pid, Runtime, process
 
 
 async def worker_process(work_id: int, work_type: str) -> None:
@@ -18,7 +16,7 @@ async def worker_process(work_id: int, work_type: str) -> None:
 
 
 async def main() -> None:
-    runtime = AsyncIOBackend()
+    runtime = Runtime()
     await runtime.initialize()
 
     # Spawn multiple workers with different arguments

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from otpylib import process
-from otpylib.runtime.atoms import EXIT
-from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
+from otpylib import EXIT, Runtime, process
 
 
 async def supervisor_process() -> None:
@@ -50,7 +48,7 @@ async def worker(name: str, crash_after: float) -> None:
 
 
 async def main() -> None:
-    runtime = AsyncIOBackend()
+    runtime = Runtime()
     await runtime.initialize()
 
     # Spawn supervisor with trap_exits enabled

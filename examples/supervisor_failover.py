@@ -28,11 +28,9 @@ from functools import partial
 from typing import Any
 
 from examples.node_processes import NodeProcess, start_nodes
-from otpylib import gen_server, process, supervisor
+from otpylib import DOWN, Pid, gen_server, process, supervisor
 from otpylib.gen_server import REPLY
-from otpylib.runtime.atoms import DOWN
-from otpylib.runtime.data import Pid
-from otpylib_dist import DistributedBackend
+from otpylib_dist import Node
 
 COOKIE = "supervisor-failover-example"
 
@@ -65,7 +63,7 @@ async def start_on_first_reachable(nodes: list[str]) -> Pid:
     raise gen_server.StartError("no_node", f"kv could start on none of {nodes}")
 
 
-async def watch(node: DistributedBackend, pid: Pid) -> asyncio.Future[Any]:
+async def watch(node: Node, pid: Pid) -> asyncio.Future[Any]:
     """Monitor ``pid`` from a short-lived process on ``node``; the future gets its exit reason.
 
     Returns once the monitor is in place.
@@ -89,7 +87,7 @@ async def watch(node: DistributedBackend, pid: Pid) -> asyncio.Future[Any]:
 
 async def run(b: NodeProcess, c: NodeProcess) -> None:
     """Node a: the supervisor, the calls, the failover."""
-    a = DistributedBackend("a@127.0.0.1", cookie=COOKIE)
+    a = Node("a@127.0.0.1", cookie=COOKIE)
     await a.initialize()
     try:
         for peer in (b, c):

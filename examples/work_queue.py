@@ -22,10 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 from examples.node_processes import NodeProcess, start_nodes
-from otpylib import process
-from otpylib.runtime.atoms import DOWN
-from otpylib.runtime.data import Pid
-from otpylib_dist import DistributedBackend
+from otpylib import DOWN, Pid, process
+from otpylib_dist import Node
 
 COOKIE = "work-queue-example"
 JOBS = 20
@@ -97,7 +95,7 @@ async def dispatcher(
 
 async def run(w1: NodeProcess, w2: NodeProcess) -> dict[int, Any]:
     """This program's node: connect to the workers' nodes, run the dispatcher."""
-    node = DistributedBackend("dispatcher@127.0.0.1", cookie=COOKIE)
+    node = Node("dispatcher@127.0.0.1", cookie=COOKIE)
     await node.initialize()
     try:
         for peer in (w1, w2):

@@ -351,8 +351,10 @@ class Connection(asyncio.Protocol):
                 self.address,
                 exc,
             )
+            # A refusal we make is written and the connection closed
+            # gracefully, so the peer reads why (an abort could drop it).
             self._write_raw(hs.data_to_send())
-            self.close(PROTOCOL_ERROR)
+            self.close(DISCONNECT if not exc.by_peer else PROTOCOL_ERROR)
             return
         except ProtocolError as exc:
             self.failure = str(exc)

@@ -53,10 +53,7 @@ __all__ = [
     "Frame",
     "FrameMarker",
     "FrameReader",
-    "append_frame",
-    "begin_frame",
     "encode_frame",
-    "end_frame",
 ]
 
 #: Bytes in a frame header (unsigned 32-bit big-endian body length).
@@ -289,44 +286,3 @@ def encode_frame(payload: bytes | bytearray | memoryview) -> bytes:
     if size > MAX_FRAME_LIMIT:
         raise LocalProtocolError(f"a frame body is at most {MAX_FRAME_LIMIT} bytes, got {size}")
     return _pack_header(size) + payload
-
-
-def append_frame(out: bytearray, payload: bytes | bytearray | memoryview) -> None:
-    """Append one frame to ``out``, a buffer reused across writes (coalescing).
-
-    Raises:
-        LocalProtocolError: the payload is too large for a 4-byte header.
-    """
-    size = len(payload)
-    if size > MAX_FRAME_LIMIT:
-        raise LocalProtocolError(f"a frame body is at most {MAX_FRAME_LIMIT} bytes, got {size}")
-    out += _pack_header(size)
-    out += payload
-
-
-def begin_frame(out: bytearray) -> int:
-    """Reserve a header at the end of ``out``; return where the frame starts.
-
-    Write the body after it (e.g. ``encoder.encode_into(msg, out, -1)``),
-    then call :func:`end_frame` with the returned offset.
-    """
-    start = len(out)
-    out += TICK_FRAME
-    return start
-
-
-def end_frame(out: bytearray, start: int, max_frame_size: int = MAX_FRAME_LIMIT) -> int:
-    """Fill in the header reserved by :func:`begin_frame`; return the body size.
-
-    Raises:
-        LocalProtocolError: the body exceeds ``max_frame_size``; the partial
-            frame is removed from ``out`` first, so the buffer stays valid.
-    """
-    size = len(out) - start - HEADER_SIZE
-    if size > max_frame_size or size < 0:
-        del out[start:]
-        raise LocalProtocolError(
-            f"a frame body of {size} bytes exceeds the limit of {max_frame_size} bytes"
-        )
-    _HEADER.pack_into(out, start, size)
-    return size

@@ -16,10 +16,7 @@ from otpylib_dist.protocol.framing import (
     TICK,
     TICK_FRAME,
     FrameReader,
-    append_frame,
-    begin_frame,
     encode_frame,
-    end_frame,
 )
 
 PAYLOADS = [b"hello", b"", b"x" * 300, b"\x00\x00\x00\x05", b"last"]
@@ -51,35 +48,6 @@ def test_encode_frame_prefixes_the_big_endian_length() -> None:
 
 def test_a_tick_is_a_zero_length_frame() -> None:
     assert encode_frame(b"") == TICK_FRAME == b"\0\0\0\0"
-
-
-def test_append_frame_coalesces_frames_into_one_buffer() -> None:
-    out = bytearray()
-    for p in PAYLOADS:
-        append_frame(out, p)
-    assert bytes(out) == STREAM
-
-
-def test_begin_and_end_frame_wrap_a_body_written_in_place() -> None:
-    out = bytearray(b"previous")
-    start = begin_frame(out)
-    out += b"body!"
-    assert end_frame(out, start) == 5
-    assert bytes(out) == b"previous\x00\x00\x00\x05body!"
-
-
-def test_end_frame_over_the_limit_removes_the_partial_frame() -> None:
-    out = bytearray(b"keep")
-    start = begin_frame(out)
-    out += b"x" * 11
-    with pytest.raises(
-        LocalProtocolError, match=r"^a frame body of 11 bytes exceeds the limit of 10 bytes$"
-    ):
-        end_frame(out, start, 10)
-    assert out == b"keep"
-
-
-# ------------------------------------------------------------------ reading
 
 
 def test_many_frames_in_one_chunk_come_out_in_one_call() -> None:
