@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cli_support import StartNode, error_line, run_cli
 
-from otpylib_dist.tls import generate_test_pki
+from otpylib_dist.pki import generate_test_pki
 
 pytestmark = pytest.mark.multiprocess
 

@@ -12,7 +12,7 @@ from cluster_helpers import DEADLINE, run_in
 from otpylib import process
 from otpylib.runtime.atoms import NOCONNECTION, atom
 from otpylib_dist import DistributedBackend
-from otpylib_dist.tls import GeneratedPki, generate_test_pki
+from otpylib_dist.pki import GeneratedPki, generate_test_pki
 
 ClusterFactory = Callable[..., Awaitable[list[DistributedBackend]]]
 PING = atom.ensure("ping")

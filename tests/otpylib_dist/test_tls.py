@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from otpylib_dist.pki import GeneratedPki, generate_test_pki
 from otpylib_dist.tls import (
-    GeneratedPki,
     TlsConfig,
     TlsError,
-    generate_test_pki,
     main,
     mutual_tls,
     mutual_tls_from_dir,
