@@ -41,6 +41,7 @@ CALLS: dict[str, Callable[[], Any]] = {
     "spawn": lambda: process.spawn(idle),
     "spawn_link": lambda: process.spawn_link(idle),
     "spawn_monitor": lambda: process.spawn_monitor(idle),
+    "spawn_opt": lambda: process.spawn_opt(idle, link=True, monitor=True),
     "link": lambda: process.link(NEVER_SPAWNED),
     "unlink": lambda: process.unlink(NEVER_SPAWNED),
     "monitor": lambda: process.monitor(NEVER_SPAWNED),

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from otpylib_dist.pki import GeneratedPki, generate_test_pki
 from otpylib_dist.protocol.tls_layer import TlsLayer
-from otpylib_dist.tls import GeneratedPki, generate_test_pki
 
 
 @pytest.fixture(scope="module")
