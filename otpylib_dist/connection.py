@@ -142,6 +142,9 @@ class ConnectionOwner(Protocol):
     def admit(self, conn: Connection, peer: str, creation: int) -> RefusalReason | None:
         """Decide on a peer's Hello: ``None`` to go on, else the refusal to send."""
 
+    def is_connected(self, peer: str | None) -> bool:
+        """Whether a connection to ``peer`` is up: a dial then stops before proving itself."""
+
     def is_benign_refusal(self, peer: str | None, reason: RefusalReason) -> bool:
         """Whether a refusal of our attempt is a race another connection won (log at info)."""
 
@@ -338,6 +341,17 @@ class Connection(asyncio.Protocol):
                     self._write_raw(hs.data_to_send())
                     self._established(event)
                     break
+            if (
+                not self._up
+                and self.role is Role.INITIATOR
+                and self._owner.is_connected(self.expected_peer)
+            ):
+                # Our answer to the peer's challenge would make it replace its
+                # connection to us; but one came up meanwhile (the peer's own
+                # dial won): stop here, silently, and keep that one.
+                self.refusal = "duplicate_name"
+                self.close(DISCONNECT)
+                return
             self._write_raw(hs.data_to_send())
         except HandshakeRefused as exc:
             self.refusal = str(exc.reason)

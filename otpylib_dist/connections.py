@@ -13,12 +13,15 @@ Admission (``admit``, on a peer's Hello) and the simultaneous-connect
 tie-break live here, as in net_kernel: when both nodes dial at once, the
 node with the greater name keeps its own attempt and refuses the other's
 with ``simultaneous_lost``; the loser waits for the winner's attempt. A
-Hello from a node already connected is refused with ``duplicate_name`` (a
-benign race while a mesh forms) unless it carries a new creation and the
-old connection has gone silent (a restarted node: the new connection
-replaces the old once authenticated, links and monitors across the old
-one firing ``noconnection`` first). A live twin under the same name is
-refused.
+Hello from a node already connected is let through when it comes from the
+same incarnation (the peer lost the connection before we noticed, as after
+a one-sided partition) or from a new one whose old connection has gone
+silent (a restarted node): the new connection replaces the old once
+authenticated, links and monitors across the old one firing
+``noconnection`` first. The dialer confirms at the challenge that it still
+has no connection to us (Erlang's ``alive`` status exchange), so a dial
+racing a connection that just came up stops there. A live twin under the
+same name (another creation, not silent) is refused with ``duplicate_name``.
 
 Connection life cycle (per peer node)::
 
@@ -304,7 +307,12 @@ class ConnectionTable:
         existing = self.up.get(peer)
         if existing is not None:
             if existing.peer_creation == creation:
-                return "duplicate_name"
+                # The same incarnation dials again, so it has no connection to
+                # us: ours is stale (it noticed a partition we did not). Go on;
+                # the dialer checks again when it answers our challenge
+                # (is_connected), and the new connection replaces the old one
+                # once authenticated: Erlang's "alive" exchange.
+                return None
             # A new creation under a connected name: either the peer restarted
             # and its old connection has not timed out yet, or a second node
             # runs under that name. A live peer is heard from at least every
@@ -324,6 +332,10 @@ class ConnectionTable:
         if peer in self._connecting and simultaneous_winner(self.settings.name, peer):
             return "simultaneous_lost"
         return None
+
+    def is_connected(self, peer: str | None) -> bool:
+        """Whether a connection to ``peer`` is up (a dial then stops at the challenge)."""
+        return peer is not None and peer in self.up
 
     def is_benign_refusal(self, peer: str | None, reason: RefusalReason) -> bool:
         """A refusal that only means another connection to ``peer`` won a race."""
@@ -348,13 +360,23 @@ class ConnectionTable:
         existing = self.up.get(peer)
         if existing is not None:
             if existing.peer_creation == conn.peer_creation:
-                return False
-            logger.warning(
-                "node %s restarted (creation %d -> %d); dropping the connection to the old one",
-                peer,
-                existing.peer_creation,
-                conn.peer_creation,
-            )
+                if conn.role is Role.INITIATOR:
+                    return False  # we dialed while connected: keep the one we have
+                logger.warning(
+                    "node %s connected again; its old connection is stale (it saw the link "
+                    "fail before we did): replacing it",
+                    peer,
+                )
+            else:
+                logger.warning(
+                    "node %s restarted (creation %d -> %d); dropping the connection to the "
+                    "old one",
+                    peer,
+                    existing.peer_creation,
+                    conn.peer_creation,
+                )
+            # Links and monitors across the old connection fire noconnection,
+            # and subscribers see nodedown, before the new one is up.
             self.connection_ended(existing, CONNECTION_CLOSED)
             existing.close(CONNECTION_CLOSED)
         self.up[peer] = conn
