@@ -62,6 +62,7 @@ from otpylib_dist.protocol.handshake import (
     DEFAULT_SETUP_TIME,
     NEED_DATA,
     Established,
+    Flags,
     Handshake,
     Hello,
     Role,
@@ -116,6 +117,8 @@ class ConnectionSettings:
         setup_time: seconds per handshake step (and for TCP/TLS set-up).
         net_ticktime: a peer silent this long is down.
         busy_wait: the node's busy-wait poker (``busy_wait.py``).
+        listen_port: where this node accepts connections (told to peers).
+        connect_all: connect to the nodes peers tell us of (Erlang's default).
     """
 
     name: str
@@ -125,6 +128,8 @@ class ConnectionSettings:
     setup_time: float = DEFAULT_SETUP_TIME
     net_ticktime: float = 60.0
     busy_wait: BusyWait = field(default_factory=lambda: BusyWait(0.0))
+    listen_port: int = 0
+    connect_all: bool = True
 
 
 class ConnectionOwner(Protocol):
@@ -194,6 +199,8 @@ class Connection(asyncio.Protocol):
         self.peer_name: str | None = None
         self.peer_creation = -1
         self.peer_hidden = False
+        #: The peer's capability flags (``protocol.handshake.Flags``), once up.
+        self.peer_flags = 0
         self.refusal: str | None = None
         self.failure: str | None = None
         self.address = "?"
@@ -256,6 +263,7 @@ class Connection(asyncio.Protocol):
             hidden=settings.hidden,
             expected_peer=self.expected_peer,
             setup_time=settings.setup_time,
+            flags=Flags.PEERS,
         )
         self._write_raw(hs.start())
         self._arm_setup_timer(hs.deadline)
@@ -386,6 +394,7 @@ class Connection(asyncio.Protocol):
         self.peer_name = event.peer_name
         self.peer_creation = event.peer_creation
         self.peer_hidden = event.peer_hidden
+        self.peer_flags = event.peer_flags
         if self._setup_timer is not None:
             self._setup_timer.cancel()
             self._setup_timer = None

@@ -63,7 +63,7 @@ from otpylib_dist.names import split_node_name
 from otpylib_dist.node_monitors import NodeMonitors
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.errors import RefusalReason
-from otpylib_dist.protocol.handshake import Role, simultaneous_winner
+from otpylib_dist.protocol.handshake import Flags, Role, simultaneous_winner
 from otpylib_dist.remote_requests import PendingRequests
 
 if TYPE_CHECKING:
@@ -72,6 +72,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["ConnectionTable"]
+
+#: Nodes taken from one Peers message: a peer cannot make us dial without
+#: bound (and a cluster larger than this meshes in more than one step).
+_MAX_PEERS_TOLD = 1024
 
 #: Finds a node's address (the configured discovery); ``None``: unknown.
 Resolver = Callable[[str], Awaitable[tuple[str, int] | None]]
@@ -369,8 +373,7 @@ class ConnectionTable:
                 )
             else:
                 logger.warning(
-                    "node %s restarted (creation %d -> %d); dropping the connection to the "
-                    "old one",
+                    "node %s restarted (creation %d -> %d); dropping the connection to the old one",
                     peer,
                     existing.peer_creation,
                     conn.peer_creation,
@@ -387,7 +390,48 @@ class ConnectionTable:
         for up in self._up_waiters.pop(peer, []):
             if not up.done():
                 up.set_result(None)
+        self._tell_peers(conn)
         return True
+
+    # ---------------------------------------------------------- connect_all
+
+    def _tell_peers(self, conn: Connection) -> None:
+        """Tell a new visible peer where we listen and which visible nodes we know."""
+        if self.settings.hidden or conn.peer_hidden or not conn.peer_flags & Flags.PEERS:
+            return
+        known = [
+            (name, *self.addresses.get(name, ("", 0)))
+            for name, other in self.up.items()
+            if other is not conn and not other.peer_hidden
+        ]
+        conn.send_control(control.Peers(self.settings.listen_port, known))
+
+    def peers_received(self, conn: Connection, msg: control.Peers) -> None:
+        """A peer told us where it listens and which nodes it knows: connect to the rest.
+
+        Addresses are learned (where we had none); with ``connect_all`` the
+        nodes not connected yet are dialed in the background. The
+        simultaneous-connect tie-break keeps one connection per pair when
+        two nodes learn of each other at once.
+        """
+        peer = conn.peer_name
+        if peer is None:
+            return
+        host = conn.address.rpartition(":")[0].strip("[]")
+        if msg.port and host and peer not in self.addresses:
+            self.addresses[peer] = (host, msg.port)
+        for name, other_host, port in msg.nodes[:_MAX_PEERS_TOLD]:
+            if name == self.settings.name or name == peer:
+                continue
+            if port and other_host and name not in self.addresses:
+                self.addresses[name] = (other_host, port)
+            if self.settings.connect_all and name not in self.up and not self.stopping:
+                self._background_connect(name)
+
+    def _background_connect(self, node: str) -> None:
+        task = asyncio.get_running_loop().create_task(self.connect(node))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def connection_ended(self, conn: Connection, reason: Any) -> None:
         """A connection ended; for the up one, fire everything across it."""

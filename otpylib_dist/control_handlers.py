@@ -93,12 +93,14 @@ class ControlHandlers:
         requests: PendingRequests,
         rpc_answer: RpcAnswer,
         spawn_policy: SpawnPolicy | None = None,
+        on_peers: Callable[[Connection, control.Peers], None] | None = None,
     ) -> None:
         self._node = node_name
         self._entry = entry
         self._requests = requests
         self._rpc_answer = rpc_answer
         self.spawn_policy = spawn_policy or SpawnPolicy()
+        self._on_peers = on_peers
         self._handlers: dict[type, Callable[[Connection, Any], None]] = {
             control.Link: self._link,
             control.Unlink: self._unlink,
@@ -111,6 +113,7 @@ class ControlHandlers:
             control.SpawnReply: self._spawn_reply,
             control.NodeRpc: self._node_rpc,
             control.NodeRpcReply: self._node_rpc_reply,
+            control.Peers: self._peers,
         }
 
     def __call__(self, conn: Connection, msg: Any) -> None:
@@ -242,3 +245,9 @@ class ControlHandlers:
 
     def _node_rpc_reply(self, conn: Connection, msg: control.NodeRpcReply) -> None:
         self._answer(conn, msg.ref, msg.ok, msg.result)
+
+    # ------------------------------------------------------- connect_all
+
+    def _peers(self, conn: Connection, msg: control.Peers) -> None:
+        if self._on_peers is not None:
+            self._on_peers(conn, msg)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import logging
 import secrets
 from collections.abc import Callable
@@ -78,6 +79,9 @@ class Node(AsyncIOBackend):
             ``busy_wait.py``). Off (0) by default.
         spawn_allow: module prefixes peers may spawn functions from (None:
             any importable async function; see ``SpawnPolicy``).
+        connect_all: connect to every visible node a peer is connected to,
+            so a cluster becomes a full mesh however it was joined (Erlang's
+            ``connect_all``, on by default).
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class Node(AsyncIOBackend):
         setup_time: float = DEFAULT_SETUP_TIME,
         busy_wait: float = 0.0,
         spawn_allow: tuple[str, ...] | None = None,
+        connect_all: bool = True,
     ) -> None:
         super().__init__()
         full = make_node_name(name)
@@ -114,6 +119,7 @@ class Node(AsyncIOBackend):
         self.setup_time = setup_time
         self.busy_wait = BusyWait(busy_wait)
         self._spawn_policy = SpawnPolicy(spawn_allow)
+        self.connect_all = connect_all
         self._port = 0
         self._server: asyncio.Server | None = None
         self._table: ConnectionTable | None = None
@@ -175,6 +181,7 @@ class Node(AsyncIOBackend):
             setup_time=self.setup_time,
             net_ticktime=self.net_ticktime,
             busy_wait=self.busy_wait,
+            connect_all=self.connect_all and not self.hidden,
         )
         # The seam: the router goes in, the runtime's entry points come out.
         router = NodeRouter(self._requests, self.make_ref)
@@ -186,6 +193,7 @@ class Node(AsyncIOBackend):
             self._requests,
             lambda op, arg: node_rpc.answer(self, op, arg),
             self._spawn_policy,
+            on_peers=lambda conn, msg: table.peers_received(conn, msg),
         )
         self._table = table = ConnectionTable(
             settings,
@@ -211,6 +219,7 @@ class Node(AsyncIOBackend):
                 "the process using it",
             ) from exc
         self._port = self._server.sockets[0].getsockname()[1]
+        table.settings = dataclasses.replace(settings, listen_port=self._port)
         self.busy_wait.start()
         logger.info("node %s listening on %s:%d", self._node_name, self._listen_host, self._port)
         if self._discovery is not None:

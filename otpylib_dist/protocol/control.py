@@ -49,6 +49,7 @@ __all__ = [
     "MonitorExit",
     "NodeRpc",
     "NodeRpcReply",
+    "Peers",
     "RegSend",
     "Send",
     "SpawnReply",
@@ -191,6 +192,22 @@ class NodeRpcReply(_Control, tag=65, frozen=True):
     result: Term
 
 
+class Peers(_Control, tag=66, frozen=True):
+    """The sender's listening port and the visible nodes it is connected to.
+
+    Sent once, right after a connection comes up, to a peer whose handshake
+    flags say it understands it (``Flags.PEERS``): the receiver learns where
+    the sender and its peers listen, and connects to those it lacks (Erlang's
+    ``connect_all``: a cluster meshes however it was first joined).
+    ``nodes`` holds ``(name, host, port)``; a port of 0 means "not known".
+
+    Differs from Erlang, where ``global`` exchanges node lists after connect.
+    """
+
+    port: int
+    nodes: list[tuple[str, str, int]]
+
+
 #: Every control message a peer may send.
 ControlMessage = (
     Link
@@ -206,6 +223,7 @@ ControlMessage = (
     | SpawnReply
     | NodeRpc
     | NodeRpcReply
+    | Peers
 )
 
 

@@ -76,6 +76,7 @@ class Flags(enum.IntFlag):
     """Capability flags exchanged in the handshake (unknown bits are ignored)."""
 
     HIDDEN = 1  # a hidden node: not listed by nodes(), not told of other nodes
+    PEERS = 2  # understands the Peers control message (connect_all)
 
 
 class _Wire(msgspec.Struct, array_like=True, frozen=True, gc=False):
