@@ -18,6 +18,7 @@ from otpylib.gen_server import NOREPLY, REPLY, STOP, CallError, StartError
 from otpylib.runtime.atoms import (
     DOWN,
     EXIT,
+    KILL,
     KILLED,
     NOCONNECTION,
     NOPROC,
@@ -681,3 +682,26 @@ async def test_a_call_from_main_racing_shutdown_does_not_hang(runtime: AsyncIOBa
     )
     # Either answered before the shutdown reached the helper, or told why not.
     assert outcome[0] == 1 or isinstance(outcome[0], ProcessExit)
+
+
+async def test_a_call_from_main_whose_helper_is_killed_before_it_runs_is_told_so(
+    runtime: AsyncIOBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The helper dies without running a line: the caller learns it, it does not hang."""
+    server = await gen_server.start(Counter, 1, runtime=runtime)
+    spawn = runtime.spawn
+    killed: list[Pid] = []
+
+    async def spawn_then_kill(*args: Any, **kwargs: Any) -> Pid:
+        pid = await spawn(*args, **kwargs)
+        await runtime.exit(pid, KILL)  # before the new process takes its first step
+        killed.append(pid)
+        return pid
+
+    monkeypatch.setattr(runtime, "spawn", spawn_then_kill)
+    with pytest.raises(ProcessExit, match=r"killed before it started") as e:
+        await asyncio.wait_for(gen_server.call(server, "get", runtime=runtime), WAIT)
+    assert e.value.reason is KILLED
+    assert len(killed) == 1 and not runtime.is_alive(killed[0])
+    monkeypatch.undo()
+    assert await gen_server.call(server, "get", runtime=runtime) == 1
