@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from cluster_helpers import DEADLINE, wait_until
+from cluster_helpers import DEADLINE
+from waiting import wait_until
 
 from otpylib import process
 from otpylib_dist import DistributedBackend
