@@ -193,12 +193,24 @@ async def test_start_link_from_main_is_refused_with_advice(runtime: AsyncIOBacke
         await gen_server.start_link(Counter)
 
 
-async def test_cast_to_nobody_is_silently_dropped(run: RunInProcess) -> None:
-    async def body() -> None:
-        await gen_server.cast("nobody", "reset")
-        await gen_server.cast(Pid("nonode@nohost", 999_999, 0), "reset")
+async def test_cast_to_nobody_is_silently_dropped(
+    run: RunInProcess, runtime: AsyncIOBackend
+) -> None:
+    async def body() -> Any:
+        results = [
+            await gen_server.cast("nobody", "reset"),
+            await gen_server.cast(Pid("nonode@nohost", 999_999, 0), "reset"),
+        ]
+        return results, process.process_info(process.self())
 
-    await run(body)
+    results, me = await run(body)
+    assert results == [None, None]
+    # Nothing came back to the caster, and nothing was set up on its behalf.
+    assert me is not None
+    assert (me.message_queue_len, me.links, me.monitors) == (0, (), ())
+    # Dropped, not kept for the name: a server that takes it later was never reset.
+    await gen_server.start(Counter, 7, name="nobody", runtime=runtime)
+    assert await gen_server.call("nobody", "get", runtime=runtime) == 7
 
 
 # --------------------------------------------------------------- deferred reply
