@@ -4,7 +4,8 @@ Prefer an event whenever one exists (a message, a ``DOWN``, a nodeup from
 ``monitor_nodes``, a line of output, a future the code under test settles).
 Poll only for a state nothing reports, such as "this node has dropped that
 connection from its table". The deadline bounds a broken run; it never
-measures speed, so it is long.
+measures speed, so it is long. :func:`watch` is the event kind: a process's
+exit reason, from its ``DOWN``.
 
 Importable from every test directory: pyproject.toml puts ``tests/support`` on
 pytest's ``pythonpath``.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -52,20 +52,6 @@ async def wait_until(
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting until {what}")
         await asyncio.sleep(interval)
-
-
-def wait_until_sync(
-    predicate: Callable[[], bool],
-    what: str,
-    timeout: float = DEADLINE,
-    interval: float = INTERVAL,
-) -> None:
-    """:func:`wait_until` for tests that run no event loop (OS processes, files)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting until {what}")
-        time.sleep(interval)
 
 
 async def watch(runtime: RuntimeBackend, pid: Pid) -> asyncio.Future[Any]:

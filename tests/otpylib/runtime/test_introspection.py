@@ -68,7 +68,7 @@ async def test_state_is_waiting_while_blocked_in_receive(runtime: AsyncIOBackend
 
 async def test_state_is_running_while_busy_outside_receive(runtime: AsyncIOBackend) -> None:
     async def body() -> str:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # resumed by the loop, not in receive: running
         return info_of(runtime, process.self()).state
 
     assert await run_in(runtime, body) == "running"

@@ -46,7 +46,7 @@ def epmd_port() -> Iterator[int]:
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     pytest.skip(f"epmd did not start on 127.0.0.1:{port}")
-                time.sleep(0.05)
+                time.sleep(0.05)  # an OS process: nothing tells when it listens
         yield port
     finally:
         proc.terminate()
