@@ -25,6 +25,7 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check otpylib otpylib_dist tests examples bench scripts
 	$(BIN)/ruff format --check otpylib otpylib_dist tests examples bench scripts
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict -p otpylib -p otpylib_dist
@@ -42,4 +43,4 @@ bench: $(STAMP)
 	$(NETNS) $(BIN)/python -m bench.dist
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

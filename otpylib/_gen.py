@@ -97,9 +97,6 @@ CALLING_SELF: Final = atom.ensure("calling_self")
 #: short enough that a stuck one is reported rather than hanging its clients.
 DEFAULT_CALL_TIMEOUT: Final = 5.0
 
-#: How often code outside any process checks that its helper is still alive.
-_HELPER_POLL: Final = 0.05
-
 #: Who made a call: ``(caller_pid, (reply_to_pid, ref))``. Opaque apart from
 #: ``from_[0]``, the calling process; hand it to ``gen_server.reply``.
 From: TypeAlias = tuple[Pid, tuple[Pid, Ref]]
@@ -314,19 +311,20 @@ async def run_outside(rt: RuntimeBackend, fn: Callable[..., Awaitable[Any]], *ar
     fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     pid = await rt.spawn(_helper, (fut, fn, args))
     try:
-        # The helper settles ``fut`` before it ends, unless it was killed
-        # before its first step (a shutdown racing the call): then only its
-        # death tells, and code outside any process cannot monitor it, so
-        # look every 50 ms.
-        while not fut.done():
-            await asyncio.wait([fut], timeout=_HELPER_POLL)
-            if not fut.done() and not rt.is_alive(pid):
-                raise ProcessExit(
-                    KILLED,
-                    "the helper process doing this for code outside any process was "
-                    "killed before it started (is the runtime shutting down?)",
-                )
-        return fut.result()
+        # Once the helper has taken its first step it settles ``fut`` however
+        # it ends. Killed before that step (a shutdown racing the call), it
+        # never runs a line, and code outside any process cannot monitor it.
+        # But its first step was scheduled when it was spawned, before this
+        # task's wake-up below, and the loop runs ready callbacks in order: so
+        # after one yield it has either started or is gone. No polling.
+        await asyncio.sleep(0)
+        if not fut.done() and not rt.is_alive(pid):
+            raise ProcessExit(
+                KILLED,
+                "the helper process doing this for code outside any process was "
+                "killed before it started (is the runtime shutting down?)",
+            )
+        return await fut
     except asyncio.CancelledError:
         if rt.is_alive(pid):
             await rt.exit(pid, KILL)

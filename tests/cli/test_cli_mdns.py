@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import time
 
 import pytest
 from cli_support import DEADLINE, StartNode, error_line, run_cli
+from mdns_probe import group_listener, wait_for_responses
 
+from otpylib_dist.cookie import cluster_id
 from otpylib_dist.discovery import DiscoveryEvent, MdnsDiscovery, NodeAppeared, NodeDisappeared
+from otpylib_dist.discovery.mdns import instance_name
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.usefixtures("loopback_multicast")]
 
@@ -100,8 +102,11 @@ def test_a_same_name_node_started_seconds_later_is_refused(
     start_node: StartNode, cookie: str
 ) -> None:
     """Refused by the probe, not by a handshake: records multicast recently draw no unicast."""
-    start_node("later@127.0.0.1", *MDNS)
-    time.sleep(2.0)  # well past the first node's announcements
+    label = instance_name(cluster_id(cookie), "later@127.0.0.1").encode()
+    with group_listener() as group:
+        start_node("later@127.0.0.1", *MDNS)
+        # Past the first node's announcements (three): seen on the wire.
+        wait_for_responses(group, label, 3, DEADLINE)
     for _ in range(2):
         done = run_cli("--name", "later@127.0.0.1", *MDNS, "--cookie", cookie)
         assert done.returncode == 1, done.stderr

@@ -7,6 +7,7 @@ import logging
 import socket
 
 import pytest
+from cli_support import DEADLINE
 
 from otpylib_dist.cli import (
     _discovery,
@@ -141,10 +142,12 @@ async def test_subcommands_never_register_with_epmd_but_run_does() -> None:
 
 
 async def test_subcommands_do_not_poll_dns(monkeypatch: pytest.MonkeyPatch) -> None:
-    polls: list[str] = []
+    polls: list[DnsDiscovery] = []
+    polled = asyncio.Event()
 
     async def members(self: DnsDiscovery) -> dict[str, tuple[str, int]]:
-        polls.append("poll")
+        polls.append(self)
+        polled.set()
         return {}
 
     monkeypatch.setattr(DnsDiscovery, "members", members)
@@ -154,11 +157,12 @@ async def test_subcommands_do_not_poll_dns(monkeypatch: pytest.MonkeyPatch) -> N
     node = _discovery(parser.parse_args(["run", "--name", "a", *dns]), "cookie")
     assert tool is not None and node is not None
     await tool.start("otpy-cli-1@127.0.0.1", "127.0.0.1", 1)
-    await asyncio.sleep(0.05)
     assert polls == []
     await node.start("a@127.0.0.1", "127.0.0.1", 1)
-    await asyncio.sleep(0.05)
-    assert polls == ["poll"]
+    # A poller asks DNS in its first step, and a poller of the tool would have
+    # been started first: so once the node has asked, the tool's ask would be in.
+    await asyncio.wait_for(polled.wait(), DEADLINE)
+    assert polls == [node]
     await tool.stop()
     await node.stop()
 

@@ -9,6 +9,7 @@ import time
 
 import pytest
 from cli_support import DEADLINE, StartNode, error_line, run_cli
+from waiting import wait_until
 
 from otpylib_dist import DistributedBackend, control_handlers
 
@@ -118,13 +119,14 @@ async def test_ps_queue_column_counts_unread_messages(start_node: StartNode, coo
         assert await sender.connect(node.name, "127.0.0.1", node.port)
         for i in range(3):
             await sender.send(("sleeper", node.name), ("unread", i))
-        async with asyncio.timeout(DEADLINE):
-            while True:
-                done = await asyncio.to_thread(run_cli, "ps", node.address, "--cookie", cookie)
-                rows = [r.split() for r in done.stdout.splitlines()[1:]]
-                if [r[1:4:2] for r in rows] == [["sleeper", "3"]]:
-                    break
-                await asyncio.sleep(0.1)
+
+        async def three_unread() -> bool:
+            done = await asyncio.to_thread(run_cli, "ps", node.address, "--cookie", cookie)
+            rows = [r.split() for r in done.stdout.splitlines()[1:]]
+            return [r[1:4:2] for r in rows] == [["sleeper", "3"]]
+
+        # Nothing tells when the node has queued them: ask ps until it shows them.
+        await wait_until(three_unread, "ps shows 3 unread messages", DEADLINE, interval=0.1)
     finally:
         await sender.shutdown()
 

@@ -132,5 +132,5 @@ async def start_when_reachable(
     while not await rt.connect(node):
         if loop.time() > deadline:
             raise gen_server.StartError(NOCONNECTION, f"{node} did not come back")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # no event tells that a lost node is back: try again
     return await gen_server.start_link(Counter, 0, observer, name=name, node=node)

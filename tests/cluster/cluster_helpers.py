@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from otpylib import process
 from otpylib_dist import DistributedBackend
 
 #: Generous: every wait in these tests is for something that takes milliseconds.
@@ -27,11 +28,17 @@ async def run_in(node: DistributedBackend, fn: Any, *args: Any, trap_exits: bool
     return await asyncio.wait_for(done, DEADLINE)
 
 
-async def wait_until(predicate: Any, what: str, deadline: float = DEADLINE) -> None:
-    """Poll ``predicate()`` every 10 ms until true; fail naming ``what`` after ``deadline``."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+async def node_events(node: DistributedBackend) -> asyncio.Queue[Any]:
+    """Subscribe a process of ``node`` to nodeup/nodedown; the queue gets each one."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    subscribed = asyncio.get_running_loop().create_future()
+
+    async def subscriber() -> None:
+        await node.monitor_nodes(True)
+        subscribed.set_result(None)
+        while True:
+            queue.put_nowait(await process.receive())
+
+    await node.spawn(subscriber)
+    await asyncio.wait_for(subscribed, DEADLINE)
+    return queue

@@ -16,14 +16,19 @@ async def echo() -> None:
 
 
 async def sleeper(seconds: float = 60.0) -> None:
-    """Stay alive (and receive nothing) for ``seconds``."""
+    """Stay alive (and receive nothing) for ``seconds``: a process that is just there."""
     await asyncio.sleep(seconds)
 
 
-async def crash_after(seconds: float, text: str) -> None:
-    """Raise ``ValueError(text)`` after ``seconds``."""
-    await asyncio.sleep(seconds)
+async def crash_when_told(text: str) -> None:
+    """Raise ``ValueError(text)`` at the first message (sent once the test watches)."""
+    await process.receive()
     raise ValueError(text)
+
+
+async def end_when_told() -> None:
+    """End normally at the first message (sent once the test watches)."""
+    await process.receive()
 
 
 async def report_to(pid: Any, value: Any) -> None:

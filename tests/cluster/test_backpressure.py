@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from cluster_helpers import DEADLINE, wait_until
+from cluster_helpers import DEADLINE
+from waiting import wait_until
 
 from otpylib import process
 from otpylib_dist import DistributedBackend
@@ -78,7 +79,7 @@ async def test_sender_blocked_on_a_peer_that_dies_is_released(
     async def sink() -> None:
         await process.register("sink")
         await process.receive()
-        await asyncio.sleep(3600)
+        await asyncio.sleep(3600)  # stays alive (and reads no more) until the test ends
 
     await b.spawn(sink)
     assert await a.connect(b.node_name)

@@ -86,11 +86,19 @@ async def test_stop_of_an_unknown_remote_name_raises_noproc(make_cluster: Cluste
 async def test_a_cast_to_an_unreachable_node_is_dropped(make_cluster: ClusterFactory) -> None:
     (a,) = await make_cluster(1)
 
-    async def body() -> None:
-        await gen_server.cast(("counter", "nowhere@127.0.0.1"), "reset")
-        await gen_server.cast(Pid("nowhere@127.0.0.1", 5, 1), "reset")
+    async def body() -> Any:
+        results = [
+            await gen_server.cast(("counter", "nowhere@127.0.0.1"), "reset"),
+            await gen_server.cast(Pid("nowhere@127.0.0.1", 5, 1), "reset"),
+        ]
+        return results, process.process_info(process.self())
 
-    await run_in(a, body)  # returns: nothing raised, nothing waited for
+    results, me = await run_in(a, body)  # returns: nothing raised, nothing waited for
+    assert results == [None, None]
+    # No error came back to the caster, nothing was set up on its behalf.
+    assert me is not None
+    assert (me.message_queue_len, me.links, me.monitors) == (0, (), ())
+    assert a.nodes() == []
 
 
 # ------------------------------------------------------------- failed calls

@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from cluster_helpers import DEADLINE, run_in
+from cluster_helpers import DEADLINE, node_events, run_in
+from waiting import wait_until
 
 from otpylib import process
 from otpylib.runtime.atoms import DOWN, NOCONNECTION, NODEDOWN, NODEUP, NOPROC, atom
@@ -61,10 +62,12 @@ async def test_nodeup_comes_before_the_first_message_and_nodedown_after_the_last
     make_cluster: ClusterFactory,
 ) -> None:
     a, b = await make_cluster(2)
+    registered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def watcher() -> list[Any]:
         await b.monitor_nodes(True)
         await process.register("watcher")
+        registered.set_result(None)
         seen: list[Any] = []
         while len(seen) < 4:
             msg = await process.receive(timeout=DEADLINE)
@@ -79,8 +82,7 @@ async def test_nodeup_comes_before_the_first_message_and_nodedown_after_the_last
         await a.disconnect(b.node_name)
 
     watching = asyncio.ensure_future(run_in(b, watcher))
-    while b.whereis("watcher") is None:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(registered, DEADLINE)
     await run_in(a, talker)
     assert await watching == [NODEUP, HELLO, BYE, NODEDOWN]
 
@@ -93,7 +95,7 @@ async def test_shutdown_asked_by_a_process_of_the_node_stops_the_whole_node(
     async def quitter() -> None:
         await process.receive()
         await b.shutdown()
-        await asyncio.sleep(3600)  # ended by the shutdown signal, not by this
+        await asyncio.sleep(3600)  # stays alive until the shutdown signal ends it
 
     pid = await b.spawn(quitter)
 
@@ -136,8 +138,9 @@ async def test_a_restarted_node_replaces_its_stale_connection_at_once(
     conn = a.connections.up[b.node_name]
     # Silent for half of net_ticktime: taken for dead when a new b shows up
     # (a would declare it down by itself after net_ticktime).
-    while asyncio.get_running_loop().time() - conn.last_heard < 1.1:
-        await asyncio.sleep(0.05)
+    # The point of the test is this silence, so it is waited for in time.
+    loop = asyncio.get_running_loop()
+    await wait_until(lambda: loop.time() - conn.last_heard >= 1.1, "a heard nothing for 1.1 s")
     b2 = DistributedBackend(b.node_name, cookie="cluster-test-cookie")
     await b2.initialize()
     try:
@@ -163,6 +166,7 @@ async def test_repeated_connects_and_disconnects_leave_nothing_behind(
 ) -> None:
     a, b = await make_cluster(2)
     await b.spawn(_registered_sink, args=["sink"])
+    events = {node: await node_events(node) for node in (a, b)}
 
     async def round_trip() -> Any:
         await process.send(("sink", b.node_name), (process.self(), HELLO))
@@ -187,8 +191,11 @@ async def test_repeated_connects_and_disconnects_leave_nothing_behind(
         await (a if i % 2 else b).disconnect(b.node_name if i % 2 else a.node_name)
         # A message sent while the other side is still closing may be lost (as
         # in Erlang: only the nodedown is promised); wait until both know.
-        while a.nodes() or b.nodes():
-            await asyncio.sleep(0.01)
+        for node, peer in ((a, b), (b, a)):
+            got = [await asyncio.wait_for(events[node].get(), DEADLINE) for _ in range(2)]
+            kinds = [m[:2] for m in got]  # nodedown also carries {"reason": ...}
+            assert kinds == [(NODEUP, peer.node_name), (NODEDOWN, peer.node_name)], (i, got)
+            assert node.nodes() == []
     assert len(downs) == 30
     assert all(msg == (DOWN, ref, ("sink", b.node_name), NOCONNECTION) for ref, msg in downs)
     for node in (a, b):

@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from cluster_helpers import run_in
+from cluster_helpers import DEADLINE, node_events, run_in
+from waiting import wait_until, watch
 
 from otpylib import process
 from otpylib.runtime.atoms import (
@@ -80,25 +81,27 @@ async def test_remote_link_fires_noconnection_once_when_connection_is_lost(
 ) -> None:
     a, b = await make_cluster(2)
     remote = await b.spawn("cluster_procs:sleeper")
+    remote_down = await watch(b, remote)
+
+    def linked_on_b() -> bool:
+        info = b.process_info(remote)
+        return info is not None and bool(info.links)
 
     async def linker() -> list[Any]:
         await process.link(remote)
-        await process.send(remote, "hello")  # ensure the link reached b
-        while not b.process_info(remote) or not b.process_info(remote).links:  # type: ignore[union-attr]
-            await asyncio.sleep(0.01)
+        await process.send(remote, "hello")
+        await wait_until(linked_on_b, "the link reached b")
         await a.disconnect(b.node_name)
         first = await process.receive(timeout=5)
+        # The point: no second EXIT, so some time must pass with nothing coming.
         with pytest.raises(TimeoutError):
             await process.receive(timeout=0.3)
         return [first]
 
     msgs = await run_in(a, linker, trap_exits=True)
     assert msgs == [(EXIT, remote, NOCONNECTION)]
-    # b's side of the link fired too: the sleeper did not trap, so it died.
-    for _ in range(200):
-        if not b.is_alive(remote):
-            break
-        await asyncio.sleep(0.01)
+    # b's side of the link fired too: the sleeper did not trap, so it died of it.
+    assert await asyncio.wait_for(remote_down, DEADLINE) is NOCONNECTION
     assert not b.is_alive(remote)
 
 
@@ -106,10 +109,13 @@ async def test_remote_monitor_reports_exit_reasons(make_cluster: ClusterFactory)
     a, b = await make_cluster(2)
 
     async def watch() -> list[Any]:
-        crasher = await b.spawn("cluster_procs:crash_after", args=[0.05, "bad"])
-        normal = await b.spawn("cluster_procs:sleeper", args=[0.05])
+        crasher = await b.spawn("cluster_procs:crash_when_told", args=["bad"])
+        normal = await b.spawn("cluster_procs:end_when_told")
         r1 = await process.monitor(crasher)
         r2 = await process.monitor(normal)
+        # Told after the monitors: both travel the one connection, in order.
+        await process.send(crasher, "go")
+        await process.send(normal, "go")
         downs = [await process.receive(timeout=5), await process.receive(timeout=5)]
         return [*sorted(downs, key=lambda d: d[1] != r1), r1, r2, crasher, normal]
 
@@ -188,9 +194,10 @@ async def test_remote_spawn_link_and_refusal(make_cluster: ClusterFactory) -> No
 
     async def parent() -> Any:
         child = await process.spawn_link(
-            "cluster_procs:crash_after", [0.05, "child failed"], node=b.node_name
+            "cluster_procs:crash_when_told", ["child failed"], node=b.node_name
         )
         assert child.node == b.node_name
+        await process.send(child, "go")
         return child, await process.receive(timeout=5)
 
     child, msg = await run_in(a, parent, trap_exits=True)
@@ -226,9 +233,23 @@ async def test_wrong_cookie_is_refused_on_both_sides(
 
 async def test_simultaneous_connect_ends_in_one_connection(make_cluster: ClusterFactory) -> None:
     a, b = await make_cluster(2)
+    events = {node: await node_events(node) for node in (a, b)}
+    for node in (a, b):
+        await node.spawn("cluster_procs:echo", name="echo")
     ok = await asyncio.gather(a.connect(b.node_name), b.connect(a.node_name))
     assert ok == [True, True]
-    await asyncio.sleep(0.1)
+    for node, peer in ((a, b), (b, a)):
+        up = await asyncio.wait_for(events[node].get(), DEADLINE)
+        assert up == (NODEUP, peer.node_name)
+
+        async def round_trip(peer: DistributedBackend = peer) -> Any:
+            await process.send(("echo", peer.node_name), (process.self(), PING))
+            return await process.receive(timeout=DEADLINE)
+
+        # Both ways over the one connection left: it works, and the loser's
+        # close (sent before these) has been handled without a nodedown.
+        assert await run_in(node, round_trip) == ("echo", PING)
+    assert events[a].empty() and events[b].empty()
     assert a.nodes() == [b.node_name] and b.nodes() == [a.node_name]
     assert a.connections.up[b.node_name].peer_creation == b.creation
 

@@ -18,6 +18,7 @@ from otpylib.gen_server import NOREPLY, REPLY, STOP, CallError, StartError
 from otpylib.runtime.atoms import (
     DOWN,
     EXIT,
+    KILL,
     KILLED,
     NOCONNECTION,
     NOPROC,
@@ -192,12 +193,24 @@ async def test_start_link_from_main_is_refused_with_advice(runtime: AsyncIOBacke
         await gen_server.start_link(Counter)
 
 
-async def test_cast_to_nobody_is_silently_dropped(run: RunInProcess) -> None:
-    async def body() -> None:
-        await gen_server.cast("nobody", "reset")
-        await gen_server.cast(Pid("nonode@nohost", 999_999, 0), "reset")
+async def test_cast_to_nobody_is_silently_dropped(
+    run: RunInProcess, runtime: AsyncIOBackend
+) -> None:
+    async def body() -> Any:
+        results = [
+            await gen_server.cast("nobody", "reset"),
+            await gen_server.cast(Pid("nonode@nohost", 999_999, 0), "reset"),
+        ]
+        return results, process.process_info(process.self())
 
-    await run(body)
+    results, me = await run(body)
+    assert results == [None, None]
+    # Nothing came back to the caster, and nothing was set up on its behalf.
+    assert me is not None
+    assert (me.message_queue_len, me.links, me.monitors) == (0, (), ())
+    # Dropped, not kept for the name: a server that takes it later was never reset.
+    await gen_server.start(Counter, 7, name="nobody", runtime=runtime)
+    assert await gen_server.call("nobody", "get", runtime=runtime) == 7
 
 
 # --------------------------------------------------------------- deferred reply
@@ -681,3 +694,26 @@ async def test_a_call_from_main_racing_shutdown_does_not_hang(runtime: AsyncIOBa
     )
     # Either answered before the shutdown reached the helper, or told why not.
     assert outcome[0] == 1 or isinstance(outcome[0], ProcessExit)
+
+
+async def test_a_call_from_main_whose_helper_is_killed_before_it_runs_is_told_so(
+    runtime: AsyncIOBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The helper dies without running a line: the caller learns it, it does not hang."""
+    server = await gen_server.start(Counter, 1, runtime=runtime)
+    spawn = runtime.spawn
+    killed: list[Pid] = []
+
+    async def spawn_then_kill(*args: Any, **kwargs: Any) -> Pid:
+        pid = await spawn(*args, **kwargs)
+        await runtime.exit(pid, KILL)  # before the new process takes its first step
+        killed.append(pid)
+        return pid
+
+    monkeypatch.setattr(runtime, "spawn", spawn_then_kill)
+    with pytest.raises(ProcessExit, match=r"killed before it started") as e:
+        await asyncio.wait_for(gen_server.call(server, "get", runtime=runtime), WAIT)
+    assert e.value.reason is KILLED
+    assert len(killed) == 1 and not runtime.is_alive(killed[0])
+    monkeypatch.undo()
+    assert await gen_server.call(server, "get", runtime=runtime) == 1

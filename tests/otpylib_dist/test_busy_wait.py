@@ -12,7 +12,7 @@ from otpylib_dist.busy_wait import BusyWait
 
 async def _cpu_seconds_while_waiting(wall: float) -> float:
     start = time.process_time()
-    await asyncio.sleep(wall)
+    await asyncio.sleep(wall)  # the point: CPU used over this much wall time
     return time.process_time() - start
 
 
@@ -23,7 +23,7 @@ async def test_the_loop_polls_only_after_a_poke_and_only_for_the_window() -> Non
         idle = await _cpu_seconds_while_waiting(0.3)
         busy.poke()
         spinning = await _cpu_seconds_while_waiting(0.3)
-        await asyncio.sleep(0.05)  # the window has passed
+        await asyncio.sleep(0.05)  # the point: measure once the 0.3 s window is surely over
         after = await _cpu_seconds_while_waiting(0.3)
     finally:
         await busy.stop()

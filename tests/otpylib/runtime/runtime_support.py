@@ -16,6 +16,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from waiting import wait_until
+from waiting import watch as watch  # re-exported: the runtime tests import it from here
+
 from otpylib import process
 from otpylib.runtime.atoms import DOWN, EXIT, SHUTDOWN, atom
 from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
@@ -71,27 +74,6 @@ async def run_in(
     return await asyncio.wait_for(done, DEADLINE)
 
 
-async def watch(runtime: AsyncIOBackend, pid: Pid) -> asyncio.Future[Any]:
-    """Start monitoring ``pid``; the returned future resolves to its exit reason.
-
-    Returns only once the monitor is in place, so whatever the test does next
-    is seen (a pid that is already dead resolves to ``noproc``).
-    """
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
-    reason: asyncio.Future[Any] = loop.create_future()
-
-    async def watcher() -> None:
-        ref = await process.monitor(pid)
-        ready.set_result(None)
-        msg = await process.receive(match=lambda m: is_down(m, ref))
-        reason.set_result(msg[3])
-
-    await runtime.spawn(watcher)
-    await asyncio.wait_for(ready, DEADLINE)
-    return reason
-
-
 async def exit_reason(watched: asyncio.Future[Any]) -> Any:
     """The exit reason a :func:`watch` future resolves to (within the deadline)."""
     return await asyncio.wait_for(watched, DEADLINE)
@@ -144,16 +126,6 @@ async def spawn_collector(
 async def next_message(queue: asyncio.Queue[Any]) -> Any:
     """The next message a collector got (within the deadline)."""
     return await asyncio.wait_for(queue.get(), DEADLINE)
-
-
-async def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    """Poll ``predicate`` until it holds; fail naming ``what`` after the deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        await asyncio.sleep(0.001)
 
 
 async def wait_waiting(runtime: AsyncIOBackend, pid: Pid) -> None:

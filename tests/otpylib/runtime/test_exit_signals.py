@@ -381,12 +381,14 @@ async def test_exit_self_normal_leaves_linked_processes_alone(runtime: AsyncIOBa
 # "normal") and the rest of the API read that string as the atom normal.
 async def test_exit_self_with_the_string_normal_means_normal(runtime: AsyncIOBackend) -> None:
     a, _ = await spawn_collector(runtime, trap_exits=False)
-    b, _ = await spawn_collector(runtime, trap_exits=False, link_to=a)
+    b, b_queue = await spawn_collector(runtime, trap_exits=False, link_to=a)
     down_a = await watch(runtime, a)
     down_b = await watch(runtime, b)
     await runtime.send(a, (CRASH, "normal"))
     assert await exit_reason(down_a) is NORMAL
-    await asyncio.sleep(0.05)
+    # a's exit signal reached b when a ended: b still answering means it ignored it.
+    await runtime.send(b, "alive")
+    assert await next_message(b_queue) == "alive"
     assert not down_b.done(), f"b died with {down_b.result()!r}"
 
 

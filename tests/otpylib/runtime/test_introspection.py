@@ -68,20 +68,27 @@ async def test_state_is_waiting_while_blocked_in_receive(runtime: AsyncIOBackend
 
 async def test_state_is_running_while_busy_outside_receive(runtime: AsyncIOBackend) -> None:
     async def body() -> str:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # resumed by the loop, not in receive: running
         return info_of(runtime, process.self()).state
 
     assert await run_in(runtime, body) == "running"
 
     release = asyncio.Event()
+    started = asyncio.Event()
 
     async def sleeper() -> None:
-        await release.wait()
+        started.set()
+        await release.wait()  # blocked, but not in receive
+        await process.receive()
 
     pid = await runtime.spawn(sleeper)
-    await asyncio.sleep(0.01)
+    # A process that has not run yet reads "running" too: wait until it has.
+    await asyncio.wait_for(started.wait(), DEADLINE)
     assert info_of(runtime, pid).state == "running"
+    # The same process does read "waiting" once it is in receive.
     release.set()
+    await wait_waiting(runtime, pid)
+    assert info_of(runtime, pid).state == "waiting"
 
 
 async def test_state_is_exiting_while_a_signalled_process_cleans_up(
@@ -229,7 +236,7 @@ async def test_statistics_before_initialize_has_zero_uptime() -> None:
 
 async def test_uptime_grows(runtime: AsyncIOBackend) -> None:
     first = runtime.statistics().uptime_seconds
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # the point: time passes
     assert runtime.statistics().uptime_seconds > first
 
 
@@ -361,7 +368,7 @@ async def test_counters_are_zero_after_many_processes_come_and_go(
             await process.monitor(other)
         if i % 2 == 0 and others:
             await process.link(others[0])
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # let the others run in between
         if i % 5 == 0:
             raise RuntimeError(f"worker {i} failed")
         return None

@@ -103,7 +103,7 @@ async def test_messages_from_one_sender_arrive_in_sending_order(runtime: AsyncIO
         for i in range(1000):
             await process.send(pid, i)
             if i % 100 == 0:
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # let the sink take some in between
 
     await runtime.spawn(sender)
     assert await asyncio.wait_for(got, DEADLINE) == list(range(1000))
@@ -254,8 +254,10 @@ async def test_receive_without_a_timeout_waits_until_a_message_comes(
 
     pid = await runtime.spawn(body)
     await wait_waiting(runtime, pid)
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # the point: with no timeout, time passing ends nothing
     assert not got.done()
+    info = runtime.process_info(pid)
+    assert info is not None and info.state == "waiting"
     await runtime.send(pid, "finally")
     assert await asyncio.wait_for(got, DEADLINE) == "finally"
 
@@ -361,7 +363,7 @@ async def test_selective_receive_deadline_is_not_reset_by_other_messages(
             while sent < 1000:
                 await process.send(me, "noise")
                 sent += 1
-                await asyncio.sleep(0.005)
+                await asyncio.sleep(0.005)  # the pace of the noise is the scenario
 
         chat = asyncio.ensure_future(chatter())
         try:

@@ -106,7 +106,7 @@ async def test_a_trapping_process_gets_the_shutdown_signal_and_exits_gracefully(
 
     async def graceful() -> None:
         got.append(await process.receive())
-        await asyncio.sleep(0.01)  # some asynchronous clean-up
+        await asyncio.sleep(0.01)  # the point: clean-up that awaits, which shutdown waits for
         cleaned_up.set()
 
     pid = await runtime.spawn(graceful, trap_exits=True)
@@ -222,7 +222,10 @@ async def test_a_process_that_swallows_cancellation_is_abandoned_with_a_warning(
     release = asyncio.Event()
     finished = asyncio.Event()
 
+    started = asyncio.Event()
+
     async def stubborn() -> None:
+        started.set()
         while not release.is_set():
             try:
                 await release.wait()
@@ -231,7 +234,8 @@ async def test_a_process_that_swallows_cancellation_is_abandoned_with_a_warning(
         finished.set()
 
     pid = await runtime.spawn(stubborn, name="stubborn")
-    await asyncio.sleep(0)
+    # Killed before its first step it would end at once, ignoring nothing.
+    await asyncio.wait_for(started.wait(), DEADLINE)
     await runtime.shutdown(timeout=0.05)
     warnings = [r for r in caplog.records if r.name == BACKEND_LOGGER]
     assert [r.getMessage() for r in warnings] == [

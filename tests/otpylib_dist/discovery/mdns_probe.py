@@ -1,4 +1,5 @@
-"""Whether mDNS can work on loopback here: shared by the discovery and CLI tests.
+"""Whether mDNS can work on loopback here, and what goes over it: shared by the discovery
+and CLI tests.
 
 mDNS tests run on the loopback interface only (``interfaces=["127.0.0.1"]``).
 That needs ``lo`` to carry multicast, which ``scripts/netns-run`` arranges in
@@ -11,10 +12,13 @@ tests beside it, and ``tests/cli/conftest.py`` adds it for the CLI tests.
 
 from __future__ import annotations
 
+import contextlib
+import select
 import socket
 import struct
+import time
 
-__all__ = ["loopback_multicast_problem"]
+__all__ = ["group_listener", "loopback_multicast_problem", "wait_for_responses"]
 
 #: The mDNS group; the probe uses it on an ephemeral port, not 5353.
 _GROUP = "224.0.0.251"
@@ -79,3 +83,45 @@ def loopback_multicast_problem() -> str | None:
     if data != b"otpylib-probe":
         return "multicast on loopback delivered an unexpected datagram"
     return None
+
+
+def group_listener() -> socket.socket:
+    """A socket that receives what is multicast to the mDNS group on loopback, and only that.
+
+    Bound to the group address itself, so unicast answers to port 5353 never reach it.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((_GROUP, 5353))
+    membership = struct.pack("4s4s", socket.inet_aton(_GROUP), socket.inet_aton("127.0.0.1"))
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+    sock.setblocking(False)
+    return sock
+
+
+def wait_for_responses(
+    sock: socket.socket, label: bytes, count: int, timeout: float
+) -> list[bytes]:
+    """Read ``sock`` until ``count`` mDNS responses naming ``label`` have come; return them.
+
+    Blocks (from an event loop, call it through ``asyncio.to_thread``).
+
+    Raises:
+        AssertionError: fewer came within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    found: list[bytes] = []
+    while len(found) < count:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(
+                f"{len(found)} of {count} mDNS responses naming {label.decode()} within {timeout} s"
+            )
+        select.select([sock], [], [], left)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                packet = sock.recv(9000)
+                if packet[2] & 0x80 and label in packet:  # QR bit: a response
+                    found.append(packet)
+    return found

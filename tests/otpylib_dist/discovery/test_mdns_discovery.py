@@ -12,11 +12,10 @@ import asyncio
 import contextlib
 import secrets
 import socket
-import struct
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from mdns_probe import loopback_multicast_problem
+from mdns_probe import group_listener, loopback_multicast_problem, wait_for_responses
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
@@ -175,21 +174,6 @@ async def test_a_name_announced_twice_in_one_cluster_is_refused(make: Factory) -
         await second.start("dup@127.0.0.1", "127.0.0.1", 44001)
 
 
-def _mdns_group_listener() -> socket.socket:
-    """A socket that receives what is multicast to the mDNS group on loopback, and only that.
-
-    Bound to the group address itself, so unicast answers to port 5353 never reach it.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(("224.0.0.251", 5353))
-    membership = struct.pack("4s4s", socket.inet_aton("224.0.0.251"), socket.inet_aton("127.0.0.1"))
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
-    sock.setblocking(False)
-    return sock
-
-
 def _drain(sock: socket.socket) -> list[bytes]:
     packets: list[bytes] = []
     with contextlib.suppress(BlockingIOError):
@@ -209,9 +193,10 @@ async def test_a_name_announced_seconds_ago_is_refused_too(make: Factory) -> Non
     cluster = secrets.token_hex(8)
     label = instance_name(cluster, "late@127.0.0.1").encode()
     first = make(cluster)
-    with _mdns_group_listener() as group:
+    with group_listener() as group:
         await first.start("late@127.0.0.1", "127.0.0.1", 44100)
-        await asyncio.sleep(1.0)  # past its announcements (three, 225 ms apart)
+        # Past its announcements (three, 225 ms apart): seen on the wire.
+        await asyncio.to_thread(wait_for_responses, group, label, 3, DEADLINE)
         # Twice within a second: the second probe must not be dropped as a repeat.
         for port in (44101, 44102):
             _drain(group)
@@ -220,8 +205,8 @@ async def test_a_name_announced_seconds_ago_is_refused_too(make: Factory) -> Non
                 DiscoveryError, match=r"^node late@127\.0\.0\.1 is already announced"
             ):
                 await second.start("late@127.0.0.1", "127.0.0.1", port)
-            await asyncio.sleep(0.1)
-            answers = [p for p in _drain(group) if p[2] & 0x80 and label in p]  # QR: response
+            # The answer that made the probe fail came by multicast: the group got it too.
+            answers = await asyncio.to_thread(wait_for_responses, group, label, 1, DEADLINE)
             assert answers, "the holder did not answer the probe by multicast"
 
 

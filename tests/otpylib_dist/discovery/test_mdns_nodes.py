@@ -3,13 +3,13 @@ announcement alone does not take a node down (connection liveness decides)."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from mdns_probe import loopback_multicast_problem
+from waiting import wait_until
 
 from otpylib_dist import DistributedBackend
 from otpylib_dist.discovery import (
@@ -56,16 +56,17 @@ async def make_node(loopback_multicast: None) -> AsyncIterator[NodeFactory]:
 
 
 async def _until(predicate: Callable[[], bool], what: str) -> None:
-    async with asyncio.timeout(DEADLINE):
-        while not predicate():
-            await asyncio.sleep(0.02)
-    assert predicate(), what
+    """Wait for a state of the nodes (no event tells of it), up to this file's DEADLINE."""
+    await wait_until(predicate, what, DEADLINE, interval=0.02)
 
 
 async def test_three_nodes_form_a_full_mesh_by_themselves(make_node: NodeFactory) -> None:
     nodes = [await make_node(n) for n in ("ma", "mb", "mc")]
     names = {n.node_name for n in nodes}
     await _until(lambda: all(set(n.nodes()) == names - {n.node_name} for n in nodes), "a full mesh")
+    assert {n.node_name: sorted(n.nodes()) for n in nodes} == {
+        name: sorted(names - {name}) for name in names
+    }
 
 
 async def test_a_withdrawn_announcement_does_not_take_a_connected_node_down(
