@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from cluster_helpers import wait_until
+from waiting import wait_until
 
 from otpylib_dist import Node
 

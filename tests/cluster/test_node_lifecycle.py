@@ -202,6 +202,6 @@ async def test_repeated_connects_and_disconnects_leave_nothing_behind(
         assert node.nodes() == []
         assert node.connections.is_idle()  # no handshakes, dials or waiters left
         assert not node._requests and node._node_monitors is not None
-        assert len(node._node_monitors) == 0
+        assert not node._node_monitors._node_subs  # no monitor_node left (monitor_nodes: ours)
         stats = node.statistics()
         assert (stats.active_links, stats.active_monitors) == (0, 0)

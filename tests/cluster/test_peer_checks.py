@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from cluster_helpers import run_in, wait_until
+from cluster_helpers import run_in
+from waiting import wait_until
 
 from otpylib import process
 from otpylib.runtime.atoms import DOWN, EXIT, NODEDOWN, NORMAL, atom

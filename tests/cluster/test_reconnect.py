@@ -16,7 +16,8 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from cluster_helpers import DEADLINE, wait_until
+from cluster_helpers import DEADLINE
+from waiting import wait_until
 
 from otpylib import DOWN, NOCONNECTION, process
 from otpylib_dist import DistributedBackend

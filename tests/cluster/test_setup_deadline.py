@@ -16,7 +16,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from cluster_helpers import DEADLINE, wait_until
+from cluster_helpers import DEADLINE
+from waiting import wait_until
 
 from otpylib_dist import DistributedBackend
 from otpylib_dist.protocol.handshake import NEED_DATA, Established, Handshake, Role
