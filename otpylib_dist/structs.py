@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from otpylib._child_spec import ChildCounts, ChildInfo
+from otpylib.supervisor import ChildCounts, ChildInfo
 from otpylib_dist.protocol.registry import register_struct
 
 logger = logging.getLogger(__name__)
