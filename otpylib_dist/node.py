@@ -25,6 +25,7 @@ from otpylib.runtime.atoms import NODEDOWN
 from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
 from otpylib.runtime.backends.base import DEFAULT_SHUTDOWN_TIMEOUT
 from otpylib.runtime.context import current_process
+from otpylib.runtime.errors import RuntimeStateError
 from otpylib_dist import node_rpc
 from otpylib_dist.busy_wait import BusyWait
 from otpylib_dist.connection import ConnectionSettings
@@ -158,7 +159,7 @@ class Node(AsyncIOBackend):
     def connections(self) -> ConnectionTable:
         """The connection table (valid after ``initialize()``)."""
         if self._table is None:
-            raise RuntimeError("the node is not initialized; call 'await node.initialize()'")
+            raise RuntimeStateError("the node is not initialized; call 'await node.initialize()'")
         return self._table
 
     # ------------------------------------------------------------ life cycle

@@ -17,6 +17,7 @@ __all__ = [
     "OtpError",
     "ProcessExit",
     "RuntimeClosedError",
+    "RuntimeStateError",
     "UnknownNameError",
 ]
 
@@ -37,6 +38,14 @@ class NotInProcessError(OtpError, RuntimeError):
 
 class RuntimeClosedError(OtpError, RuntimeError):
     """Raised when the runtime was never initialized or has been shut down."""
+
+
+class RuntimeStateError(OtpError, RuntimeError):
+    """Raised for a call the runtime cannot take in its state: initialized twice,
+    a second router attached, the node identity changed once processes exist.
+
+    A programming error (fix the call order), unlike ``RuntimeClosedError``.
+    """
 
 
 class UnknownNameError(OtpError, LookupError):

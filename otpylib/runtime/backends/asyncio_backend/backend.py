@@ -68,6 +68,7 @@ from otpylib.runtime.errors import (
     NotInProcessError,
     ProcessExit,
     RuntimeClosedError,
+    RuntimeStateError,
     UnknownNameError,
 )
 from otpylib.runtime.function_ref import reference_of, resolve_function
@@ -149,7 +150,7 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
     def _set_identity(self, node_name: str, creation: int) -> None:
         """Set the node name and creation; only before the first spawn."""
         if self._total_spawned:
-            raise RuntimeError("the node identity cannot change after processes exist")
+            raise RuntimeStateError("the node identity cannot change after processes exist")
         self._node_name = node_name
         self._creation = creation
         self._runtime_pid = Pid(node_name, 0, creation)
@@ -157,7 +158,7 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
     async def initialize(self) -> None:
         """Start the runtime in the running event loop; call once before anything else."""
         if self._initialized:
-            raise RuntimeError("this runtime is already initialized")
+            raise RuntimeStateError("this runtime is already initialized")
         self._loop = loop = asyncio.get_running_loop()
         sent: asyncio.Future[None] = loop.create_future()
         sent.set_result(None)
@@ -388,7 +389,7 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
         peers send. Called once, by ``otpylib_dist.Node.initialize``.
         """
         if self._router is not None:
-            raise RuntimeError("a router is already attached to this runtime")
+            raise RuntimeStateError("a router is already attached to this runtime")
         self._router = router
         return Entry(self)
 
