@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from otpylib.runtime.atoms import NODEDOWN
 from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
 from otpylib.runtime.backends.base import DEFAULT_SHUTDOWN_TIMEOUT
-from otpylib.runtime.context import current_process
 from otpylib.runtime.errors import RuntimeStateError
 from otpylib_dist import node_rpc
 from otpylib_dist.busy_wait import BusyWait
@@ -247,11 +246,7 @@ class Node(AsyncIOBackend):
             task = self._node_shutdown = asyncio.get_running_loop().create_task(
                 self._stop_node(timeout), context=contextvars.Context()
             )
-        caller = current_process.get()
-        if caller is not None and caller.runtime is self:
-            await asyncio.sleep(0)
-            return
-        await asyncio.shield(task)
+        await self._await_stop(task)
 
     async def _stop_node(self, timeout: float) -> None:
         await super().shutdown(timeout)

@@ -216,9 +216,16 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
             task = self._shutdown_task = asyncio.get_running_loop().create_task(
                 self._finish_shutdown(timeout), context=contextvars.Context()
             )
+        await self._await_stop(task)
+
+    async def _await_stop(self, task: asyncio.Task[None]) -> None:
+        """Wait for a stop ``task``, unless the caller is one of our processes.
+
+        A process cannot wait for its own end: it has had its signal, so a
+        non-trapping caller ends at this await; a trapping one goes on.
+        """
         caller = current_process.get()
         if caller is not None and caller.runtime is self:
-            # The caller has had its signal: a non-trapping caller ends here.
             await asyncio.sleep(0)
             return
         # Shielded: a caller that gives up waiting does not stop the shutdown.
