@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from otpylib.runtime.atoms import NOCONNECTION, NOPROC, Atom, atom
@@ -53,7 +53,7 @@ ALREADY_REGISTERED: Final = atom.ensure("already_registered")
 class NodeRouter:
     """Routes operations on remote pids to the right connection (a ``RemoteRouter``)."""
 
-    __slots__ = ("_entry", "_make_ref", "_requests", "_table", "_up")
+    __slots__ = ("_done", "_entry", "_make_ref", "_requests", "_table", "_up")
 
     def __init__(self, requests: PendingRequests, make_ref: Callable[[], Ref]) -> None:
         self._requests = requests
@@ -68,6 +68,11 @@ class NodeRouter:
         self._table = table
         self._up = table.up
         self._entry = entry
+        # What a send that needs no waiting returns: one already-done future,
+        # shared (as the runtime's local send does).
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        self._done = done
 
     async def _connection(self, node: str) -> Connection | None:
         conn = self._up.get(node)
@@ -77,15 +82,28 @@ class NodeRouter:
             return self._up.get(node)
         return None
 
-    async def send(self, sender: Pid, to: Pid, message: Any) -> None:
-        """Send to a remote pid; dropped when the node is unreachable or the pid stale."""
+    def send(self, to: Pid, message: Any) -> Awaitable[None]:
+        """Send to a remote pid; dropped when the node is unreachable or the pid stale.
+
+        The fast path (what nearly every remote message takes): the
+        connection is up and of the pid's incarnation, so the message is
+        encoded straight into its buffer here, with no coroutine, and the
+        returned awaitable is already done unless the buffer is full (then
+        it waits for room: backpressure). Anything else (no connection yet,
+        a stale pid) takes the coroutine in :meth:`_send_slow`.
+        """
         conn = self._up.get(to.node)
+        if conn is not None and conn.peer_creation == to.creation:
+            if conn.send_term(to, message):
+                return conn.drain()
+            return self._done
+        encode_term(message)  # an unencodable message raises here, reachable or not
+        return self._send_slow(to, message)
+
+    async def _send_slow(self, to: Pid, message: Any) -> None:
+        conn = await self._connection(to.node)
         if conn is None or conn.peer_creation != to.creation:
-            encode_term(message)  # an unencodable message raises here, reachable or not
-            if conn is None:
-                conn = await self._connection(to.node)
-            if conn is None or conn.peer_creation != to.creation:
-                return
+            return
         if conn.send_term(to, message):
             await conn.drain()
 

@@ -76,11 +76,14 @@ class RemoteRouter(Protocol):
     await) and only enqueue.
     """
 
-    def send(self, sender: Pid, to: Pid, message: Any) -> Awaitable[None]:
+    def send(self, to: Pid, message: Any) -> Awaitable[None]:
         """Send ``message`` to the remote pid ``to`` (dropped if it is dead).
 
-        Raises at once (before any connection work) for a message that cannot
-        be encoded.
+        A plain ``def`` returning an awaitable, as the runtime's own ``send``:
+        on a connection that is up and has room, the message is queued before
+        it returns and the awaitable is already done (no coroutine per
+        message). Raises at once, before any connection work, for a message
+        that cannot be encoded. (Erlang's SEND carries no sender either.)
         """
 
     def send_registered(self, sender: Pid, name: str, node: str, message: Any) -> Awaitable[None]:

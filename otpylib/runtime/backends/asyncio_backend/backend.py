@@ -598,7 +598,7 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
                 if proc is None:
                     router = self._router_for(target.node)
                     if router is not None:
-                        return router.send(self._sender_pid(), target, message)
+                        return router.send(target, message)
                     return self._sent
         else:
             proc = self._named(target)
