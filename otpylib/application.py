@@ -35,11 +35,12 @@ passes it to its top process, waits for it to end, then ends itself.
 
 A start function that does not return (a plain process function: a receive
 loop) is its own top process: the holder running it is the top process. The
-application counts as started when the start function returns a pid, or
-when it is still running and its process waits for a message while linked
-to nothing but its master (so a ``start_link`` still waiting for its
-server's ``init`` is not mistaken for that), or has waited for
-``SETTLE_TIME`` in a row.
+application counts as started (and ``start`` returns, so ``--run``s start in
+order) when the start function returns a pid; or, while it still runs, once
+its process has been linked to nothing but its master for two polls in a
+row (a ``start_link`` waiting for its server's ``init`` is linked to that
+server, so it is not mistaken for a plain process); or after
+``SETTLE_TIME`` seconds in any case.
 
 A start function that returns something other than a pid is reported in one
 log line and the application ends ``normal`` at once (so a permanent one
@@ -102,9 +103,9 @@ TRANSIENT: Final = atom.ensure("transient")
 TEMPORARY: Final = atom.ensure("temporary")
 _TYPES: Final = {PERMANENT, TRANSIENT, TEMPORARY}
 
-#: Seconds a start function that has not returned may wait for messages, in a
-#: row, before its application counts as started anyway (it is then taken to
-#: be a plain process function that links to something before its loop).
+#: Seconds a start function that has not returned (and is linked to a
+#: process) may run before its application counts as started anyway: it is
+#: then taken to be a plain process function that links to something.
 SETTLE_TIME: Final = 1.0
 #: Seconds ``stop`` gives a top process to end after ``shutdown`` before it is
 #: killed: a supervisor's default for a worker, OTP's 5000 ms.
@@ -353,9 +354,14 @@ def which_applications(runtime: RuntimeBackend | None = None) -> list[Applicatio
 
 async def _holder(fn: Callable[..., Any], args: tuple[Any, ...], master: Pid) -> None:
     """Call the start function; then hold (link to) the top process it returned."""
-    result = fn(*args)
-    if inspect.isawaitable(result):
-        result = await result
+    try:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            result = await result
+    except Exception as exc:
+        # One line says it (the application's end); the traceback is for debugging.
+        logger.debug("application start function %r raised", fn, exc_info=True)
+        raise ProcessExit(exc) from exc
     me = process.self()
     if type(result) is not Pid:
         await process.send(master, (_NO_PID, me, result))
@@ -396,28 +402,40 @@ async def _master(
     """Start the holder, tell ``start`` when the application is up, act on its end."""
     rt = process.runtime()
     me = process.self()
-    holder = await process.spawn_link(_holder, (fn, args, me))
-    waited = 0.0
+
+    async def holder() -> None:
+        await _holder(fn, args, me)
+
+    # ``ps`` shows the holder as the function it runs (or ran): the user's.
+    holder.__module__ = getattr(fn, "__module__", None) or holder.__module__
+    holder.__qualname__ = getattr(fn, "__qualname__", None) or holder.__qualname__
+    holder_pid = await process.spawn_link(holder)
+    elapsed = 0.0
+    unlinked_polls = 0
     reason: Any = NORMAL
     while True:
         timeout = _POLL if not app.started.done() else None
         try:
             msg = await process.receive(timeout)
         except TimeoutError:
-            info = rt.process_info(holder)
-            if info is not None and info.state == "waiting" and info.message_queue_len == 0:
-                waited += _POLL
-                if set(info.links) <= {me} or waited >= SETTLE_TIME:
-                    _started(app, holder)
-            else:
-                waited = 0.0
+            info = rt.process_info(holder_pid)
+            if info is None:
+                continue  # its EXIT is on the way
+            # A start function in the middle of a start_link is linked to the
+            # child it waits for; one that is not, for two polls in a row, is
+            # taken to be a plain process function.
+            unlinked_polls = unlinked_polls + 1 if set(info.links) <= {me} else 0
+            elapsed += _POLL
+            if unlinked_polls >= 2 or elapsed >= SETTLE_TIME:
+                _started(app, holder_pid)
             continue
         if type(msg) is not tuple or not msg:
             continue
         tag = msg[0]
-        if tag is _STARTED and msg[1] == holder:
+        if tag is _STARTED and msg[1] == holder_pid:
+            app.top = msg[2]
             _started(app, msg[2])
-        elif tag is _NO_PID and msg[1] == holder and not app.started.done():
+        elif tag is _NO_PID and msg[1] == holder_pid and not app.started.done():
             logger.warning(
                 "application %s: start function %s returned %r, not the pid of its top process "
                 "(return e.g. the pid of gen_server.start_link); the application ends normally",
@@ -425,9 +443,9 @@ async def _master(
                 app.function,
                 msg[2],
             )
-        elif tag is _STOP or (tag is EXIT and msg[1] != holder):
+        elif tag is _STOP or (tag is EXIT and msg[1] != holder_pid):
             app.stopping = True
-            await process.exit(holder, SHUTDOWN)
+            await process.exit(holder_pid, SHUTDOWN)
         elif tag is EXIT:
             reason = msg[2]
             break

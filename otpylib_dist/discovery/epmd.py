@@ -235,18 +235,21 @@ class EpmdDiscovery(_Subscribers):
         proc = start_detached(self._port)
         deadline = time.monotonic() + MAPPER_START_TIMEOUT
         delay = 0.02
+        last_try = False
         while True:
             try:
                 return await self._alive("127.0.0.1", request)
             except (OSError, TimeoutError) as exc:
-                gone = proc.poll() is not None
-                if time.monotonic() > deadline or (gone and proc.returncode != 0):
+                # Ours may have lost a race to start with another node's
+                # mapper (and exited): then that one answers on the next try.
+                if time.monotonic() > deadline or last_try:
                     raise DiscoveryError(
                         f"cannot register {node_name}: no port mapper answered on "
                         f"127.0.0.1:{self._port} and the one started did not come up "
                         f"({_why(exc)}); run otpy-node epmd to see why, or choose another "
                         "--discovery"
                     ) from exc
+                last_try = proc.poll() is not None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
 

@@ -30,7 +30,7 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from otpylib_dist.protocol.epmd_wire import (
@@ -236,7 +236,7 @@ def start_detached(port: int) -> subprocess.Popen[bytes]:
     once; the caller waits until it answers. A mapper that finds the port
     taken (another one won a race to start) exits quietly.
     """
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "otpylib_dist.discovery.epmd_server", "--port", str(port)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -244,14 +244,24 @@ def start_detached(port: int) -> subprocess.Popen[bytes]:
         start_new_session=True,
         close_fds=True,
     )
+    _detached.append(proc)  # referenced, so it is never collected (and warned about) while alive
+    return proc
 
 
-async def serve(port: int) -> int:
-    """Run a mapper on ``port`` until SIGTERM, SIGINT or an accepted KILL_REQ; return 0."""
+_detached: list[subprocess.Popen[bytes]] = []
+
+
+async def serve(port: int, ready: Callable[[int], None] | None = None) -> int:
+    """Run a mapper on ``port`` until SIGTERM, SIGINT or an accepted KILL_REQ; return 0.
+
+    ``ready`` is called with the port once it listens.
+    """
     import signal
 
     server = EpmdServer(port)
     await server.start()
+    if ready is not None:
+        ready(server.port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.stopped.set)
