@@ -621,6 +621,10 @@ def explain_connect_failure(
             f"(duplicate_name), so another node is running under the name {me}; give every "
             "node a unique --name, or stop the other one first"
         )
+    wrong_node = text.find("the node at that address is ")
+    if reason == "not_allowed" and wrong_node >= 0:
+        # Our own check: another node answered there; keep the library's words.
+        return f"cannot connect to {where}: {text[wrong_node:]}"
     if reason == "not_allowed":
         return (
             f"cannot connect to {where}: it refused the connection (not_allowed); it may be "
@@ -813,7 +817,10 @@ async def _connect_at_start(
         if await node.connect(target.node, host, port):
             return
         failure = node.connect_failure(target.node) or ""
-        if not _nobody_answered(failure, node.connect_refusal(target.node)):
+        why_unknown = _resolve_failure(detail, target.node) or ""
+        if "not an otpylib node" in why_unknown or not _nobody_answered(
+            failure, node.connect_refusal(target.node)
+        ):
             break  # an answer (a refusal, a closed handshake): retrying would not change it
         if deadline is None or loop.time() + delay > deadline:
             break
@@ -832,7 +839,6 @@ async def _connect_at_start(
         else:
             await asyncio.sleep(delay)
         delay = min(delay * 2, _LONGEST_RETRY)
-    resolve_failure = getattr(detail, "resolve_failure", None)
     message = explain_connect_failure(
         target.node,
         node.connect_failure(target.node),
@@ -841,7 +847,7 @@ async def _connect_at_start(
         address=target.address,
         tls=tls,
         discovery=discovery,
-        detail=resolve_failure(target.node) if callable(resolve_failure) else None,
+        detail=_resolve_failure(detail, target.node),
         tool=False,
     )
     if retried:
