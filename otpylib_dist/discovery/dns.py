@@ -368,7 +368,10 @@ class DnsDiscovery(_Subscribers):
                     host, port, type=socket.SOCK_STREAM
                 )
         except TimeoutError:
-            return None
+            raise DiscoveryError(
+                f"DNS did not answer for {node_name} within {timeout:g} s (nameserver "
+                f"{self._server()[0]}:{self._server()[1]})"
+            ) from None
         except socket.gaierror as exc:
             logger.debug("DNS: %s does not resolve: %s", host, exc)
             return None
