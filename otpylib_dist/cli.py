@@ -3,22 +3,36 @@
 Usage::
 
     otpy-node [run] --name NAME[@HOST] [--cookie C | --cookie-file F] [--port P]
-              [--discovery mdns|static|epmd|dns|none] [--static NODE@HOST:PORT]...
-              [--connect NODE[:PORT]]... [--run package.module:function]
+              [--discovery epmd|mdns|static|dns|none] [--static NODE@HOST:PORT]...
+              [--connect NODE[:PORT]]... [--connect-timeout S]
+              [--run package.module:function]...
               [--net-ticktime S] [--tls-dir D] [--log-level L] [--busy-wait S]
     otpy-node ping|nodes|ps|stats|stop NODE[:PORT] [--address HOST:PORT] [same options]
+    otpy-node call NODE NAME REQUEST        (gen_server call; JSON, see cli_call.py)
+    otpy-node rpc NODE module:function [ARG...]
+    otpy-node epmd [--daemon | --names | --kill] [--port P]
+    otpy-node --version
 
 ``--static`` and ``--connect`` take one node each and are repeated for more:
 ``--connect a@h1:4370 --connect b@h2:4370``.
 
+With no ``--discovery`` (``epmd``), a node registers with the port mapper
+of its host (starting a detached one when none answers, as ``erl`` does),
+and ``NAME@HOST`` is found by asking the mapper on ``HOST``: so
+``otpy-node --name a``, ``otpy-node --name b --connect a`` and
+``otpy-node ping a`` need no other flag. The mapper's port is 4369, or
+``ERL_EPMD_PORT``. ``--discovery none`` opts out.
+
 ``run`` (the default) starts the node, prints ``node NAME listening on PORT``
 on stdout once it listens, has announced itself, is connected to every
-``--connect`` node and has spawned ``--run``, and runs until SIGTERM or
-SIGINT (or ``otpy-node stop``). Modules of the current directory can be
-run and spawned, as with ``python -m``. Then it shuts down in order: every process
-gets the exit signal ``shutdown``, peers see their links and monitors fire
-and then ``nodedown``, discovery withdraws the node (mDNS sends its
-goodbye), and the command exits 0. Logs go to stderr, one logfmt line per
+``--connect`` node (each retried until ``--connect-timeout``) and has
+started every ``--run`` application in order, and runs until SIGTERM or
+SIGINT (or ``otpy-node stop``), or until an application ends. Modules of the
+current directory can be run and spawned, as with ``python -m``. Then it
+shuts down in order: applications stop in reverse order, every process gets
+the exit signal ``shutdown``, peers see their links and monitors fire and
+then ``nodedown``, discovery withdraws the node, and the command exits 0,
+or 1 if an application crashed. Logs go to stderr, one logfmt line per
 record (``time=... level=... logger=... node=... msg="..."``).
 
 The subcommands start a short-lived *hidden* node (it never appears in
@@ -30,16 +44,21 @@ Every failure the user can cause or fix prints one line on stderr,
 ``otpy-node: <what happened>; <what to do>``, and no traceback.
 Exit codes:
 
-- 0: success (``ping``: pong);
-- 1: the node could not be started or reached: port taken, handshake
-  refused (wrong cookie, duplicate name, TLS on one side only), node
-  unreachable or silent (``ping`` also prints ``pang`` on stdout);
-- 2: bad arguments or configuration: a malformed node name, an unusable
-  cookie or cookie file, a ``--run`` function that cannot be imported or is
-  not async, missing TLS files, a port out of range.
+- 0: success (``ping``: pong); a node stopped by SIGTERM, ``stop``, or the
+  normal end of its application;
+- 1: the node could not be started or reached: port taken, name taken on
+  this host, handshake refused (wrong cookie, duplicate name, TLS on one
+  side only), node unreachable or silent (``ping`` also prints ``pang`` on
+  stdout); an application failed to start or crashed; ``call``/``rpc``
+  failed there;
+- 2: bad arguments or configuration: a malformed node name or one whose
+  host does not resolve, an unusable or missing cookie file, a ``--run``
+  function that cannot be imported or is not async, options of another
+  discovery mechanism, missing TLS files, a port out of range, JSON that
+  does not parse.
 
 argparse (stdlib) rather than click: one less dependency for a tool whose
-grammar is a flat list of options and five verbs.
+grammar is a flat list of options and a few verbs.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ Layout (lower layers first; each module imports only those above it)::
     handshake_wire.py  handshake messages (Hello, Challenge, ...), limits, the cookie proof
     handshake.py  the handshake state machine; simultaneous-connect tie-break
     ticks.py      the tick decision (send a tick / peer silent)
+    epmd_wire.py  the port mapper's wire format (EPMD's), both sides
+    dns_wire.py   DNS SRV query / answer codec (for discovery on Kubernetes)
 """
 
 from otpylib_dist.protocol.codec import (
