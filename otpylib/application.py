@@ -358,6 +358,8 @@ async def _holder(fn: Callable[..., Any], args: tuple[Any, ...], master: Pid) ->
         result = fn(*args)
         if inspect.isawaitable(result):
             result = await result
+    except ProcessExit:
+        raise  # exit_self(reason): the reason is the user's
     except Exception as exc:
         # One line says it (the application's end); the traceback is for debugging.
         logger.debug("application start function %r raised", fn, exc_info=True)

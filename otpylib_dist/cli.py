@@ -476,6 +476,11 @@ def _check_discovery_options(args: argparse.Namespace) -> None:
             f"--dns-service is for --discovery dns, but --discovery is {args.discovery}; "
             "add --discovery dns or drop --dns-service"
         )
+    if args.epmd_port is not None and args.discovery != "epmd":
+        raise _UsageError(
+            f"--epmd-port is for --discovery epmd, but --discovery is {args.discovery}; "
+            "drop --discovery or --epmd-port"
+        )
     if args.mdns_interface and args.discovery != "mdns":
         raise _UsageError(
             f"--mdns-interface is for --discovery mdns, but --discovery is {args.discovery}; "
@@ -749,13 +754,7 @@ async def _run_node(args: argparse.Namespace, log: _LogfmtFormatter) -> int:
         except OSError as exc:
             raise _Failure(str(exc.strerror or exc)) from exc
         await _connect_all_at_start(node, targets, args, discovery, stop)
-        for ref in args.run_fns:
-            if stop.is_set():
-                break
-            try:
-                await application.start(ref, runtime=node)
-            except application.ApplicationError as exc:
-                raise _Failure(str(exc)) from exc
+        await _start_applications(node, args.run_fns, stop)
         if not stop.is_set():
             print(f"node {node.node_name} listening on {node.port}", flush=True)
             logger.info("node %s running (pid %d)", node.node_name, os.getpid())
@@ -770,6 +769,30 @@ async def _run_node(args: argparse.Namespace, log: _LogfmtFormatter) -> int:
     if ended and ended[0].failed:
         raise _Failure(f"{ended[0].message}; the node stopped (--log-level debug shows more)")
     return 0
+
+
+async def _start_applications(
+    node: DistributedBackend, refs: list[str], stop: asyncio.Event
+) -> None:
+    """Start each ``--run`` in order, as a permanent application; give up when told to stop."""
+    loop = asyncio.get_running_loop()
+    for ref in refs:
+        if stop.is_set():
+            return
+        starting = loop.create_task(application.start(ref, runtime=node))
+        stopping = loop.create_task(stop.wait())
+        await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not starting.done():
+            # SIGTERM while a start function still runs: stop_all() ends it.
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return
+        try:
+            starting.result()
+        except application.ApplicationError as exc:
+            raise _Failure(str(exc)) from exc
 
 
 async def _connect_all_at_start(
@@ -793,6 +816,7 @@ async def _connect_all_at_start(
                 discovery=_discovery_name(args),
                 detail=discovery,
                 deadline=deadline,
+                timeout=args.connect_timeout,
                 stop=stop,
             )
         )
@@ -819,6 +843,7 @@ async def _connect_at_start(
     discovery: str | None,
     detail: Discovery | None = None,
     deadline: float | None = None,
+    timeout: float = 0.0,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Connect to ``target``; retry with backoff until ``deadline`` while nobody answers.
@@ -870,7 +895,7 @@ async def _connect_at_start(
         tool=False,
     )
     if retried:
-        message += " (still so after --connect-timeout)"
+        message += f" (retried for {timeout:g} s: --connect-timeout)"
     raise _Failure(message)
 
 

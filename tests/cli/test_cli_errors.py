@@ -87,7 +87,7 @@ def test_unreachable_node_for_run_connect(cookie: str) -> None:
     assert re.match(
         rf"^otpy-node: cannot connect to gone@127\.0\.0\.1 at 127\.0\.0\.1:{port}: nothing "
         r"accepts connections there .*; check that the node is running and the port is right "
-        r"\(still so after --connect-timeout\)$",
+        r"\(retried for 0\.5 s: --connect-timeout\)$",
         error_line(done.stderr),
     )
 

@@ -62,7 +62,7 @@ def test_connect_gives_up_after_connect_timeout(cookie: str) -> None:
     assert error_line(done.stderr) == (
         "otpy-node: cannot connect to never@127.0.0.1: no node of that name is registered with "
         "the port mapper on 127.0.0.1; check that it runs, under that name (or give "
-        "NAME@HOST:PORT) (still so after --connect-timeout)"
+        "NAME@HOST:PORT) (retried for 1 s: --connect-timeout)"
     )
 
 

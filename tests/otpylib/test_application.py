@@ -249,3 +249,21 @@ async def test_runtime_shutdown_stops_applications_without_a_node_stop(
     assert not runtime.is_alive(top)
     assert ends.ends == []
     assert SHUTDOWN is atom.ensure("shutdown")
+
+
+async def leaves_with_a_reason() -> None:
+    """A plain process function that ends with exit_self(reason)."""
+    await process.register("leaver")
+    await process.receive()
+    process.exit_self(atom.ensure("bye"))
+
+
+async def test_an_exit_self_reason_is_the_applications_end_reason(
+    runtime: AsyncIOBackend, ends: Ends
+) -> None:
+    # Regression: the holder wrapped ProcessExit in another ProcessExit.
+    await application.start(leaves_with_a_reason, runtime=runtime)
+    await runtime.send("leaver", "go")
+    end = await ends.wait()
+    assert (end.reason, end.failed) == (atom.ensure("bye"), True)
+    assert end.message == f"application {__name__}:leaves_with_a_reason crashed: :bye"
