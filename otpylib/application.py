@@ -493,8 +493,14 @@ def _react(app: _App, reason: Any, ctl: _Controller, rt: RuntimeBackend) -> None
     if normal:
         message = f"application {app.function} ended (normal)"
     else:
-        how = "stopped" if is_quiet(reason) else "crashed"
-        message = f"application {app.function} {how}: {describe_reason(reason)}"
+        if is_quiet(reason):
+            # A supervisor that gave up (restart intensity) exits with shutdown.
+            message = (
+                f"application {app.function} ended with reason {describe_reason(reason)} (as a "
+                "supervisor does after too many restarts)"
+            )
+        else:
+            message = f"application {app.function} crashed: {describe_reason(reason)}"
     if app.type is TEMPORARY or (app.type is TRANSIENT and normal):
         (logger.info if normal else logger.error)("%s; the node runs on", message)
         return

@@ -248,7 +248,6 @@ async def test_runtime_shutdown_stops_applications_without_a_node_stop(
     await runtime.shutdown()
     assert not runtime.is_alive(top)
     assert ends.ends == []
-    assert SHUTDOWN is atom.ensure("shutdown")
 
 
 async def leaves_with_a_reason() -> None:
@@ -267,3 +266,35 @@ async def test_an_exit_self_reason_is_the_applications_end_reason(
     end = await ends.wait()
     assert (end.reason, end.failed) == (atom.ensure("bye"), True)
     assert end.message == f"application {__name__}:leaves_with_a_reason crashed: :bye"
+
+
+async def start_supervised_kv() -> Pid:
+    """An OTP-shaped application: a supervisor over the KV server."""
+    from functools import partial
+
+    from otpylib import supervisor
+
+    child = supervisor.ChildSpec("kv", partial(gen_server.start_link, KV, name="kv"))
+    return await supervisor.start_link([child], max_restarts=2, max_seconds=60)
+
+
+async def test_a_supervisor_top_restarts_then_giving_up_stops_the_node(
+    runtime: AsyncIOBackend, ends: Ends
+) -> None:
+    top = await application.start(start_supervised_kv, runtime=runtime)
+    first_kv = runtime.whereis("kv")
+    assert top is not None and first_kv is not None
+    with pytest.raises(gen_server.CallError):
+        await gen_server.call("kv", "crash", runtime=runtime)
+    await _until(lambda: runtime.whereis("kv") not in (None, first_kv))
+    assert ends.ends == [] and runtime.is_alive(top)  # restarted: the application runs on
+    for _ in range(2):  # past the intensity: the supervisor gives up with shutdown
+        await _until(lambda: runtime.whereis("kv") is not None)
+        with pytest.raises(gen_server.CallError):
+            await gen_server.call("kv", "crash", runtime=runtime)
+    end = await ends.wait()
+    assert (end.reason, end.failed) == (SHUTDOWN, True)
+    assert end.message == (
+        f"application {__name__}:start_supervised_kv ended with reason :shutdown (as a "
+        "supervisor does after too many restarts)"
+    )
