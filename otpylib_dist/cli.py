@@ -879,7 +879,7 @@ async def _connect_at_start(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             if stop.is_set():
-                raise _Failure(f"stopped while connecting to {target.node}")
+                return  # SIGTERM or stop while waiting: the node stops, exit 0
         else:
             await asyncio.sleep(delay)
         delay = min(delay * 2, _LONGEST_RETRY)

@@ -160,3 +160,11 @@ def test_a_silent_mapper_is_one_line_without_traceback(cookie: str) -> None:
         "); no node runs on 127.0.0.1 with this port mapper (check ERL_EPMD_PORT), or give "
         "NAME@HOST:PORT"
     )
+
+
+def test_sigterm_while_connect_retries_exits_0(start_node: StartNode) -> None:
+    waiting = start_node("patient", "--connect", "absent", "--log-level", "info", wait=False)
+    waiting.wait_for(r"cannot connect to absent@127\.0\.0\.1 yet", stream="stderr")
+    waiting.signal(signal.SIGTERM)
+    assert waiting.wait_exit() == 0
+    assert waiting.stdout == []  # it never said it was up
