@@ -1056,79 +1056,14 @@ def _print_result(command: str, result: Any, *, as_json: bool = False) -> None:
 
 def _epmd_command(args: argparse.Namespace) -> int:
     """``otpy-node epmd``: run, start detached, list or stop the port mapper."""
-    from otpylib_dist.discovery import epmd_server
+    from otpylib_dist import cli_epmd
 
     try:
-        port = args.port if args.port is not None else epmd_server.epmd_port()
-    except ValueError as exc:
+        return cli_epmd.run(args.port, names=args.names, kill=args.kill, daemon=args.daemon)
+    except cli_epmd.MapperUsageError as exc:
         raise _UsageError(str(exc)) from None
-    if args.names:
-        return asyncio.run(_epmd_names(port))
-    if args.kill:
-        return asyncio.run(_epmd_kill(port))
-    if args.daemon:
-        return asyncio.run(_epmd_daemon(port))
-
-    def ready(bound: int) -> None:
-        print(f"port mapper listening on port {bound}", flush=True)
-
-    try:
-        return asyncio.run(epmd_server.serve(port, ready))
-    except OSError as exc:
-        raise _Failure(
-            f"the port mapper cannot listen on port {port}: {exc.strerror or exc}; one may "
-            "already run there (otpy-node epmd --names), or choose another port (--port, "
-            "ERL_EPMD_PORT)"
-        ) from None
-
-
-async def _epmd_names(port: int) -> int:
-    from otpylib_dist.discovery.epmd import EpmdDiscovery
-
-    names = await EpmdDiscovery(port=port, register=False).names()
-    print(f"port mapper on port {port}: {len(names)} name(s)")
-    for name, node_port in names.items():
-        print(f"name {name} at port {node_port}")
-    return 0
-
-
-async def _epmd_kill(port: int) -> int:
-    from otpylib_dist.discovery.epmd import kill_mapper
-
-    if not await kill_mapper(port):
-        raise _Failure(
-            f"the port mapper on port {port} refused to stop: nodes are registered with it; "
-            "stop them first (otpy-node epmd --names lists them)"
-        )
-    print(f"port mapper on port {port} stopped")
-    return 0
-
-
-async def _epmd_daemon(port: int) -> int:
-    """Start a detached mapper unless one answers already; return once it answers."""
-    from otpylib_dist.discovery.epmd import EpmdDiscovery
-    from otpylib_dist.discovery.epmd_server import start_detached
-
-    probe = EpmdDiscovery(port=port, register=False)
-    with contextlib.suppress(DiscoveryError):
-        await probe.names(timeout=1.0)
-        print(f"a port mapper already runs on port {port}")
-        return 0
-    proc = start_detached(port)
-    deadline = asyncio.get_running_loop().time() + 10.0
-    while True:
-        try:
-            await probe.names(timeout=1.0)
-            break
-        except DiscoveryError:
-            if proc.poll() is not None or asyncio.get_running_loop().time() > deadline:
-                raise _Failure(
-                    f"the port mapper did not start on port {port}; run otpy-node epmd "
-                    "(in the foreground) to see why"
-                ) from None
-            await asyncio.sleep(0.05)
-    print(f"port mapper started on port {port} (pid {proc.pid})")
-    return 0
+    except cli_epmd.MapperFailure as exc:
+        raise _Failure(str(exc)) from None
 
 
 # --------------------------------------------------------------------- main
