@@ -15,6 +15,7 @@ Layout (the public names are re-exported here; import from ``otpylib``):
     process.py            the API for code running inside a process
     gen_server.py         generic servers (call, cast, info)
     supervisor.py         supervision trees
+    application.py        applications: a top process held by a master (OTP's application)
     runtime/atoms.py      atoms and the usual ones (EXIT, DOWN, NORMAL, ...)
     runtime/data.py       Pid, Ref, ProcessInfo, RuntimeStatistics
     runtime/errors.py     the exceptions, each with a ``.reason``
@@ -24,8 +25,9 @@ Layout (the public names are re-exported here; import from ``otpylib``):
 Distribution (nodes, clusters) is the separate package ``otpylib_dist``.
 """
 
-from otpylib import gen_server, process, supervisor
+from otpylib import application, gen_server, process, supervisor
 from otpylib._run import run
+from otpylib._version import __version__
 from otpylib.runtime.atoms import (
     DOWN,
     EXIT,
@@ -83,6 +85,8 @@ __all__ = [
     "RuntimeClosedError",
     "RuntimeStatistics",
     "UnknownNameError",
+    "__version__",
+    "application",
     "atom",
     "gen_server",
     "process",

@@ -19,7 +19,9 @@ Layout (imports point down this list; nothing imports ``node.py``):
     discovery/           mDNS, static, EPMD and DNS resolvers
     cookie.py, tls.py    the shared secret; mutual-TLS contexts
     names.py, errors.py  node names; the exceptions of this package
-    cli.py               the otpy-node command
+    metrics.py, vitals.py   Prometheus metrics; event-loop lag and RSS
+    logformat.py         logfmt / JSON log formatters (otpy-node)
+    cli.py               the otpy-node command (cli_call.py: call/rpc, cli_epmd.py: epmd)
 """
 
 from otpylib_dist import structs as _structs  # noqa: F401  (registers otpylib's records)

@@ -3,22 +3,36 @@
 Usage::
 
     otpy-node [run] --name NAME[@HOST] [--cookie C | --cookie-file F] [--port P]
-              [--discovery mdns|static|epmd|dns|none] [--static NODE@HOST:PORT]...
-              [--connect NODE[:PORT]]... [--run package.module:function]
+              [--discovery epmd|mdns|static|dns|none] [--static NODE@HOST:PORT]...
+              [--connect NODE[:PORT]]... [--connect-timeout S]
+              [--run package.module:function]...
               [--net-ticktime S] [--tls-dir D] [--log-level L] [--busy-wait S]
     otpy-node ping|nodes|ps|stats|stop NODE[:PORT] [--address HOST:PORT] [same options]
+    otpy-node call NODE NAME REQUEST        (gen_server call; JSON, see cli_call.py)
+    otpy-node rpc NODE module:function [ARG...]
+    otpy-node epmd [--daemon | --names | --kill] [--port P]
+    otpy-node --version
 
 ``--static`` and ``--connect`` take one node each and are repeated for more:
 ``--connect a@h1:4370 --connect b@h2:4370``.
 
+With no ``--discovery`` (``epmd``), a node registers with the port mapper
+of its host (starting a detached one when none answers, as ``erl`` does),
+and ``NAME@HOST`` is found by asking the mapper on ``HOST``: so
+``otpy-node --name a``, ``otpy-node --name b --connect a`` and
+``otpy-node ping a`` need no other flag. The mapper's port is 4369, or
+``ERL_EPMD_PORT``. ``--discovery none`` opts out.
+
 ``run`` (the default) starts the node, prints ``node NAME listening on PORT``
 on stdout once it listens, has announced itself, is connected to every
-``--connect`` node and has spawned ``--run``, and runs until SIGTERM or
-SIGINT (or ``otpy-node stop``). Modules of the current directory can be
-run and spawned, as with ``python -m``. Then it shuts down in order: every process
-gets the exit signal ``shutdown``, peers see their links and monitors fire
-and then ``nodedown``, discovery withdraws the node (mDNS sends its
-goodbye), and the command exits 0. Logs go to stderr, one logfmt line per
+``--connect`` node (each retried until ``--connect-timeout``) and has
+started every ``--run`` application in order, and runs until SIGTERM or
+SIGINT (or ``otpy-node stop``), or until an application ends. Modules of the
+current directory can be run and spawned, as with ``python -m``. Then it
+shuts down in order: applications stop in reverse order, every process gets
+the exit signal ``shutdown``, peers see their links and monitors fire and
+then ``nodedown``, discovery withdraws the node, and the command exits 0,
+or 1 if an application crashed. Logs go to stderr, one logfmt line per
 record (``time=... level=... logger=... node=... msg="..."``).
 
 The subcommands start a short-lived *hidden* node (it never appears in
@@ -30,28 +44,35 @@ Every failure the user can cause or fix prints one line on stderr,
 ``otpy-node: <what happened>; <what to do>``, and no traceback.
 Exit codes:
 
-- 0: success (``ping``: pong);
-- 1: the node could not be started or reached: port taken, handshake
-  refused (wrong cookie, duplicate name, TLS on one side only), node
-  unreachable or silent (``ping`` also prints ``pang`` on stdout);
-- 2: bad arguments or configuration: a malformed node name, an unusable
-  cookie or cookie file, a ``--run`` function that cannot be imported or is
-  not async, missing TLS files, a port out of range.
+- 0: success (``ping``: pong); a node stopped by SIGTERM, ``stop``, or the
+  normal end of its application;
+- 1: the node could not be started or reached: port taken, name taken on
+  this host, handshake refused (wrong cookie, duplicate name, TLS on one
+  side only), node unreachable or silent (``ping`` also prints ``pang`` on
+  stdout); an application failed to start or crashed; ``call``/``rpc``
+  failed there;
+- 2: bad arguments or configuration: a malformed node name or one whose
+  host does not resolve, an unusable or missing cookie file, a ``--run``
+  function that cannot be imported or is not async, options of another
+  discovery mechanism, missing TLS files, a port out of range, JSON that
+  does not parse.
 
 argparse (stdlib) rather than click: one less dependency for a tool whose
-grammar is a flat list of options and five verbs.
+grammar is a flat list of options and a few verbs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
 import math
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -59,6 +80,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
+from otpylib import application
 from otpylib.runtime.backends.asyncio_backend import resolve_function
 from otpylib_dist.cookie import CookieError, load_cookie
 from otpylib_dist.discovery.base import Discovery, DiscoveryError
@@ -187,9 +209,10 @@ def _common(parser: argparse.ArgumentParser, *, default_level: str) -> None:
     )
     parser.add_argument(
         "--discovery",
-        choices=("mdns", "static", "epmd", "dns", "none"),
-        default="none",
-        help="how to find other nodes (default: none)",
+        choices=("epmd", "mdns", "static", "dns", "none"),
+        default="epmd",
+        help="how to find other nodes (default: epmd, the port mapper of each host, started "
+        "on demand; none: only NAME@HOST:PORT)",
     )
     parser.add_argument(
         "--static",
@@ -199,7 +222,10 @@ def _common(parser: argparse.ArgumentParser, *, default_level: str) -> None:
         help="a node's address for --discovery static (repeat for each node)",
     )
     parser.add_argument(
-        "--epmd-port", type=_port_number(1), default=4369, help="port of the EPMD to use"
+        "--epmd-port",
+        type=_port_number(1),
+        default=None,
+        help="port of the port mapper (default: ERL_EPMD_PORT, else 4369)",
     )
     parser.add_argument(
         "--dns-service",
@@ -234,8 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed so tests and docs can check the grammar)."""
     parser = _Parser(
         prog="otpy-node",
-        description="Run an otpylib node, or ask a running one (ping, nodes, ps, stats, stop).",
+        description="Run an otpylib node, or ask a running one (ping, nodes, ps, stats, stop, "
+        "call, rpc); run a port mapper (epmd).",
     )
+    _add_version(parser)
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run a node in the foreground (the default)")
     run.add_argument("--name", required=True, help="NAME or NAME@HOST (HOST: where peers reach it)")
@@ -249,14 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NODE[:PORT]",
         help="a node to connect to at start (NAME@HOST:PORT, or NAME@HOST found by "
-        "discovery; repeat for each node); the command fails if one cannot be reached",
+        "discovery; repeat for each node); retried until --connect-timeout, then the command "
+        "fails",
     )
-    run.add_argument(
-        "--run",
-        dest="run_fn",
-        metavar="MODULE:FUNCTION",
-        help="spawn this process at start (imported from the current directory or PYTHONPATH)",
-    )
+    _add_run_options(run)
     run.add_argument(
         "--loop",
         choices=("auto", "uvloop", "asyncio"),
@@ -279,9 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="connect to every discovered node",
     )
     _common(run, default_level="warning")
-    for verb in SUBCOMMANDS:
-        p = sub.add_parser(verb, help=f"{verb} a running node")
+    for verb in (*SUBCOMMANDS, *_CALL_VERBS):
+        p = sub.add_parser(verb, help=_VERB_HELP.get(verb, f"{verb} a running node"))
         p.add_argument("node", help="NAME@HOST of the running node, or NAME@HOST:PORT")
+        _add_call_arguments(p, verb)
         p.add_argument(
             "--address", metavar="HOST:PORT", help="where NODE listens (skips discovery)"
         )
@@ -295,7 +320,99 @@ def build_parser() -> argparse.ArgumentParser:
         if verb in ("nodes", "ps", "stats"):
             p.add_argument("--json", action="store_true", help="print the answer as JSON")
         _common(p, default_level="error")
+    _add_epmd_parser(sub)
     return parser
+
+
+# ------------------------------------ grammar: applications, call/rpc, epmd
+
+#: The verbs that call into a running node's code.
+_CALL_VERBS: Final = ("call", "rpc")
+
+#: One line per verb for ``--help``: what it does.
+_VERB_HELP: Final = {
+    "ping": "check that a node answers (prints pong, or pang and exits 1)",
+    "nodes": "list the nodes a node is connected to",
+    "ps": "list a node's processes (pid, name, state, queue length, function)",
+    "stats": "print a node's runtime counters",
+    "stop": "stop a node cleanly (as SIGTERM does) and wait until it is gone",
+    "call": "gen_server call to a server registered on a node; request and answer as JSON",
+    "rpc": "run module:function(ARGS...) on a node and print its result as JSON",
+}
+
+#: Default seconds ``--connect`` keeps retrying a node that does not answer.
+DEFAULT_CONNECT_TIMEOUT: Final = 30.0
+
+
+def _add_version(parser: argparse.ArgumentParser) -> None:
+    from otpylib._version import __version__
+
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"otpy-node {__version__} (Python {sys.version.split()[0]})",
+        help="print the version and exit",
+    )
+
+
+def _add_run_options(run: argparse.ArgumentParser) -> None:
+    run.add_argument(
+        "--run",
+        dest="run_fns",
+        action="append",
+        default=[],
+        metavar="MODULE:FUNCTION",
+        help="start this application at start: a start function returning the pid of its "
+        "top process, or a process function (imported from the current directory or "
+        "PYTHONPATH); repeat for more, started in order and stopped in reverse; if one "
+        "ends the node stops (exit 1 if it crashed)",
+    )
+    run.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=DEFAULT_CONNECT_TIMEOUT,
+        metavar="S",
+        help=f"seconds to keep retrying each --connect node (default {DEFAULT_CONNECT_TIMEOUT:g})",
+    )
+
+
+def _add_call_arguments(p: argparse.ArgumentParser, verb: str) -> None:
+    if verb == "call":
+        p.add_argument("name", help="the name the gen_server is registered under on NODE")
+        p.add_argument(
+            "request",
+            help='the request as JSON: arrays are tuples, {"atom": "x"} an atom, '
+            '{"list": [...]} a list (see otpylib_dist.cli_call)',
+        )
+    elif verb == "rpc":
+        p.add_argument("function", help="package.module:function, importable on NODE")
+        p.add_argument("args", nargs="*", help="arguments, each one JSON value")
+
+
+def _add_epmd_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "epmd",
+        help="run the port mapper nodes register with (EPMD's protocol; started on demand by run)",
+    )
+    p.add_argument(
+        "--port",
+        type=_port_number(1),
+        default=None,
+        help="port to listen on (default: ERL_EPMD_PORT, else 4369)",
+    )
+    action = p.add_mutually_exclusive_group()
+    action.add_argument(
+        "--daemon", action="store_true", help="detach and run in the background (epmd -daemon)"
+    )
+    action.add_argument(
+        "--names", action="store_true", help="list the names registered with the running mapper"
+    )
+    action.add_argument(
+        "--kill",
+        action="store_true",
+        help="stop the running mapper (refused while nodes are registered)",
+    )
+    p.add_argument("--log-level", default="warning", help="debug, info, warning, error")
 
 
 # ---------------------------------------------------------- configuration
@@ -303,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cookie(args: argparse.Namespace) -> str:
     if args.cookie_file is not None:
+        _check_cookie_file(args.cookie_file)
         return load_cookie(None, path=args.cookie_file, use_env=False)
     return load_cookie(args.cookie)
 
@@ -312,6 +430,7 @@ def _discovery(args: argparse.Namespace, cookie: str, *, tool: bool = False) -> 
     kind = args.discovery
     if kind != "static" and args.static:
         raise _UsageError("--static needs --discovery static")
+    _check_discovery_options(args)
     if kind == "none":
         return None
     if kind == "mdns":
@@ -337,9 +456,57 @@ def _discovery(args: argparse.Namespace, cookie: str, *, tool: bool = False) -> 
             return StaticDiscovery(args.static)
         except DiscoveryError as exc:
             raise _UsageError(f"--static: {exc}") from exc
+    return _epmd_discovery(args, tool=tool)
+
+
+def _check_cookie_file(path: Path) -> None:
+    """An explicit ``--cookie-file`` must exist: only the default file is ever created."""
+    if not path.exists():
+        raise _UsageError(
+            f"--cookie-file {path} does not exist; give the file holding the cluster's cookie "
+            "(readable by its owner only: chmod 400), or leave --cookie-file out to use "
+            "~/.otpylib.cookie (created on first use)"
+        )
+
+
+def _check_discovery_options(args: argparse.Namespace) -> None:
+    """Options of one discovery mechanism given with another are refused, not ignored."""
+    if args.dns_service and args.discovery != "dns":
+        raise _UsageError(
+            f"--dns-service is for --discovery dns, but --discovery is {args.discovery}; "
+            "add --discovery dns or drop --dns-service"
+        )
+    if args.epmd_port is not None and args.discovery != "epmd":
+        raise _UsageError(
+            f"--epmd-port is for --discovery epmd, but --discovery is {args.discovery}; "
+            "drop --discovery or --epmd-port"
+        )
+    if args.mdns_interface and args.discovery != "mdns":
+        raise _UsageError(
+            f"--mdns-interface is for --discovery mdns, but --discovery is {args.discovery}; "
+            "add --discovery mdns or drop --mdns-interface"
+        )
+
+
+def _epmd_discovery(args: argparse.Namespace, *, tool: bool) -> Discovery:
+    """The port mapper: a node registers (starting a mapper if none answers); a tool only asks."""
     from otpylib_dist.discovery.epmd import EpmdDiscovery
 
-    return EpmdDiscovery(port=args.epmd_port, register=not tool)
+    return EpmdDiscovery(port=args.epmd_port, register=not tool, start_mapper=not tool)
+
+
+async def _check_host(name: str, listen: str | None) -> None:
+    """Refuse a node name whose host does not resolve, before it is taken for a port problem."""
+    short, host = name.split("@", 1)
+    address = listen or host
+    try:
+        await asyncio.get_running_loop().getaddrinfo(address, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        what = f"--listen {address}" if listen else f"the host of --name {name}"
+        raise _UsageError(
+            f"{what} does not resolve to an address ({exc.strerror}); name the node after an "
+            f"address of this machine where peers reach it, e.g. --name {short}@127.0.0.1"
+        ) from None
 
 
 def _discovery_name(args: argparse.Namespace) -> str | None:
@@ -454,6 +621,8 @@ _ADVICE: Final[dict[str, str]] = {
         "cannot connect to {where}: it refused the connection (not_allowed); it may be "
         "stopping, or accept only some nodes"
     ),
+    # Our own check: another node answered there; the detail says which.
+    "wrong_node": "cannot connect to {where}: {detail}",
     "refused": (
         "cannot connect to {where}: nothing accepts connections there ({detail}); check that "
         "the node is running and the port is right"
@@ -469,6 +638,11 @@ _ADVICE: Final[dict[str, str]] = {
     "tls": "cannot connect to {where}: the TLS handshake failed{tls_detail}; " + _TLS_ADVICE,
 }
 
+#: Failures that may go away by themselves (the node is not up yet, or silent):
+#: ``--connect`` retries these; any other is an answer, and retrying would not
+#: change it.
+_RETRYABLE: Final = frozenset({"no_address", "refused", "unreachable", "timeout"})
+
 
 def explain_connect_failure(
     target: str,
@@ -478,6 +652,8 @@ def explain_connect_failure(
     address: tuple[str, int] | None = None,
     tls: bool = False,
     discovery: str | None = None,
+    detail: str | None = None,
+    tool: bool = True,
 ) -> str:
     """Turn a node's connection failure into one line saying what to do.
 
@@ -488,31 +664,43 @@ def explain_connect_failure(
         address: where we dialled, when known.
         tls: whether we dialled with TLS (the advice differs).
         discovery: the ``--discovery`` mechanism used to find ``target``, if any.
+        detail: why discovery found no address, when it knows (e.g. no port
+            mapper answered, or the name belongs to an Erlang node).
+        tool: for a subcommand (which takes ``--address``), not ``run``.
 
     Returns:
         ``"cannot connect to NODE: <what happened>; <what to do>"``.
     """
     where = f"{target} at {address[0]}:{address[1]}" if address else target
     reason = failure.reason if failure is not None else "closed"
-    detail = failure.detail if failure is not None else ""
+    text = failure.detail if failure is not None else ""
     if reason == "no_address":
+        if detail is not None:
+            return f"cannot connect to {target}: {detail}"
+        if discovery == "epmd":
+            host = target.partition("@")[2]
+            return (
+                f"cannot connect to {target}: no node of that name is registered with the port "
+                f"mapper on {host}; check that it runs, under that name (or give NAME@HOST:PORT)"
+            )
         if discovery is not None:
             return (
                 f"cannot connect to {target}: --discovery {discovery} did not find it; check "
                 "that it runs, with the same cookie, where discovery can see it (or give "
                 "NAME@HOST:PORT)"
             )
+        address_option = " (or --address HOST:PORT)" if tool else ""
         return (
-            f"cannot connect to {target}: no address known; give NAME@HOST:PORT (or --address "
-            "HOST:PORT), or find it with --discovery mdns|static|epmd|dns"
+            f"cannot connect to {target}: no address known; give NAME@HOST:PORT{address_option}"
+            ", or find it with --discovery epmd|mdns|static|dns"
         )
     if reason == "closed" and tls:
         reason = "tls"  # a TLS peer that rejects us closes without a word
     template = _ADVICE.get(reason)
     if template is None:
-        return f"cannot connect to {where}: {detail}"
-    tls_detail = f" ({detail})" if detail and tls and reason == "tls" else ""
-    return template.format(where=where, detail=detail, me=me, tls_detail=tls_detail)
+        return f"cannot connect to {where}: {text}"
+    tls_detail = f" ({text})" if text and tls and reason == "tls" else ""
+    return template.format(where=where, detail=text, me=me, tls_detail=tls_detail)
 
 
 # --------------------------------------------------------------------- run
@@ -526,20 +714,26 @@ async def _run_node(args: argparse.Namespace, log: _LogfmtFormatter) -> int:
         raise _UsageError(
             f"--busy-wait must be 0 (off) or a number of seconds, got {args.busy_wait:g}"
         )
+    if not (math.isfinite(args.connect_timeout) and args.connect_timeout >= 0):
+        raise _UsageError(
+            f"--connect-timeout must be a number of seconds, got {args.connect_timeout:g}"
+        )
     cookie = _cookie(args)
     targets = [_target(text) for text in args.connect]
     for target in targets:
         if target.node == name:
             raise _UsageError(f"--connect {target.node}: that is this node's own name")
     _import_from_cwd()
-    if args.run_fn:
-        _import_run_function(args.run_fn)
+    for ref in args.run_fns:
+        _import_run_function(ref)
+    await _check_host(name, args.listen)
+    discovery = _discovery(args, cookie)
     node = DistributedBackend(
         name,
         cookie=cookie,
         port=args.port,
         net_ticktime=args.net_ticktime,
-        discovery=_discovery(args, cookie),
+        discovery=discovery,
         tls=_tls(args.tls_dir, name),
         auto_connect=args.auto_connect,
         listen_host=args.listen,
@@ -547,6 +741,13 @@ async def _run_node(args: argparse.Namespace, log: _LogfmtFormatter) -> int:
     )
     stop = asyncio.Event()
     node.on_stop_request = stop.set
+    ended: list[application.ApplicationEnd] = []
+
+    def application_ended(end: application.ApplicationEnd) -> None:
+        ended.append(end)
+        stop.set()
+
+    application.set_node_stop_handler(node, application_ended)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -557,42 +758,152 @@ async def _run_node(args: argparse.Namespace, log: _LogfmtFormatter) -> int:
             raise _Failure(str(exc)) from exc
         except OSError as exc:
             raise _Failure(str(exc.strerror or exc)) from exc
-        for target in targets:
-            await _connect_at_start(
-                node, target, tls=args.tls_dir is not None, discovery=_discovery_name(args)
-            )
-        if args.run_fn:
-            await node.spawn(args.run_fn)
-        print(f"node {node.node_name} listening on {node.port}", flush=True)
-        logger.info("node %s running (pid %d)", node.node_name, os.getpid())
+        await _connect_all_at_start(node, targets, args, discovery, stop)
+        await _start_applications(node, args.run_fns, stop)
+        if not stop.is_set():
+            print(f"node {node.node_name} listening on {node.port}", flush=True)
+            logger.info("node %s running (pid %d)", node.node_name, os.getpid())
         await stop.wait()
         logger.info("stopping node %s", node.node_name)
     finally:
+        await application.stop_all(node)
         await node.shutdown()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     logger.info("node %s stopped", node.node_name)
+    if ended and ended[0].failed:
+        raise _Failure(f"{ended[0].message}; the node stopped (--log-level debug shows more)")
     return 0
 
 
-async def _connect_at_start(
-    node: DistributedBackend, target: _Target, *, tls: bool, discovery: str | None
+async def _start_applications(
+    node: DistributedBackend, refs: list[str], stop: asyncio.Event
 ) -> None:
-    host, port = target.address if target.address else (None, None)
-    # connect() already waits out a benign duplicate_name (both sides dialling
-    # at once): a refusal left here means another node runs under our name.
-    if await node.connect(target.node, host, port):
+    """Start each ``--run`` in order, as a permanent application; give up when told to stop."""
+    loop = asyncio.get_running_loop()
+    for ref in refs:
+        if stop.is_set():
+            return
+        starting = loop.create_task(application.start(ref, runtime=node))
+        stopping = loop.create_task(stop.wait())
+        await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not starting.done():
+            # SIGTERM while a start function still runs: stop_all() ends it.
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return
+        try:
+            starting.result()
+        except application.ApplicationError as exc:
+            raise _Failure(str(exc)) from exc
+
+
+async def _connect_all_at_start(
+    node: DistributedBackend,
+    targets: list[_Target],
+    args: argparse.Namespace,
+    discovery: Discovery | None,
+    stop: asyncio.Event,
+) -> None:
+    """Connect to every ``--connect`` node at once, each retried until ``--connect-timeout``."""
+    if not targets:
         return
-    raise _Failure(
-        explain_connect_failure(
-            target.node,
-            node.last_connect_failure(target.node),
-            me=node.node_name,
-            address=target.address,
-            tls=tls,
-            discovery=discovery,
+    deadline = asyncio.get_running_loop().time() + args.connect_timeout
+    loop = asyncio.get_running_loop()
+    tasks = [
+        loop.create_task(
+            _connect_at_start(
+                node,
+                target,
+                tls=args.tls_dir is not None,
+                discovery=_discovery_name(args),
+                detail=discovery,
+                deadline=deadline,
+                timeout=args.connect_timeout,
+                stop=stop,
+            )
         )
+        for target in targets
+    ]
+    try:
+        await asyncio.gather(*tasks)  # the first failure is the one reported
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+#: First and longest pause between two attempts of ``--connect``.
+_FIRST_RETRY: Final = 0.1
+_LONGEST_RETRY: Final = 2.0
+
+
+async def _connect_at_start(
+    node: DistributedBackend,
+    target: _Target,
+    *,
+    tls: bool,
+    discovery: str | None,
+    detail: Discovery | None = None,
+    deadline: float | None = None,
+    timeout: float = 0.0,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Connect to ``target``; retry with backoff until ``deadline`` while nobody answers.
+
+    A refusal (wrong cookie, duplicate name, TLS on one side) is an answer:
+    retrying would not change it, so it fails at once.
+    """
+    loop = asyncio.get_running_loop()
+    host, port = target.address if target.address else (None, None)
+    delay = _FIRST_RETRY
+    retried = False
+    while True:
+        # connect() already waits out a benign duplicate_name (both sides dialling
+        # at once): a refusal left here means another node runs under our name.
+        if await node.connect(target.node, host, port):
+            return
+        failure = node.last_connect_failure(target.node)
+        why_unknown = _resolve_failure(detail, target.node) or ""
+        if "not an otpylib node" in why_unknown or not _nobody_answered(failure):
+            break  # an answer (a refusal, a closed handshake): retrying would not change it
+        if deadline is None or loop.time() + delay > deadline:
+            break
+        retried = True
+        logger.info(
+            "cannot connect to %s yet (%s); retrying in %.1f s",
+            target.node,
+            failure.detail if failure is not None else "?",
+            delay,
+        )
+        if stop is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return  # SIGTERM or stop while waiting: the node stops, exit 0
+        else:
+            await asyncio.sleep(delay)
+        delay = min(delay * 2, _LONGEST_RETRY)
+    message = explain_connect_failure(
+        target.node,
+        node.last_connect_failure(target.node),
+        me=node.node_name,
+        address=target.address,
+        tls=tls,
+        discovery=discovery,
+        detail=_resolve_failure(detail, target.node),
+        tool=False,
     )
+    if retried:
+        message += f" (retried for {timeout:g} s: --connect-timeout)"
+    raise _Failure(message)
+
+
+def _nobody_answered(failure: ConnectFailure | None) -> bool:
+    """Whether a failed connect may succeed later: the node is not (yet) up, or silent."""
+    return failure is not None and failure.reason in _RETRYABLE
 
 
 # -------------------------------------------------------------- subcommands
@@ -615,10 +926,11 @@ async def _ask(args: argparse.Namespace) -> int:
             has_cli = (args.tls_dir / f"{_CLI_CERT_NAME}.pem").is_file()
             cert = _CLI_CERT_NAME if has_cli else target.node
         tls = _tls(args.tls_dir, cert)
+    discovery = _discovery(args, cookie, tool=True)
     me = DistributedBackend(
         f"otpy-cli-{os.getpid()}@127.0.0.1",
         cookie=cookie,
-        discovery=_discovery(args, cookie, tool=True),
+        discovery=discovery,
         hidden=True,
         setup_time=args.timeout,
         net_ticktime=args.net_ticktime,
@@ -638,12 +950,15 @@ async def _ask(args: argparse.Namespace) -> int:
                 address=target.address,
                 tls=tls is not None,
                 discovery=_discovery_name(args),
+                detail=_resolve_failure(discovery, target.node),
             )
             if args.command == "ping":
                 print("pang", flush=True)
             raise _Failure(message)
         if args.command == "stop":
             return await _stop(me, target, args.timeout)
+        if args.command in _CALL_VERBS:
+            return await _call_verb(me, target.node, args)
         try:
             result = await me.rpc(target.node, _OPS[args.command], timeout=args.timeout)
         except (NodeUnreachable, RpcError, TimeoutError) as exc:
@@ -659,6 +974,29 @@ async def _ask(args: argparse.Namespace) -> int:
         return 0
     finally:
         await me.shutdown()
+
+
+def _resolve_failure(discovery: Discovery | None, node: str) -> str | None:
+    """Why ``discovery`` found no address for ``node``, when the mechanism tells."""
+    explain = getattr(discovery, "resolve_failure", None)
+    return explain(node) if callable(explain) else None
+
+
+async def _call_verb(me: DistributedBackend, node: str, args: argparse.Namespace) -> int:
+    """``call`` and ``rpc``: run on ``node``, print the answer as JSON."""
+    from otpylib_dist import cli_call
+
+    try:
+        if args.command == "call":
+            answer = await cli_call.call(me, node, args.name, args.request, args.timeout)
+        else:
+            answer = await cli_call.rpc(me, node, args.function, args.args, args.timeout)
+    except cli_call.BadInput as exc:
+        raise _UsageError(str(exc)) from exc
+    except cli_call.CallFailed as exc:
+        raise _Failure(str(exc)) from exc
+    print(answer, flush=True)
+    return 0
 
 
 async def _stop(me: DistributedBackend, target: _Target, timeout: float) -> int:
@@ -707,6 +1045,21 @@ def _print_result(command: str, result: Any, *, as_json: bool = False) -> None:
         print(result)
 
 
+# ------------------------------------------------------------- port mapper
+
+
+def _epmd_command(args: argparse.Namespace) -> int:
+    """``otpy-node epmd``: run, start detached, list or stop the port mapper."""
+    from otpylib_dist import cli_epmd
+
+    try:
+        return cli_epmd.run(args.port, names=args.names, kill=args.kill, daemon=args.daemon)
+    except cli_epmd.MapperUsageError as exc:
+        raise _UsageError(str(exc)) from None
+    except cli_epmd.MapperFailure as exc:
+        raise _Failure(str(exc)) from None
+
+
 # --------------------------------------------------------------------- main
 
 
@@ -729,11 +1082,14 @@ def _run_on_loop(main: Coroutine[Any, Any, int], choice: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``otpy-node``; returns the exit code (0, 1 or 2, see the module)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in (*SUBCOMMANDS, "run", "-h", "--help"):
+    verbs = (*SUBCOMMANDS, *_CALL_VERBS, "epmd", "run", "-h", "--help", "--version")
+    if not argv or argv[0] not in verbs:
         argv.insert(0, "run")
     args = build_parser().parse_args(argv)
     try:
         log = _setup_logging(args.log_level)
+        if args.command == "epmd":
+            return _epmd_command(args)
         if args.command == "run":
             return _run_on_loop(_run_node(args, log), args.loop)
         return asyncio.run(_ask(args))

@@ -364,6 +364,10 @@ class Connection(asyncio.Protocol):
         except HandshakeRefused as exc:
             self.refusal = str(exc.reason)
             self.failure = str(exc)
+            if exc.reason == "not_allowed" and not exc.by_peer:
+                # We refused: the node that answered is not the one we dialed.
+                self.refusal = "wrong_node"
+                self.failure = exc.detail
             peer = self.expected_peer or hs.peer_name
             benign = self._owner.is_benign_refusal(peer, exc.reason)
             log = logger.info if benign else logger.warning

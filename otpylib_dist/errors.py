@@ -38,6 +38,7 @@ ConnectFailureReason = Literal[
     "tls",  # the TLS handshake failed (one side without TLS, or another CA)
     "bad_cookie",
     "not_allowed",
+    "wrong_node",  # another node answered at that address (we refused it)
     "duplicate_name",
     "version_mismatch",
     "simultaneous_lost",

@@ -332,7 +332,8 @@ class Node(AsyncIOBackend):
         failure = self.last_connect_failure(node)
         if failure is None or failure.reason in _NOT_REFUSALS:
             return None
-        return failure.reason
+        # Our own refusal of a node that is not the one dialed is not_allowed.
+        return "not_allowed" if failure.reason == "wrong_node" else failure.reason
 
     async def _resolve(self, node: str) -> tuple[str, int] | None:
         if self._discovery is None:

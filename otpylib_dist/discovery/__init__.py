@@ -5,12 +5,18 @@ Layout:
                 (NodeAppeared, NodeDisappeared) and DiscoveryError
     mdns.py     MdnsDiscovery: zero-configuration on a LAN (zeroconf, DNS-SD)
     static.py   StaticDiscovery: a fixed "name@host:port" list
-    epmd.py     EpmdDiscovery: Erlang's port mapper, plus its sans-I/O wire codec
-    dns.py      DnsDiscovery: Kubernetes headless services (SRV + A records),
-                plus a sans-I/O codec for the SRV query
+    epmd.py     EpmdDiscovery: register with / ask a port mapper (EPMD's protocol);
+                the default of otpy-node, which starts a mapper when none answers
+    epmd_server.py  the port mapper itself (``otpy-node epmd``), asyncio
+    dns.py      DnsDiscovery: Kubernetes headless services (SRV + A records)
 
-Which to use: mDNS where multicast reaches every node (one LAN, one host);
-DNS on Kubernetes; EPMD where Erlang's epmd already runs; static otherwise.
+The wire formats are sans-I/O modules of ``otpylib_dist.protocol``
+(``epmd_wire``, ``dns_wire``); these modules only move bytes.
+
+Which to use: the port mapper by default (same host, or ``name@host`` on
+hosts that run one; an Erlang epmd serves too); mDNS where multicast reaches
+every node and names are not known in advance; DNS on Kubernetes; static
+otherwise.
 The mechanisms are imported lazily by name so that importing this package
 does not open sockets or load zeroconf until a mechanism is used.
 """

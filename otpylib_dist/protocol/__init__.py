@@ -17,6 +17,8 @@ Layout (lower layers first; each module imports only those above it)::
     handshake.py  the handshake state machine; simultaneous-connect tie-break
     ticks.py      the tick decision (send a tick / peer silent)
     tls_layer.py  TLS as a MemoryBIO layer
+    epmd_wire.py  the port mapper's wire format (EPMD's), both sides
+    dns_wire.py   DNS SRV query / answer codec (for discovery on Kubernetes)
 
 The package exports only what users meet (the errors and ``register_struct``);
 the rest is imported from its module by the layers that need it.

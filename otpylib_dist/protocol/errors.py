@@ -147,6 +147,8 @@ class HandshakeRefused(ProtocolError):
         self.by_peer = by_peer
         who = peer if peer is not None else "the peer"
         text = detail if detail is not None else _REFUSAL_TEXT[reason]
+        #: The explanation alone (the message adds who refused and the reason).
+        self.detail = text
         by = " by the peer" if by_peer else ""
         super().__init__(f"handshake with {who} refused{by} ({reason}): {text}")
 

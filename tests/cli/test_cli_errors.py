@@ -7,6 +7,7 @@ error line; ``error_line`` checks that exactly one other line is there.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 from pathlib import Path
@@ -79,23 +80,48 @@ def test_unreachable_node_for_run_connect(cookie: str) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         done = run_cli(
-            "--name", "lonely", "--cookie", cookie, "--connect", f"gone@127.0.0.1:{port}"
+            *("--name", "lonely", "--cookie", cookie, "--connect", f"gone@127.0.0.1:{port}"),
+            *("--connect-timeout", "0.5"),
         )
     assert done.returncode == 1
     assert re.match(
         rf"^otpy-node: cannot connect to gone@127\.0\.0\.1 at 127\.0\.0\.1:{port}: nothing "
-        r"accepts connections there",
+        r"accepts connections there .*; check that the node is running and the port is right "
+        r"\(retried for 0\.5 s: --connect-timeout\)$",
         error_line(done.stderr),
     )
 
 
-def test_node_without_any_address(cookie: str) -> None:
+def test_node_not_registered_with_the_port_mapper(cookie: str) -> None:
     done = run_cli("ping", "nowhere@127.0.0.1", "--cookie", cookie)
+    assert (done.returncode, done.stdout) == (1, "pang\n")
+    assert error_line(done.stderr) == (
+        "otpy-node: cannot connect to nowhere@127.0.0.1: no node of that name is registered "
+        "with the port mapper on 127.0.0.1; check that it runs, under that name (or give "
+        "NAME@HOST:PORT)"
+    )
+
+
+def test_node_without_any_address(cookie: str) -> None:
+    done = run_cli("ping", "nowhere@127.0.0.1", "--cookie", cookie, "--discovery", "none")
     assert (done.returncode, done.stdout) == (1, "pang\n")
     assert error_line(done.stderr) == (
         "otpy-node: cannot connect to nowhere@127.0.0.1: no address known; give "
         "NAME@HOST:PORT (or --address HOST:PORT), or find it with --discovery "
-        "mdns|static|epmd|dns"
+        "epmd|mdns|static|dns"
+    )
+
+
+def test_failed_run_connect_does_not_advise_address(cookie: str) -> None:
+    # Regression: the advice named --address, which run does not take.
+    done = run_cli(
+        *("--name", "alone", "--cookie", cookie, "--discovery", "none"),
+        *("--connect", "nowhere@127.0.0.1", "--connect-timeout", "0"),
+    )
+    assert done.returncode == 1
+    assert error_line(done.stderr) == (
+        "otpy-node: cannot connect to nowhere@127.0.0.1: no address known; give "
+        "NAME@HOST:PORT, or find it with --discovery epmd|mdns|static|dns"
     )
 
 
@@ -131,10 +157,25 @@ def test_unknown_run_function(cookie: str, ref: str, message: str) -> None:
     assert done.stdout == ""
 
 
+def test_a_taken_name_is_refused_by_the_port_mapper(start_node: StartNode, cookie: str) -> None:
+    start_node("twin@127.0.0.1")
+    done = run_cli("--name", "twin@127.0.0.1", "--cookie", cookie)
+    assert done.returncode == 1
+    assert error_line(done.stderr) == (
+        "otpy-node: a node named twin@127.0.0.1 is already running on this host (the port "
+        f"mapper at 127.0.0.1:{os.environ['ERL_EPMD_PORT']} holds the name 'twin'); give this "
+        "node another --name, or stop the other one first"
+    )
+    assert done.stdout == ""
+
+
 def test_name_clash_is_refused_by_the_peers(start_node: StartNode, cookie: str) -> None:
-    first = start_node("twin@127.0.0.1")
-    peer = start_node("peer@127.0.0.1", "--connect", first.address)
-    done = run_cli("--name", "twin@127.0.0.1", "--cookie", cookie, "--connect", peer.address)
+    first = start_node("twin@127.0.0.1", "--discovery", "none")
+    peer = start_node("peer@127.0.0.1", "--connect", first.address, "--discovery", "none")
+    done = run_cli(
+        *("--name", "twin@127.0.0.1", "--cookie", cookie, "--connect", peer.address),
+        *("--discovery", "none"),
+    )
     assert done.returncode == 1
     assert error_line(done.stderr) == (
         f"otpy-node: cannot connect to peer@127.0.0.1 at 127.0.0.1:{peer.port}: it already has "

@@ -89,7 +89,7 @@ def test_run_imports_from_the_current_directory(
         ps = run_cli("ps", node.address, "--cookie", cookie)
         if " mine " in ps.stdout:
             break
-    assert " mine " in ps.stdout and "my_service:main" in ps.stdout
+    assert " mine " in ps.stdout and "my_service.main" in ps.stdout
 
 
 def test_connect_finds_peers_in_a_static_list(start_node: StartNode, cookie: str) -> None:

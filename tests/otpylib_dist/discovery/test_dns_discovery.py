@@ -87,6 +87,17 @@ async def test_silent_server_is_a_clear_error() -> None:
             await disco.members()
 
 
+async def test_resolve_with_a_silent_server_is_none_and_one_reason() -> None:
+    # Regression: resolve raised, and the node logged the traceback in its log line.
+    async with FakeDns(silent=True) as fake:
+        disco = DnsDiscovery(SERVICE, nameserver=fake.address, timeout=0.3)
+        assert await disco.resolve("otpy-0@" + POD.format(0), timeout=1.0) is None
+        assert disco.resolve_failure("otpy-0@" + POD.format(0)) == (
+            f"DNS did not answer for otpy-0@{POD.format(0)} within 1 s (nameserver "
+            f"127.0.0.1:{fake.port})"
+        )
+
+
 async def test_server_failure_code_is_reported() -> None:
     async with FakeDns() as fake:
         fake.rcode = 2  # SERVFAIL

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import struct
+import sys
+from pathlib import Path
 
 import pytest
+
+# The fake DNS answers are shared with the discovery tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "discovery"))
+
 from dns_fake import build_response, name_bytes
 
-from otpylib_dist.discovery.dns import (
+from otpylib_dist.protocol.dns_wire import (
     DnsProtocolError,
     SrvRecord,
     decode_response,
