@@ -82,7 +82,15 @@ from otpylib.runtime.backends.base import (
     Target,
 )
 from otpylib.runtime.context import current_process
-from otpylib.runtime.data import LOCAL_NODE, Pid, ProcessInfo, Ref, RuntimeStatistics
+from otpylib.runtime.data import (
+    EXIT_KINDS,
+    LOCAL_NODE,
+    Pid,
+    ProcessInfo,
+    Ref,
+    RuntimeStatistics,
+    exit_kind,
+)
 from otpylib.runtime.errors import (
     NameAlreadyRegistered,
     NotInProcessError,
@@ -186,6 +194,8 @@ class AsyncIOBackend(RuntimeBackend):
         self._messages = 0
         self._links = 0
         self._monitors = 0
+        # Processes ended, by exit_kind(reason) (observability: statistics()).
+        self._exits = dict.fromkeys(EXIT_KINDS, 0)
         # Active aliases (see alias()): extra pids that reach a process's mailbox.
         self._aliases: dict[Pid, Process] = {}
         self._runtime_pid = Pid(self._node_name, 0, self._creation)
@@ -595,6 +605,7 @@ class AsyncIOBackend(RuntimeBackend):
                 return self._send_remote_named(target, message)
         # Process.deliver, inlined: this runs once per local message.
         self._messages += 1
+        proc.received += 1
         mailbox = proc.mailbox
         if mailbox is None:
             proc.mailbox = deque((message,))
@@ -1046,6 +1057,7 @@ class AsyncIOBackend(RuntimeBackend):
                 self._aliases.pop(alias, None)
         if proc.waiter is not None and not proc.waiter.done():
             proc.waiter.cancel()
+        self._exits[exit_kind(reason)] += 1
         if reason not in _QUIET_REASONS and logger.isEnabledFor(logging.DEBUG):
             logger.debug("process %r exited: %r", pid, reason)
         if proc.links:
@@ -1229,6 +1241,8 @@ class AsyncIOBackend(RuntimeBackend):
             monitors=tuple((proc.monitors or {}).values()),
             monitored_by=tuple((proc.monitored_by or {}).values()),
             function=proc.function,
+            label=proc.label,
+            messages_received=proc.received,
         )
 
     def processes(self) -> list[Pid]:
@@ -1246,6 +1260,7 @@ class AsyncIOBackend(RuntimeBackend):
             active_monitors=self._monitors,
             active_links=self._links,
             registered_names=len(self._registry),
+            exits=dict(self._exits),
         )
 
 
