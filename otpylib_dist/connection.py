@@ -46,6 +46,7 @@ from otpylib_dist.protocol.handshake import NEED_DATA, Established, Flags, Hands
 from otpylib_dist.protocol.handshake import Role as CoreRole
 from otpylib_dist.protocol.ticks import TickAction, Ticker
 from otpylib_dist.protocol.tls_layer import TlsLayer
+from otpylib_dist.statistics import PeerStatistics
 
 if TYPE_CHECKING:
     from otpylib_dist.node import DistributedBackend
@@ -134,6 +135,11 @@ class Connection(asyncio.Protocol):
         self._ticker: Ticker | None = None
         self._bytes_in = 0
         self._bytes_out = 0
+        # Observability counters (read by statistics(); plain ints).
+        self._messages_in = 0
+        self._messages_out = 0
+        self._ticks_missed = 0
+        self._up_since = 0.0
 
     # ------------------------------------------------------------ handshake
 
@@ -274,6 +280,7 @@ class Connection(asyncio.Protocol):
             self.close(PROTOCOL_ERROR)
             return
         self._up = True
+        self._up_since = self._loop.time()
         self._reader = FrameReader(DEFAULT_MAX_FRAME)
         self._ticker = Ticker(self.node.net_ticktime)
         self._schedule_tick()
@@ -300,6 +307,7 @@ class Connection(asyncio.Protocol):
         decode = self._decoder.decode
         node = self.node
         dispatch = node._dispatch
+        received = 0
         try:
             reader.receive_data(data)
             for frame in reader.frames():
@@ -309,10 +317,12 @@ class Connection(asyncio.Protocol):
                 # The two message kinds that carry nearly all traffic are
                 # handled inline; everything else goes through the table.
                 if type(msg) is Send:
+                    received += 1
                     payload = self._payload(msg)
                     if payload is not _UNDECODABLE:
                         node._remote_deliver(msg.to, payload)
                 elif type(msg) is RegSend:
+                    received += 1
                     payload = self._payload(msg)
                     if payload is not _UNDECODABLE:
                         node._remote_deliver_named(msg.name, payload)
@@ -323,6 +333,8 @@ class Connection(asyncio.Protocol):
                 "closing connection to %s: it sent something illegal: %s", self.peer_name, exc
             )
             self.close(PROTOCOL_ERROR)
+        finally:
+            self._messages_in += received
 
     def _payload(self, msg: Send | RegSend) -> Any:
         """Decode a message's payload; log and drop one this node cannot decode.
@@ -369,6 +381,7 @@ class Connection(asyncio.Protocol):
         if self._transport is None or self._close_reason is not None:
             return False
         self._encoder.send_into(to, term, self._out)
+        self._messages_out += 1
         return self._queued()
 
     def reg_send_term(self, sender: Pid | None, name: str, term: Any) -> bool:
@@ -376,6 +389,7 @@ class Connection(asyncio.Protocol):
         if self._transport is None or self._close_reason is not None:
             return False
         self._encoder.reg_send_into(sender, name, term, self._out)
+        self._messages_out += 1
         return self._queued()
 
     def _queued(self) -> bool:
@@ -458,6 +472,8 @@ class Connection(asyncio.Protocol):
         if ticker is None or self._transport is None:
             return
         action = ticker.check(self._bytes_in, self._bytes_out, queue_empty=not self._out)
+        if ticker.silent_checks >= 2:  # a live peer writes every other check at least
+            self._ticks_missed += 1
         if action is TickAction.PEER_SILENT:
             logger.warning(
                 "node %s sent nothing for %.0f s (net_ticktime); declaring it down",
@@ -494,10 +510,30 @@ class Connection(asyncio.Protocol):
         self._out.clear()
         self._wake_drainers()
         self.node._handshaking.discard(self)
+        if not self._up and self.refusal is not None:
+            refused = self.node._refused
+            refused[self.refusal] = refused.get(self.refusal, 0) + 1
         if self._up:
             self.node._connection_down(self, reason)
         if not self.closed.done():
             self.closed.set_result(None)
+
+    def statistics(self) -> PeerStatistics:
+        """A snapshot of this connection's counters (``stats``, ``top``, metrics)."""
+        now = self._loop.time()
+        return PeerStatistics(
+            peer=self.handshake_peer or "?",
+            state="up" if self._up else "handshaking",
+            hidden=self.peer_hidden,
+            address=self.address,
+            bytes_in=self._bytes_in,
+            bytes_out=self._bytes_out,
+            messages_in=self._messages_in,
+            messages_out=self._messages_out,
+            ticks_missed=self._ticks_missed,
+            seconds_since_heard=now - self.last_heard,
+            connected_seconds=now - self._up_since if self._up else 0.0,
+        )
 
     @property
     def handshake_peer(self) -> str | None:

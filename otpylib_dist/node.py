@@ -53,6 +53,7 @@ from otpylib_dist.protocol.codec import encode_term
 from otpylib_dist.protocol.errors import RefusalReason
 from otpylib_dist.protocol.handshake import simultaneous_winner
 from otpylib_dist.router import NodeRouter
+from otpylib_dist.statistics import NodeStatistics, PeerStatistics
 
 if TYPE_CHECKING:
     from otpylib_dist.tls import TlsConfig
@@ -153,6 +154,10 @@ class DistributedBackend(AsyncIOBackend):
         self._stopping = False
         self._node_shutdown: asyncio.Task[None] | None = None
         self.on_stop_request: Callable[[], None] | None = None
+        # Observability counters (read by node_statistics()).
+        self._nodeups = 0
+        self._nodedowns: dict[str, int] = {}
+        self._refused: dict[str, int] = {}  # handshake refusals, by reason (connection.py)
 
     # ------------------------------------------------------------ identity
 
@@ -495,7 +500,15 @@ class DistributedBackend(AsyncIOBackend):
         self._connections[peer] = conn
         self._failures.pop(peer, None)
         self._refusals.pop(peer, None)
-        logger.info("nodeup %s (via %s)", peer, conn.address)
+        self._nodeups += 1
+        # A hidden node (an `otpy-node ping` and friends) is a tool passing by: debug.
+        logger.log(
+            logging.DEBUG if conn.peer_hidden else logging.INFO,
+            "nodeup %s (via %s)",
+            peer,
+            conn.address,
+            extra={"event": "nodeup", "peer": peer, "address": conn.address},
+        )
         if not conn.peer_hidden:
             for pid in list(self._nodes_monitors):
                 self._remote_deliver(pid, (NODEUP, peer))
@@ -511,7 +524,14 @@ class DistributedBackend(AsyncIOBackend):
         if peer is None or self._connections.get(peer) is not conn:
             return
         del self._connections[peer]
-        logger.info("nodedown %s: %s", peer, reason)
+        self._nodedowns[str(reason)] = self._nodedowns.get(str(reason), 0) + 1
+        logger.log(
+            logging.DEBUG if conn.peer_hidden else logging.INFO,
+            "nodedown %s: %s",
+            peer,
+            reason,
+            extra={"event": "nodedown", "peer": peer, "reason": str(reason)},
+        )
         self._node_lost(peer)
         for ref, (node, fut) in list(self._calls.items()):
             if node == peer and not fut.done():
@@ -522,6 +542,17 @@ class DistributedBackend(AsyncIOBackend):
         if not conn.peer_hidden:
             for pid in list(self._nodes_monitors):
                 self._remote_deliver(pid, (NODEDOWN, peer, {"reason": reason}))
+
+    def peer_statistics(self) -> list[PeerStatistics]:
+        """A snapshot of every connection, up or handshaking, hidden peers included."""
+        conns = [*self._connections.values(), *self._handshaking]
+        return [c.statistics() for c in conns]
+
+    def node_statistics(self) -> NodeStatistics:
+        """Counts of nodeups, nodedowns by reason and handshake refusals by reason."""
+        return NodeStatistics(
+            nodeups=self._nodeups, nodedowns=dict(self._nodedowns), refusals=dict(self._refused)
+        )
 
     def _dispatch(self, conn: Connection, msg: control.ControlMessage) -> None:
         """Act on one control message from ``conn``'s peer (no awaits)."""
