@@ -19,7 +19,15 @@ from otpylib.runtime.atoms import SHUTDOWN, Atom
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EXIT_KINDS", "LOCAL_NODE", "Pid", "ProcessInfo", "Ref", "RuntimeStatistics", "exit_kind"]
+__all__ = [
+    "EXIT_KINDS",
+    "LOCAL_NODE",
+    "Pid",
+    "ProcessInfo",
+    "Ref",
+    "RuntimeStatistics",
+    "exit_kind",
+]
 
 #: Node name of a runtime that is not distributed (as Erlang's ``nonode@nohost``).
 LOCAL_NODE: Final = "nonode@nohost"
