@@ -64,8 +64,9 @@ _STATES: Final = ("up", "handshaking", "down")
 class NodeCollector(Collector):
     """Reads a node's counters at scrape time and yields Prometheus metric families.
 
-    Peers that were up and went down stay listed with state ``down`` (a
-    dashboard then shows the gap), bounded by the visible nodes of the cluster.
+    Peers that a scrape saw up and that went down stay listed with state
+    ``down`` (a dashboard then shows the gap), bounded by the visible nodes
+    of the cluster.
     """
 
     def __init__(self, node: DistributedBackend) -> None:
