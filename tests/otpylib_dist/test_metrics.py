@@ -95,9 +95,10 @@ async def test_a_thousand_messages_move_the_peer_counters_by_a_thousand(
         got = "otpy_peer_messages_received_total"
         from_a = (("peer", "a@127.0.0.1"),)
         assert after_b[(got, from_a)] - before_b[(got, from_a)] == 1000
-        assert after[("otpy_peer_bytes_sent_total", peer)] > before[
-            ("otpy_peer_bytes_sent_total", peer)
-        ] + 1000
+        assert (
+            after[("otpy_peer_bytes_sent_total", peer)]
+            > before[("otpy_peer_bytes_sent_total", peer)] + 1000
+        )
         assert after_b[("otpy_messages_delivered_total", ())] >= 1000
         assert after[("otpy_nodeups_total", ())] == 1
         assert after[("otpy_node_info", (("creation", str(a.creation)), ("node", a.node_name)))]
@@ -112,7 +113,7 @@ async def test_a_thousand_messages_move_the_peer_counters_by_a_thousand(
 async def test_exits_by_reason_nodedowns_and_refusals_are_counted(
     pair: tuple[DistributedBackend, DistributedBackend],
 ) -> None:
-    a, b = pair
+    a, _ = pair
     server = await start_metrics(a, "127.0.0.1", 0)
     try:
 
