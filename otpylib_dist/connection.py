@@ -193,6 +193,7 @@ class Connection(asyncio.Protocol):
                 self.expected_peer or "incoming peer",
                 self.address,
                 self.failure,
+                extra=self._fields("tls_failed", "tls"),
             )
             # The TLS session is dead: frames queued this step cannot go out.
             self._out.clear()
@@ -212,6 +213,7 @@ class Connection(asyncio.Protocol):
                 self.expected_peer or "incoming peer",
                 self.address,
                 self.node.setup_time,
+                extra=self._fields("handshake_refused", "setup_timeout"),
             )
             self.refusal = "setup_timeout"
             self.close(SETUP_TIMEOUT)
@@ -229,7 +231,18 @@ class Connection(asyncio.Protocol):
                     refusal = self.node._check_incoming(event.name, event.creation)
                     if refusal is not None:
                         self.refusal = refusal
-                        logger.info("refusing %s from %s: %s", event.name, self.address, refusal)
+                        logger.info(
+                            "refusing %s from %s: %s",
+                            event.name,
+                            self.address,
+                            refusal,
+                            extra={
+                                "event": "handshake_refused",
+                                "peer": event.name,
+                                "reason": refusal,
+                                "address": self.address,
+                            },
+                        )
                         self._write_raw(hs.refuse(refusal))
                         self.close(PROTOCOL_ERROR)
                         return
@@ -253,13 +266,24 @@ class Connection(asyncio.Protocol):
                 peer or "incoming peer",
                 self.address,
                 exc,
+                extra={
+                    "event": "handshake_refused",
+                    "peer": peer,
+                    "reason": str(exc.reason),
+                    "address": self.address,
+                },
             )
             self._write_raw(hs.data_to_send())
             self.close(PROTOCOL_ERROR)
             return
         except ProtocolError as exc:
             self.failure = str(exc)
-            logger.warning("handshake with %s failed: %s", self.address, exc)
+            logger.warning(
+                "handshake with %s failed: %s",
+                self.address,
+                exc,
+                extra=self._fields("handshake_failed", "protocol_error"),
+            )
             self.close(PROTOCOL_ERROR)
             return
         if self._up:
@@ -330,7 +354,10 @@ class Connection(asyncio.Protocol):
                     dispatch(self, msg)
         except RemoteProtocolError as exc:
             logger.warning(
-                "closing connection to %s: it sent something illegal: %s", self.peer_name, exc
+                "closing connection to %s: it sent something illegal: %s",
+                self.peer_name,
+                exc,
+                extra=self._fields("protocol_error", "protocol_error"),
             )
             self.close(PROTOCOL_ERROR)
         finally:
@@ -353,6 +380,7 @@ class Connection(asyncio.Protocol):
                 self.peer_name,
                 target,
                 exc,
+                extra=self._fields("message_dropped", "undecodable"),
             )
             return _UNDECODABLE
 
@@ -479,6 +507,7 @@ class Connection(asyncio.Protocol):
                 "node %s sent nothing for %.0f s (net_ticktime); declaring it down",
                 self.peer_name,
                 self.node.net_ticktime,
+                extra=self._fields("peer_silent", "net_tick_timeout"),
             )
             self.close(NET_TICK_TIMEOUT)
             return
@@ -511,12 +540,21 @@ class Connection(asyncio.Protocol):
         self._wake_drainers()
         self.node._handshaking.discard(self)
         if not self._up and self.refusal is not None:
-            refused = self.node._refused
+            refused = self.node._refusal_counts
             refused[self.refusal] = refused.get(self.refusal, 0) + 1
         if self._up:
             self.node._connection_down(self, reason)
         if not self.closed.done():
             self.closed.set_result(None)
+
+    def _fields(self, event: str, reason: str) -> dict[str, Any]:
+        """Structured log fields for a record about this connection (``logformat.py``)."""
+        return {
+            "event": event,
+            "peer": self.handshake_peer,
+            "reason": reason,
+            "address": self.address,
+        }
 
     def statistics(self) -> PeerStatistics:
         """A snapshot of this connection's counters (``stats``, ``top``, metrics)."""

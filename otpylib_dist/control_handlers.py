@@ -68,7 +68,13 @@ def _spawn_request(node: DistributedBackend, conn: Connection, msg: control.Spaw
         args, kwargs = decode_term(msg.args)
         proc = node._spawn(fn, args, kwargs, msg.name, msg.trap_exits)
     except Exception as exc:
-        logger.warning("refused remote spawn of %r from %s: %s", msg.function, conn.peer_name, exc)
+        logger.warning(
+            "refused remote spawn of %r from %s: %s",
+            msg.function,
+            conn.peer_name,
+            exc,
+            extra={"event": "spawn_refused", "peer": conn.peer_name},
+        )
         conn.send_control(
             control.SpawnReply(
                 ref=msg.ref, ok=False, result=encode_reason(f"{type(exc).__name__}: {exc}")

@@ -157,7 +157,7 @@ class DistributedBackend(AsyncIOBackend):
         # Observability counters (read by node_statistics()).
         self._nodeups = 0
         self._nodedowns: dict[str, int] = {}
-        self._refused: dict[str, int] = {}  # handshake refusals, by reason (connection.py)
+        self._refusal_counts: dict[str, int] = {}  # handshake refusals, by reason (connection.py)
 
     # ------------------------------------------------------------ identity
 
@@ -214,7 +214,13 @@ class DistributedBackend(AsyncIOBackend):
             ) from exc
         self._port = self._server.sockets[0].getsockname()[1]
         self.busy_wait.start()
-        logger.info("node %s listening on %s:%d", self._node_name, self._listen_host, self._port)
+        logger.info(
+            "node %s listening on %s:%d",
+            self._node_name,
+            self._listen_host,
+            self._port,
+            extra={"event": "listening", "address": f"{self._listen_host}:{self._port}"},
+        )
         if self._discovery is not None:
             self._discovery.subscribe(self._on_discovery_event)
             await self._discovery.start(self._node_name, self._host, self._port)
@@ -307,13 +313,23 @@ class DistributedBackend(AsyncIOBackend):
             ok = await asyncio.wait_for(self._dial(node, host, port), self.setup_time)
         except TimeoutError:
             self._failures[node] = f"no connection within {self.setup_time:.1f} s"
-            logger.warning("connection to %s timed out after %.1f s", node, self.setup_time)
+            logger.warning(
+                "connection to %s timed out after %.1f s",
+                node,
+                self.setup_time,
+                extra={"event": "connect_failed", "peer": node, "reason": "timeout"},
+            )
         except OSError as exc:
             why = str(exc.strerror or exc) or type(exc).__name__
             if self._tls is not None and isinstance(exc, ssl.SSLError | ConnectionResetError):
                 why = f"TLS handshake failed: {why}"
             self._failures[node] = why
-            logger.warning("cannot connect to %s: %s", node, why)
+            logger.warning(
+                "cannot connect to %s: %s",
+                node,
+                why,
+                extra={"event": "connect_failed", "peer": node, "reason": why},
+            )
         except Exception as exc:
             self._failures[node] = f"{type(exc).__name__}: {exc}"
             logger.exception("connecting to %s failed", node)
@@ -332,6 +348,7 @@ class DistributedBackend(AsyncIOBackend):
                     "cannot connect to %s: no address known (give host and port, or "
                     "configure discovery)",
                     node,
+                    extra={"event": "connect_failed", "peer": node, "reason": "no_address"},
                 )
                 return False
             host, port = host or address[0], port or address[1]
@@ -551,7 +568,9 @@ class DistributedBackend(AsyncIOBackend):
     def node_statistics(self) -> NodeStatistics:
         """Counts of nodeups, nodedowns by reason and handshake refusals by reason."""
         return NodeStatistics(
-            nodeups=self._nodeups, nodedowns=dict(self._nodedowns), refusals=dict(self._refused)
+            nodeups=self._nodeups,
+            nodedowns=dict(self._nodedowns),
+            refusals=dict(self._refusal_counts),
         )
 
     def _dispatch(self, conn: Connection, msg: control.ControlMessage) -> None:

@@ -487,6 +487,7 @@ class AsyncIOBackend(RuntimeBackend):
             type(exc).__name__,
             exc,
             exc_info=exc,
+            extra={"event": "crash", "pid": str(proc.pid), "reason": type(exc).__name__},
         )
 
     # ---------------------------------------------------------------- self
