@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -419,6 +420,13 @@ def main() -> None:
         action="store_true",
         help="add a row with the metrics endpoint on and scraped every 0.5 s",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="with --metrics: run the otpylib and +metrics rows N times each, alternating, "
+        "and print medians (the machine's noise otherwise hides a few per cent)",
+    )
     parser.add_argument("--scrape", type=int, nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--serve", choices=("node", "raw"), help=argparse.SUPPRESS)
     parser.add_argument("--port-file", help=argparse.SUPPRESS)
@@ -444,7 +452,9 @@ def main() -> None:
     rows: dict[str, tuple[float, float] | None] = {}
     kinds = ["raw floor", "otpylib"]
     if args.metrics:
-        kinds.append("+metrics")
+        # Off and on alternate, so a change in the machine's load hits both.
+        kinds = ["raw floor", *["otpylib", "+metrics"] * args.repeat]
+    samples: dict[str, list[tuple[float, float]]] = {}
     for kind in kinds:
         with_metrics = kind == "+metrics"
         proc, port, metrics_port = _child(
@@ -455,18 +465,26 @@ def main() -> None:
                 coro = _client_raw(port, args.messages, args.round_trips)
             else:
                 coro = _client_node(port, args.messages, args.round_trips, metrics_port)
-            rows[kind] = _run(coro, uvloop_on)
+            samples.setdefault(kind, []).append(_run(coro, uvloop_on))
         finally:
             proc.kill()
             proc.wait()
+    for kind, got in samples.items():
+        rows[kind] = (statistics.median(g[0] for g in got), statistics.median(g[1] for g in got))
+    if args.metrics and args.repeat > 1:
+        pairs = zip(samples["otpylib"], samples["+metrics"], strict=True)
+        print(
+            "metrics on / off one-way, per pair:", " ".join(f"{b[0] / a[0]:.3f}" for a, b in pairs)
+        )
     rows["erlang"] = _erlang(args.messages, args.round_trips)
 
     loop_name = "uvloop" if uvloop_on else "asyncio default loop"
     if BUSY_WAIT:
         loop_name += ", busy wait 200 us"
+    medians = f", medians of {args.repeat}" if args.metrics and args.repeat > 1 else ""
     print(
         f"\nbench.dist: two OS processes on 127.0.0.1, {args.messages} msgs, "
-        f"{args.round_trips} round trips, {loop_name}"
+        f"{args.round_trips} round trips, {loop_name}{medians}"
     )
     print(f"{'':<12} {'one-way msg/s':>15} {'round trip us':>15}")
     for kind, row in rows.items():

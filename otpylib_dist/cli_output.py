@@ -120,12 +120,11 @@ def format_peers(peers: list[dict[str, Any]]) -> list[str]:
 
 
 def _scalar(key: str, value: Any) -> str:
+    """A ``stats`` value: plain numbers a script can parse (sizes also in KiB/MiB)."""
     if key == "rss_bytes":
-        return human_bytes(value)
-    if key.endswith("_seconds") and isinstance(value, float):
-        return f"{value * 1000:.1f} ms" if "lag" in key else f"{value:.1f} s"
+        return f"{value} ({human_bytes(value)})"
     if isinstance(value, float):
-        return f"{value:.3f}"
+        return f"{value:.4f}" if "lag" in key else f"{value:.3f}"
     if isinstance(value, list):
         return " ".join(str(v) for v in value) or "-"
     if isinstance(value, dict):

@@ -10,13 +10,13 @@ import pytest
 
 from otpylib_dist.cli import (
     _discovery,
-    _LogfmtFormatter,
     build_parser,
     explain_connect_failure,
     main,
 )
 from otpylib_dist.discovery.base import DiscoveryError
 from otpylib_dist.discovery.dns import DnsDiscovery
+from otpylib_dist.logformat import LogfmtFormatter
 
 
 def _record(msg: str, *args: object) -> logging.LogRecord:
@@ -24,7 +24,7 @@ def _record(msg: str, *args: object) -> logging.LogRecord:
 
 
 def test_logfmt_quotes_what_needs_quoting_and_stays_on_one_line() -> None:
-    formatter = _LogfmtFormatter()
+    formatter = LogfmtFormatter()
     formatter.node = "a@127.0.0.1"
     line = formatter.format(_record('said "hi"\nthen %s', "left"))
     assert line.endswith(
