@@ -6,7 +6,8 @@ the peers with their traffic, the event loop's lag and the node's memory.
 Rates are differences between two snapshots (the node's ``snapshot``
 answer, see ``node_rpc``), so the node does no extra work between polls.
 
-Keys: ``q`` quits (so does Ctrl-C). ``--once`` prints one view and exits
+Pids are shown as Erlang shows local ones, ``<0.ID.0>``: they all belong to
+the node in the title. Keys: ``q`` quits (so does Ctrl-C). ``--once`` prints one view and exits
 (two polls ``--interval`` apart, so the rates are real), for scripts and
 logs.
 """
@@ -126,7 +127,7 @@ def render(
     room = max(1, height - len(header) - len(peers) - 2)
     proc_rows = [
         [
-            r["pid"],
+            _local_pid(r["pid"]),
             r["name"] or "-",
             str(r["message_queue_len"]),
             _rate(proc_rates.get(r["pid"])),
@@ -138,6 +139,14 @@ def render(
     procs = table(("PID", "NAME", "QUEUE", "MSG/S", "STATE", "RUNS"), proc_rows, {2, 3})
     lines = [*header, *peers, "", *procs]
     return [line[:width] for line in lines]
+
+
+def _local_pid(pid: str) -> str:
+    """``<node.12.345>`` as ``<0.12.0>``: every pid here is the node's own, so its
+    name (which may be a long DNS name) says nothing; Erlang writes local pids so."""
+    _, _, rest = pid.rpartition("@")
+    parts = rest.rstrip(">").split(".")
+    return f"<0.{parts[-2]}.0>" if len(parts) >= 3 and parts[-2].isdigit() else pid
 
 
 def _ms(seconds: float | None) -> str:
