@@ -540,6 +540,7 @@ async def _run_node(args: argparse.Namespace, log: LogfmtFormatter | JsonFormatt
         busy_wait=args.busy_wait,
     )
     stop = asyncio.Event()
+    stop_metrics: Callable[[], Coroutine[Any, Any, None]] | None = None
     node.on_stop_request = stop.set
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -564,8 +565,9 @@ async def _run_node(args: argparse.Namespace, log: LogfmtFormatter | JsonFormatt
         )
         await stop.wait()
         logger.info("stopping node %s", node.node_name, extra={"event": "node_stopping"})
-        await stop_metrics()
     finally:
+        if stop_metrics is not None:
+            await stop_metrics()
         await node.shutdown()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
@@ -594,7 +596,7 @@ async def _connect_at_start(
     )
 
 
-# -------------------------------------------------------------- subcommands
+# ------------------------------------------------- observability (run)
 
 
 def _metrics_address(text: str | None) -> tuple[str, int] | None:
@@ -635,6 +637,9 @@ async def _start_observing(
     except OSError as exc:
         raise _Failure(str(exc.strerror or exc)) from exc
     return server.close
+
+
+# -------------------------------------------------------------- subcommands
 
 
 #: Subcommand -> the operation ``node_rpc`` answers.
