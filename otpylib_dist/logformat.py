@@ -7,9 +7,9 @@ peer})``, so that a log pipeline can filter on ``event=nodedown`` or
 ``peer=b@host`` without parsing sentences. The fields used across the
 library are :data:`FIELDS`:
 
+- ``node``: the node that logs (set once by the CLI, or per record);
 - ``event``: what happened, one word (``nodeup``, ``nodedown``,
   ``handshake_refused``, ``crash``, ...);
-- ``node``: the node that logs (set once by the CLI, or per record);
 - ``peer``: the other node concerned;
 - ``pid``: the process concerned;
 - ``reason``: an exit or nodedown reason, a refusal reason;
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["FIELDS", "FORMATS", "JsonFormatter", "LogfmtFormatter", "setup_logging"]
 
 #: Fields library code passes with ``extra=``, in the order they are printed.
-FIELDS: Final = ("event", "node", "peer", "pid", "reason", "address")
+FIELDS: Final = ("node", "event", "peer", "pid", "reason", "address")
 
 #: The values of ``--log-format``.
 FORMATS: Final = ("logfmt", "json")

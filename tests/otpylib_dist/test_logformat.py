@@ -41,8 +41,8 @@ def test_logfmt_puts_fields_before_the_message_in_a_fixed_order() -> None:
     assert fields[1:] == [
         "level=info",
         "logger=otpylib_dist.node",
-        "event=nodedown",
         "node=a@127.0.0.1",
+        "event=nodedown",
         "peer=b@h",
         "reason=net_tick_timeout",
         'msg="nodedown',
