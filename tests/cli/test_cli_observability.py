@@ -167,7 +167,10 @@ def test_top_live_view_in_a_pty_refreshes_and_quits_on_q(
         os.close(primary)
 
 
-def test_top_live_view_in_tmux(start_node: StartNode, cookie: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", ["q", "C-c"])
+def test_top_live_view_in_tmux(
+    start_node: StartNode, cookie: str, tmp_path: Path, key: str
+) -> None:
     tmux = shutil.which("tmux")
     if tmux is None:
         pytest.skip("tmux is not installed (apt-get install -y tmux)")
@@ -197,9 +200,9 @@ def test_top_live_view_in_tmux(start_node: StartNode, cookie: str, tmp_path: Pat
                 break
             assert time.monotonic() < deadline, screen
             time.sleep(0.2)
-        subprocess.run([*base, "send-keys", "q"], check=True, timeout=DEADLINE)
+        subprocess.run([*base, "send-keys", key], check=True, timeout=DEADLINE)
         while not (marker.exists() and marker.read_text().strip()):
-            assert time.monotonic() < deadline + DEADLINE, "top did not quit on q"
+            assert time.monotonic() < deadline + DEADLINE, f"top did not quit on {key}"
             time.sleep(0.1)
         assert marker.read_text().strip() == "0"
     finally:
