@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "otpylib needs Python 3.11 or newer, found " + sys.version.split()[0]'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,uvloop]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,uvloop,metrics]'
 	@touch $(STAMP)
 
 venv: $(STAMP)

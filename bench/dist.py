@@ -8,7 +8,12 @@ Printed beside, from the same run:
 - two Erlang nodes doing the same (when ``erl`` is installed; skipped
   otherwise).
 
-Usage: ``python -m bench.dist [--messages N] [--round-trips M] [--asyncio] [--busy-wait]``.
+Usage: ``python -m bench.dist [--messages N] [--round-trips M] [--asyncio] [--busy-wait]
+[--metrics]``.
+
+``--metrics`` adds a row: the same two nodes with the Prometheus endpoint
+on (``otpylib_dist.metrics``), the loop-lag timer running, and a separate
+process scraping both nodes every 0.5 s (30 times Prometheus' default rate).
 
 uvloop is used when installed (as ``otpy-node`` does); ``--asyncio`` measures
 asyncio's own loop instead.
@@ -22,6 +27,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -39,6 +45,8 @@ HERE = Path(__file__).resolve().parent
 DONE = atom.ensure("done")
 #: ``--busy-wait``: nodes and the raw floor poll after traffic (BEAM-style).
 BUSY_WAIT = "--busy-wait" in sys.argv
+#: Seconds between two scrapes of each node in the ``--metrics`` row.
+SCRAPE_INTERVAL = 0.5
 
 
 def _window() -> float:
@@ -72,23 +80,58 @@ async def echo() -> None:
         await process.send(sender, x)
 
 
-async def _serve_node(port_file: str, count: int) -> None:
+async def _serve_node(port_file: str, count: int, metrics: bool = False) -> None:
     from otpylib_dist import Node
 
     node = Node("bench_b@127.0.0.1", cookie=COOKIE, busy_wait=_window())
     await node.initialize()
     await node.spawn(sink, args=[count])
     await node.spawn(echo)
-    Path(port_file).write_text(str(node.port))
+    metrics_port = 0
+    if metrics:
+        from otpylib_dist.metrics import start_metrics
+
+        metrics_port = (await start_metrics(node, "127.0.0.1", 0)).port
+    Path(port_file).write_text(f"{node.port} {metrics_port}")
     await asyncio.Event().wait()
 
 
-async def _client_node(port: int, count: int, trips: int) -> tuple[float, float]:
+def _scrape_forever(ports: list[int]) -> None:
+    """``--scrape``: GET /metrics from every port each SCRAPE_INTERVAL, until killed."""
+    import urllib.request
+
+    ready = False
+    while True:
+        for port in ports:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                r.read()
+        if not ready:
+            print("ready", flush=True)
+            ready = True
+        time.sleep(SCRAPE_INTERVAL)
+
+
+async def _client_node(
+    port: int, count: int, trips: int, metrics_port: int = 0
+) -> tuple[float, float]:
     from otpylib_dist import Node
 
     node = Node("bench_a@127.0.0.1", cookie=COOKIE, busy_wait=_window())
     await node.initialize()
     assert await node.connect("bench_b@127.0.0.1", "127.0.0.1", port)
+    scraper = None
+    if metrics_port:
+        from otpylib_dist.metrics import start_metrics
+
+        own = await start_metrics(node, "127.0.0.1", 0)
+        scraper = subprocess.Popen(
+            [sys.executable, "-m", "bench.dist", "--scrape", str(metrics_port), str(own.port)],
+            cwd=HERE.parent,
+            stdout=subprocess.PIPE,
+        )
+        # Measure once the scraper runs, not while its interpreter starts.
+        assert scraper.stdout is not None
+        await asyncio.to_thread(scraper.stdout.readline)
     result: asyncio.Future[tuple[float, float]] = asyncio.get_running_loop().create_future()
 
     async def client() -> None:
@@ -113,7 +156,12 @@ async def _client_node(port: int, count: int, trips: int) -> tuple[float, float]
         result.set_result((one_way, rtt))
 
     await node.spawn(client)
-    out = await result
+    try:
+        out = await result
+    finally:
+        if scraper is not None:
+            scraper.kill()
+            scraper.wait()
     await node.shutdown()
     return out
 
@@ -311,7 +359,9 @@ def _erlang(count: int, trips: int) -> tuple[float, float] | None:
 # -------------------------------------------------------------------- main
 
 
-def _child(kind: str, count: int, uvloop_on: bool) -> tuple[subprocess.Popen[bytes], int]:
+def _child(
+    kind: str, count: int, uvloop_on: bool, metrics: bool = False
+) -> tuple[subprocess.Popen[bytes], int, int]:
     port_file = tempfile.mktemp()
     argv = [
         sys.executable,
@@ -327,12 +377,14 @@ def _child(kind: str, count: int, uvloop_on: bool) -> tuple[subprocess.Popen[byt
     argv.append("--uvloop" if uvloop_on else "--asyncio")
     if BUSY_WAIT:
         argv.append("--busy-wait")
+    if metrics:
+        argv.append("--metrics")
     proc = subprocess.Popen(argv, cwd=HERE.parent)
     for _ in range(200):
         if os.path.exists(port_file) and Path(port_file).read_text():
-            port = int(Path(port_file).read_text())
+            port, _, metrics_port = Path(port_file).read_text().partition(" ")
             os.unlink(port_file)
-            return proc, port
+            return proc, int(port), int(metrics_port or 0)
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"{kind} server did not start")
@@ -362,6 +414,19 @@ def main() -> None:
         action="store_true",
         help="nodes and raw floor keep polling 200 us after traffic (as BEAM does by default)",
     )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="add a row with the metrics endpoint on and scraped every 0.5 s",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="with --metrics: run the otpylib and +metrics rows N times each, alternating, "
+        "and print medians (the machine's noise otherwise hides a few per cent)",
+    )
+    parser.add_argument("--scrape", type=int, nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--serve", choices=("node", "raw"), help=argparse.SUPPRESS)
     parser.add_argument("--port-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -373,29 +438,52 @@ def main() -> None:
             if args.uvloop:
                 print("uvloop is not installed; using the default loop")
             uvloop_on = False
+    if args.scrape:
+        _scrape_forever(args.scrape)
+        return
     if args.serve == "node":
-        _run(_serve_node(args.port_file, args.messages), uvloop_on)
+        _run(_serve_node(args.port_file, args.messages, args.metrics), uvloop_on)
         return
     if args.serve == "raw":
         _run(_serve_raw(args.port_file, args.messages), uvloop_on)
         return
 
     rows: dict[str, tuple[float, float] | None] = {}
-    for kind, client in (("raw floor", _client_raw), ("otpylib", _client_node)):
-        proc, port = _child("raw" if kind == "raw floor" else "node", args.messages, uvloop_on)
+    kinds = ["raw floor", "otpylib"]
+    if args.metrics:
+        # Off and on alternate, so a change in the machine's load hits both.
+        kinds = ["raw floor", *["otpylib", "+metrics"] * args.repeat]
+    samples: dict[str, list[tuple[float, float]]] = {}
+    for kind in kinds:
+        with_metrics = kind == "+metrics"
+        proc, port, metrics_port = _child(
+            "raw" if kind == "raw floor" else "node", args.messages, uvloop_on, with_metrics
+        )
         try:
-            rows[kind] = _run(client(port, args.messages, args.round_trips), uvloop_on)
+            if kind == "raw floor":
+                coro = _client_raw(port, args.messages, args.round_trips)
+            else:
+                coro = _client_node(port, args.messages, args.round_trips, metrics_port)
+            samples.setdefault(kind, []).append(_run(coro, uvloop_on))
         finally:
             proc.kill()
             proc.wait()
+    for kind, got in samples.items():
+        rows[kind] = (statistics.median(g[0] for g in got), statistics.median(g[1] for g in got))
+    if args.metrics and args.repeat > 1:
+        pairs = zip(samples["otpylib"], samples["+metrics"], strict=True)
+        print(
+            "metrics on / off one-way, per pair:", " ".join(f"{b[0] / a[0]:.3f}" for a, b in pairs)
+        )
     rows["erlang"] = _erlang(args.messages, args.round_trips)
 
     loop_name = "uvloop" if uvloop_on else "asyncio default loop"
     if BUSY_WAIT:
         loop_name += ", busy wait 200 us"
+    medians = f", medians of {args.repeat}" if args.metrics and args.repeat > 1 else ""
     print(
         f"\nbench.dist: two OS processes on 127.0.0.1, {args.messages} msgs, "
-        f"{args.round_trips} round trips, {loop_name}"
+        f"{args.round_trips} round trips, {loop_name}{medians}"
     )
     print(f"{'':<12} {'one-way msg/s':>15} {'round trip us':>15}")
     for kind, row in rows.items():
@@ -405,6 +493,12 @@ def main() -> None:
             print(f"{kind:<12} {row[0]:>15,.0f} {row[1]:>15.1f}")
     ours, raw, erl = rows["otpylib"], rows["raw floor"], rows["erlang"]
     assert ours is not None and raw is not None
+    metered = rows.get("+metrics")
+    if metered is not None:
+        print(
+            f"\nmetrics on / off: one-way {metered[0] / ours[0]:.3f}x, "
+            f"round trip {metered[1] / ours[1]:.3f}x"
+        )
     print(
         f"\notpylib / raw floor: one-way {ours[0] / raw[0]:.2f}x, "
         f"round trip {ours[1] / raw[1]:.2f}x"

@@ -84,6 +84,8 @@ async def serve(
     try:
         if isinstance(cls, str):
             cls = _resolve_class(cls)
+        # What `otpy-node ps` shows instead of this function's name.
+        process.set_label(f"gen_server {cls.__module__}.{cls.__qualname__}")
         server = cls()
         state = await server.init(*args)
         if type(state) is tuple and len(state) == 2 and state[0] is STOP:

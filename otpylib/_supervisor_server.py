@@ -140,6 +140,7 @@ class Supervisor(GenServer):
     async def init(self, *args: Any, **kwargs: Any) -> Any:
         specs, strategy, max_restarts, max_seconds = args
         process.flag(TRAP_EXIT, True)
+        process.set_label(f"supervisor {strategy}")
         st = _State(process.runtime(), strategy, max_restarts, max_seconds)
         if strategy is SIMPLE_ONE_FOR_ONE:
             st.template = specs[0]

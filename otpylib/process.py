@@ -54,6 +54,7 @@ __all__ = [
     "runtime",
     "self",
     "send",
+    "set_label",
     "spawn",
     "spawn_link",
     "spawn_monitor",
@@ -229,6 +230,29 @@ def is_alive(pid: Pid) -> bool:
 def process_info(pid: Pid) -> ProcessInfo | None:
     """A snapshot of ``pid`` or ``None``."""
     return runtime().process_info(pid)
+
+
+def set_label(label: str | None) -> None:
+    """Say what the calling process is, for ``ps``, ``top`` and ``process_info``.
+
+    Erlang's ``proc_lib:set_label/1`` (OTP 27). A gen_server labels itself
+    ``"gen_server module.Class"`` and a supervisor ``"supervisor STRATEGY"``,
+    so a listing shows what each process does instead of the one function
+    every server runs. Keep it short and bounded (it is kept per process);
+    ``None`` removes it.
+
+    Differs from Erlang: the label is a string (Erlang takes any term).
+
+    Raises:
+        NotInProcessError: called from outside a process.
+        TypeError: ``label`` is neither a str nor ``None``.
+    """
+    proc = current_process.get()
+    if proc is None:
+        raise NotInProcessError(_OUTSIDE)
+    if label is not None and not isinstance(label, str):
+        raise TypeError(f"set_label() takes a str or None, got {type(label).__name__}")
+    proc.label = label
 
 
 def make_ref() -> Ref:

@@ -12,6 +12,7 @@ Usage::
     otpy-node rpc NODE module:function [ARG...]
     otpy-node epmd [--daemon | --names | --kill] [--port P]
     otpy-node --version
+    otpy-node top NODE[:PORT] [--once] [--interval S] [--sort queue|rate] [same options]
 
 ``--static`` and ``--connect`` take one node each and are repeated for more:
 ``--connect a@h1:4370 --connect b@h2:4370``.
@@ -33,7 +34,9 @@ shuts down in order: applications stop in reverse order, every process gets
 the exit signal ``shutdown``, peers see their links and monitors fire and
 then ``nodedown``, discovery withdraws the node, and the command exits 0,
 or 1 if an application crashed. Logs go to stderr, one logfmt line per
-record (``time=... level=... logger=... node=... msg="..."``).
+record (``time=... level=... logger=... node=... event=... msg="..."``), or
+one JSON object per line with ``--log-format json`` (see ``logformat.py``).
+``--metrics HOST:PORT`` serves Prometheus metrics (``metrics.py``).
 
 The subcommands start a short-lived *hidden* node (it never appears in
 anyone's ``nodes()``), connect to ``NODE`` with the cookie and ask over the
@@ -74,7 +77,6 @@ import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +88,7 @@ from otpylib_dist.cookie import CookieError, load_cookie
 from otpylib_dist.discovery.base import Discovery, DiscoveryError
 from otpylib_dist.discovery.static import parse_static_entry
 from otpylib_dist.errors import ConnectFailure, NodeUnreachable, RpcError
+from otpylib_dist.logformat import FORMATS, JsonFormatter, LogfmtFormatter, setup_logging
 from otpylib_dist.names import NodeNameError, make_node_name
 from otpylib_dist.node import DistributedBackend
 
@@ -97,7 +100,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["SUBCOMMANDS", "build_parser", "explain_connect_failure", "main"]
 
 #: The verbs that ask a running node something.
-SUBCOMMANDS: Final = ("ping", "nodes", "ps", "stats", "stop")
+SUBCOMMANDS: Final = ("ping", "nodes", "ps", "stats", "stop", "top")
 
 #: Exit code when the node could not be started or reached.
 EXIT_FAILURE: Final = 1
@@ -120,53 +123,11 @@ class _Failure(Exception):
 # ------------------------------------------------------------------ logging
 
 
-def _logfmt_value(value: str) -> str:
-    """Quote a logfmt value when it needs it; escapes keep every record on one line."""
-    if value and not any(c in value for c in ' ="\\\n\r\t'):
-        return value
-    escaped = (
-        value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-    )
-    return f'"{escaped}"'
-
-
-class _LogfmtFormatter(logging.Formatter):
-    """One line per record, ``key=value`` pairs: greppable and machine-readable."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        #: The node's name, added to every record once known.
-        self.node: str | None = None
-
-    def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        fields = [
-            f"time={ts}.{int(record.msecs):03d}Z",
-            f"level={record.levelname.lower()}",
-            f"logger={record.name}",
-        ]
-        if self.node is not None:
-            fields.append(f"node={self.node}")
-        fields.append(f"msg={_logfmt_value(record.getMessage())}")
-        if record.exc_info:
-            fields.append(f"exc={_logfmt_value(self.formatException(record.exc_info))}")
-        return " ".join(fields)
-
-
-def _setup_logging(level: str) -> _LogfmtFormatter:
-    formatter = _LogfmtFormatter()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
+def _setup_logging(level: str, fmt: str = "logfmt") -> LogfmtFormatter | JsonFormatter:
     try:
-        root.setLevel(level.upper())
-    except ValueError:
-        root.setLevel(logging.WARNING)
-        raise _UsageError(
-            f"--log-level {level!r} is not a level; use debug, info, warning or error"
-        ) from None
-    return formatter
+        return setup_logging(level, fmt)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
 
 
 # ------------------------------------------------------------------ grammar
@@ -254,6 +215,12 @@ def _common(parser: argparse.ArgumentParser, *, default_level: str) -> None:
         default=default_level,
         help=f"debug, info, warning, error (default: {default_level})",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="logfmt",
+        help="logs on stderr: logfmt lines (default) or JSON objects, one per line",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
         "wait; e.g. 0.0002 on a machine with a core to spare; default 0: off)",
     )
     run.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (0.0.0.0:9464 in a "
+        "container); needs pip install 'otpylib[metrics]'",
+    )
+    run.add_argument(
         "--auto-connect",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -317,8 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="with --tls-dir: present NAME.pem/NAME.key (default: cli if the directory "
             "has cli.pem, else NODE's own certificate)",
         )
-        if verb in ("nodes", "ps", "stats"):
-            p.add_argument("--json", action="store_true", help="print the answer as JSON")
+        _view_options(p, verb)
         _common(p, default_level="error")
     _add_epmd_parser(sub)
     return parser
@@ -413,6 +385,29 @@ def _add_epmd_parser(sub: Any) -> None:
         help="stop the running mapper (refused while nodes are registered)",
     )
     p.add_argument("--log-level", default="warning", help="debug, info, warning, error")
+
+
+def _view_options(p: argparse.ArgumentParser, verb: str) -> None:
+    """``--json`` on every verb; ``ps --sort``; ``top --once/--interval/--sort``."""
+    from otpylib_dist.cli_output import PS_SORTS
+    from otpylib_dist.top import TOP_SORTS
+
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    if verb == "ps":
+        p.add_argument(
+            "--sort", choices=PS_SORTS, help="longest queue, most messages received, or name"
+        )
+    if verb == "top":
+        p.add_argument("--once", action="store_true", help="print one view and exit")
+        p.add_argument(
+            "--interval", type=float, default=1.0, metavar="S", help="seconds between refreshes"
+        )
+        p.add_argument(
+            "--sort",
+            choices=TOP_SORTS,
+            default="queue",
+            help="processes by queue length (default) or messages per second",
+        )
 
 
 # ---------------------------------------------------------- configuration
@@ -706,7 +701,7 @@ def explain_connect_failure(
 # --------------------------------------------------------------------- run
 
 
-async def _run_node(args: argparse.Namespace, log: _LogfmtFormatter) -> int:
+async def _run_node(args: argparse.Namespace, log: LogfmtFormatter | JsonFormatter) -> int:
     name = make_node_name(args.name)
     log.node = name
     _check_ticktime(args)
@@ -728,6 +723,7 @@ async def _run_node(args: argparse.Namespace, log: _LogfmtFormatter) -> int:
         _import_run_function(ref)
     await _check_host(name, args.listen)
     discovery = _discovery(args, cookie)
+    metrics_at = _metrics_address(args.metrics)
     node = DistributedBackend(
         name,
         cookie=cookie,
@@ -740,6 +736,7 @@ async def _run_node(args: argparse.Namespace, log: _LogfmtFormatter) -> int:
         busy_wait=args.busy_wait,
     )
     stop = asyncio.Event()
+    stop_metrics: Callable[[], Coroutine[Any, Any, None]] | None = None
     node.on_stop_request = stop.set
     ended: list[application.ApplicationEnd] = []
 
@@ -758,19 +755,27 @@ async def _run_node(args: argparse.Namespace, log: _LogfmtFormatter) -> int:
             raise _Failure(str(exc)) from exc
         except OSError as exc:
             raise _Failure(str(exc.strerror or exc)) from exc
+        stop_metrics = await _start_observing(node, metrics_at)
         await _connect_all_at_start(node, targets, args, discovery, stop)
         await _start_applications(node, args.run_fns, stop)
         if not stop.is_set():
             print(f"node {node.node_name} listening on {node.port}", flush=True)
-            logger.info("node %s running (pid %d)", node.node_name, os.getpid())
+            logger.info(
+                "node %s running (pid %d)",
+                node.node_name,
+                os.getpid(),
+                extra={"event": "node_running"},
+            )
         await stop.wait()
-        logger.info("stopping node %s", node.node_name)
+        logger.info("stopping node %s", node.node_name, extra={"event": "node_stopping"})
     finally:
         await application.stop_all(node)
+        if stop_metrics is not None:
+            await stop_metrics()
         await node.shutdown()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-    logger.info("node %s stopped", node.node_name)
+    logger.info("node %s stopped", node.node_name, extra={"event": "node_stopped"})
     if ended and ended[0].failed:
         raise _Failure(f"{ended[0].message}; the node stopped (--log-level debug shows more)")
     return 0
@@ -906,11 +911,60 @@ def _nobody_answered(failure: ConnectFailure | None) -> bool:
     return failure is not None and failure.reason in _RETRYABLE
 
 
+# ------------------------------------------------- observability (run)
+
+
+def _metrics_address(text: str | None) -> tuple[str, int] | None:
+    """Parse ``--metrics HOST:PORT`` and check ``prometheus_client`` is installed."""
+    if text is None:
+        return None
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise _UsageError(f"--metrics {text!r} is not HOST:PORT, e.g. 0.0.0.0:9464")
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise _UsageError(
+            "--metrics needs prometheus_client, which is not installed; "
+            "pip install 'otpylib[metrics]'"
+        ) from None
+    return host, int(port)
+
+
+async def _start_observing(
+    node: DistributedBackend, metrics_at: tuple[str, int] | None
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """Start the loop-lag monitor and, if asked, the metrics endpoint; return its stopper."""
+    from otpylib_dist.vitals import loop_lag
+
+    loop_lag()
+    if metrics_at is None:
+
+        async def nothing() -> None:
+            return None
+
+        return nothing
+    from otpylib_dist.metrics import start_metrics
+
+    try:
+        server = await start_metrics(node, *metrics_at)
+    except OSError as exc:
+        raise _Failure(str(exc.strerror or exc)) from exc
+    return server.close
+
+
 # -------------------------------------------------------------- subcommands
 
 
 #: Subcommand -> the operation ``node_rpc`` answers.
-_OPS: Final = {"ping": "ping", "nodes": "nodes", "ps": "processes", "stats": "statistics"}
+_OPS: Final = {
+    "ping": "ping",
+    "nodes": "nodes",
+    "ps": "processes",
+    "stats": "statistics",
+    "top": "snapshot",
+}
 
 
 async def _ask(args: argparse.Namespace) -> int:
@@ -956,9 +1010,11 @@ async def _ask(args: argparse.Namespace) -> int:
                 print("pang", flush=True)
             raise _Failure(message)
         if args.command == "stop":
-            return await _stop(me, target, args.timeout)
+            return await _stop(me, target, args.timeout, as_json=args.json)
         if args.command in _CALL_VERBS:
             return await _call_verb(me, target.node, args)
+        if args.command == "top":
+            return await _top(me, target, args)
         try:
             result = await me.rpc(target.node, _OPS[args.command], timeout=args.timeout)
         except (NodeUnreachable, RpcError, TimeoutError) as exc:
@@ -970,7 +1026,7 @@ async def _ask(args: argparse.Namespace) -> int:
                     "raise --timeout if it is busy"
                 ) from exc
             raise _Failure(str(exc)) from exc
-        _print_result(args.command, result, as_json=getattr(args, "json", False))
+        _print_result(args.command, result, as_json=getattr(args, "json", False), sort=_sort(args))
         return 0
     finally:
         await me.shutdown()
@@ -999,7 +1055,33 @@ async def _call_verb(me: DistributedBackend, node: str, args: argparse.Namespace
     return 0
 
 
-async def _stop(me: DistributedBackend, target: _Target, timeout: float) -> int:
+def _sort(args: argparse.Namespace) -> str | None:
+    return getattr(args, "sort", None) if args.command == "ps" else None
+
+
+async def _top(me: DistributedBackend, target: _Target, args: argparse.Namespace) -> int:
+    """``top``: poll ``target``'s snapshot and draw it (``top.py``)."""
+    from otpylib_dist.top import run_top
+
+    if not (math.isfinite(args.interval) and args.interval > 0):
+        raise _UsageError(f"--interval must be a positive number of seconds, got {args.interval:g}")
+
+    async def poll() -> dict[str, Any]:
+        try:
+            answer: dict[str, Any] = await me.rpc(target.node, "snapshot", timeout=args.timeout)
+        except (NodeUnreachable, RpcError, TimeoutError) as exc:
+            raise _Failure(f"{target.node} stopped answering: {exc or type(exc).__name__}") from exc
+        return answer
+
+    if args.json:
+        print(json.dumps(await poll(), indent=2, sort_keys=True, default=str))
+        return 0
+    return await run_top(poll, once=args.once, interval=args.interval, sort=args.sort)
+
+
+async def _stop(
+    me: DistributedBackend, target: _Target, timeout: float, *, as_json: bool = False
+) -> int:
     """Ask ``target`` to stop, then wait (up to ``timeout``) for its connection to close."""
     try:
         await me.rpc(target.node, "stop", timeout=timeout)
@@ -1015,11 +1097,18 @@ async def _stop(me: DistributedBackend, target: _Target, timeout: float) -> int:
                 "it may be waiting for its processes to end"
             )
         await asyncio.sleep(0.02)
-    print(f"{target.node} stopped", flush=True)
+    if as_json:
+        print(json.dumps({"node": target.node, "stopped": True}), flush=True)
+    else:
+        print(f"{target.node} stopped", flush=True)
     return 0
 
 
-def _print_result(command: str, result: Any, *, as_json: bool = False) -> None:
+def _print_result(
+    command: str, result: Any, *, as_json: bool = False, sort: str | None = None
+) -> None:
+    from otpylib_dist.cli_output import format_ps, format_stats
+
     if as_json:
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
     elif command == "ping":
@@ -1028,19 +1117,9 @@ def _print_result(command: str, result: Any, *, as_json: bool = False) -> None:
         for n in result:
             print(n)
     elif command == "ps":
-        print(f"{'PID':<28} {'NAME':<20} {'STATE':<10} {'QUEUE':>5}  FUNCTION")
-        for row in result:
-            print(
-                f"{row['pid']:<28} {row['name'] or '-':<20} {row['state']:<10} "
-                f"{row['message_queue_len']:>5}  {row['function']}"
-            )
+        print("\n".join(format_ps(result, sort)))
     elif command == "stats":
-        for key, value in result.items():
-            if isinstance(value, float):
-                value = f"{value:.3f}"
-            elif isinstance(value, list):
-                value = " ".join(str(v) for v in value) or "-"
-            print(f"{key}: {value}")
+        print("\n".join(format_stats(result)))
     else:
         print(result)
 
@@ -1087,7 +1166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv.insert(0, "run")
     args = build_parser().parse_args(argv)
     try:
-        log = _setup_logging(args.log_level)
+        log = _setup_logging(args.log_level, getattr(args, "log_format", "logfmt"))
         if args.command == "epmd":
             return _epmd_command(args)
         if args.command == "run":

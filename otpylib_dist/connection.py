@@ -69,6 +69,7 @@ from otpylib_dist.protocol.handshake import (
 )
 from otpylib_dist.protocol.ticks import TickAction, Ticker
 from otpylib_dist.protocol.tls_layer import TlsLayer
+from otpylib_dist.statistics import PeerStatistics
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +227,11 @@ class Connection(asyncio.Protocol):
         self._ticker: Ticker | None = None
         self._bytes_in = 0
         self._bytes_out = 0
+        # Observability counters (read by statistics(); plain ints).
+        self._messages_in = 0
+        self._messages_out = 0
+        self._ticks_missed = 0
+        self._up_since = 0.0
 
     # ------------------------------------------------------------ handshake
 
@@ -282,6 +288,7 @@ class Connection(asyncio.Protocol):
                 self.expected_peer or "incoming peer",
                 self.address,
                 self.failure,
+                extra=self._fields("tls_failed", "tls"),
             )
             # The TLS session is dead: frames queued this step cannot go out.
             self._out.clear()
@@ -320,6 +327,7 @@ class Connection(asyncio.Protocol):
             self.expected_peer or "incoming peer",
             self.address,
             self._settings.setup_time,
+            extra=self._fields("handshake_refused", "setup_timeout"),
         )
         self.refusal = "setup_timeout"
         self.failure = f"no progress for {self._settings.setup_time:g} s during the handshake"
@@ -338,7 +346,18 @@ class Connection(asyncio.Protocol):
                     refusal = self._owner.admit(self, event.name, event.creation)
                     if refusal is not None:
                         self.refusal = refusal
-                        logger.info("refusing %s from %s: %s", event.name, self.address, refusal)
+                        logger.info(
+                            "refusing %s from %s: %s",
+                            event.name,
+                            self.address,
+                            refusal,
+                            extra={
+                                "event": "handshake_refused",
+                                "peer": event.name,
+                                "reason": refusal,
+                                "address": self.address,
+                            },
+                        )
                         # Written, then closed gracefully: the dialer reads
                         # the reason (an abort could drop the Refused frame).
                         self._write_raw(hs.refuse(refusal))
@@ -376,6 +395,12 @@ class Connection(asyncio.Protocol):
                 peer or "incoming peer",
                 self.address,
                 exc,
+                extra={
+                    "event": "handshake_refused",
+                    "peer": peer,
+                    "reason": str(exc.reason),
+                    "address": self.address,
+                },
             )
             # A refusal we make is written and the connection closed
             # gracefully, so the peer reads why (an abort could drop it).
@@ -384,7 +409,12 @@ class Connection(asyncio.Protocol):
             return
         except ProtocolError as exc:
             self.failure = str(exc)
-            logger.warning("handshake with %s failed: %s", self.address, exc)
+            logger.warning(
+                "handshake with %s failed: %s",
+                self.address,
+                exc,
+                extra=self._fields("handshake_failed", "protocol_error"),
+            )
             self.close(PROTOCOL_ERROR)
             return
         if self._up:
@@ -408,6 +438,7 @@ class Connection(asyncio.Protocol):
             self.close(PROTOCOL_ERROR)
             return
         self._up = True
+        self._up_since = self._loop.time()
         self._reader = FrameReader(DEFAULT_MAX_FRAME)
         self._ticker = Ticker(self._settings.net_ticktime)
         self._schedule_tick()
@@ -434,6 +465,7 @@ class Connection(asyncio.Protocol):
         decode = self._decoder.decode
         entry = self._entry
         dispatch = self._owner.dispatch
+        received = 0
         try:
             reader.receive_data(data)
             for frame in reader.frames():
@@ -443,10 +475,12 @@ class Connection(asyncio.Protocol):
                 # The two message kinds that carry nearly all traffic are
                 # handled inline; everything else goes through the table.
                 if type(msg) is Send:
+                    received += 1
                     payload = self._payload(msg)
                     if payload is not _UNDECODABLE:
                         entry.deliver(msg.to, payload)
                 elif type(msg) is RegSend:
+                    received += 1
                     payload = self._payload(msg)
                     if payload is not _UNDECODABLE:
                         entry.deliver_named(msg.name, payload)
@@ -454,9 +488,14 @@ class Connection(asyncio.Protocol):
                     dispatch(self, msg)
         except RemoteProtocolError as exc:
             logger.warning(
-                "closing connection to %s: it sent something illegal: %s", self.peer_name, exc
+                "closing connection to %s: it sent something illegal: %s",
+                self.peer_name,
+                exc,
+                extra=self._fields("protocol_error", "protocol_error"),
             )
             self.close(PROTOCOL_ERROR)
+        finally:
+            self._messages_in += received
 
     def _payload(self, msg: Send | RegSend) -> Any:
         """Decode a message's payload; log and drop one this node cannot decode.
@@ -475,6 +514,7 @@ class Connection(asyncio.Protocol):
                 self.peer_name,
                 target,
                 exc,
+                extra=self._fields("message_dropped", "undecodable"),
             )
             return _UNDECODABLE
 
@@ -503,6 +543,7 @@ class Connection(asyncio.Protocol):
         if self._transport is None or self._close_reason is not None:
             return False
         self._encoder.send_into(to, term, self._out)
+        self._messages_out += 1
         return self._queued()
 
     def reg_send_term(self, sender: Pid | None, name: str, term: Any) -> bool:
@@ -510,6 +551,7 @@ class Connection(asyncio.Protocol):
         if self._transport is None or self._close_reason is not None:
             return False
         self._encoder.reg_send_into(sender, name, term, self._out)
+        self._messages_out += 1
         return self._queued()
 
     def _queued(self) -> bool:
@@ -587,11 +629,14 @@ class Connection(asyncio.Protocol):
         if ticker is None or self._transport is None:
             return
         action = ticker.check(self._bytes_in, self._bytes_out, queue_empty=not self._out)
+        if ticker.silent_checks >= 2:  # a live peer writes every other check at least
+            self._ticks_missed += 1
         if action is TickAction.PEER_SILENT:
             logger.warning(
                 "node %s sent nothing for %.0f s (net_ticktime); declaring it down",
                 self.peer_name,
                 self._settings.net_ticktime,
+                extra=self._fields("peer_silent", "net_tick_timeout"),
             )
             self.close(NET_TICK_TIMEOUT)
             return
@@ -625,6 +670,37 @@ class Connection(asyncio.Protocol):
         self._owner.connection_ended(self, reason)
         if not self.closed.done():
             self.closed.set_result(None)
+
+    def _fields(self, event: str, reason: str) -> dict[str, Any]:
+        """Structured log fields for a record about this connection (``logformat.py``)."""
+        return {
+            "event": event,
+            "peer": self.handshake_peer,
+            "reason": reason,
+            "address": self.address,
+        }
+
+    def statistics(self) -> PeerStatistics:
+        """A snapshot of this connection's counters (``stats``, ``top``, metrics)."""
+        now = self._loop.time()
+        return PeerStatistics(
+            peer=self.handshake_peer or "?",
+            state="up" if self._up else "handshaking",
+            hidden=self.peer_hidden,
+            address=self.address,
+            bytes_in=self._bytes_in,
+            bytes_out=self._bytes_out,
+            messages_in=self._messages_in,
+            messages_out=self._messages_out,
+            ticks_missed=self._ticks_missed,
+            seconds_since_heard=now - self.last_heard,
+            connected_seconds=now - self._up_since if self._up else 0.0,
+        )
+
+    @property
+    def was_up(self) -> bool:
+        """The handshake finished (now or before the connection ended)."""
+        return self._up
 
     @property
     def is_up(self) -> bool:

@@ -65,6 +65,7 @@ from otpylib_dist.protocol import control
 from otpylib_dist.protocol.errors import RefusalReason
 from otpylib_dist.protocol.handshake import Flags, Role, simultaneous_winner
 from otpylib_dist.remote_requests import PendingRequests
+from otpylib_dist.statistics import NodeStatistics, PeerStatistics
 
 if TYPE_CHECKING:
     from otpylib_dist.tls import TlsConfig
@@ -124,6 +125,10 @@ class ConnectionTable:
         self._background: set[asyncio.Task[Any]] = set()
         #: No new connections: the node is stopping.
         self.stopping = False
+        # Observability counters (node_statistics(): metrics, stats).
+        self._nodeups = 0
+        self._nodedowns: dict[str, int] = {}
+        self._refusal_counts: dict[str, int] = {}  # handshake refusals, by reason
 
     # ------------------------------------------------------------ queries
 
@@ -134,6 +139,18 @@ class ConnectionTable:
     def failure(self, node: str) -> ConnectFailure | None:
         """Why the last attempt to connect to ``node`` failed, if it did."""
         return self._failures.get(node)
+
+    def peer_statistics(self) -> list[PeerStatistics]:
+        """A snapshot of every connection, up or handshaking, hidden peers included."""
+        return [c.statistics() for c in [*self.up.values(), *self._handshaking]]
+
+    def node_statistics(self) -> NodeStatistics:
+        """Counts of nodeups, nodedowns by reason and handshake refusals by reason."""
+        return NodeStatistics(
+            nodeups=self._nodeups,
+            nodedowns=dict(self._nodedowns),
+            refusals=dict(self._refusal_counts),
+        )
 
     def is_idle(self) -> bool:
         """Nothing in flight: no handshakes, dials or waiters (for leak tests)."""
@@ -206,7 +223,11 @@ class ConnectionTable:
                 "no address known (give host and port, or configure discovery)",
                 None,
             )
-            logger.warning("cannot connect to %s: no address known", node)
+            logger.warning(
+                "cannot connect to %s: no address known",
+                node,
+                extra={"event": "connect_failed", "peer": node, "reason": "no_address"},
+            )
             return False
         where = f"{address[0]}:{address[1]}"
         loop = asyncio.get_running_loop()
@@ -233,11 +254,24 @@ class ConnectionTable:
             except TimeoutError:
                 detail = f"no connection within {self.settings.setup_time:.1f} s"
                 self._fail(node, "timeout", detail, where)
-                logger.warning("connection to %s (%s) timed out: %s", node, where, detail)
+                logger.warning(
+                    "connection to %s (%s) timed out: %s",
+                    node,
+                    where,
+                    detail,
+                    extra={"event": "connect_failed", "peer": node, "reason": "timeout"},
+                )
                 return False
             except OSError as exc:
-                self._fail(node, *_os_failure(exc, tls=self._tls is not None), where)
-                logger.warning("cannot connect to %s (%s): %s", node, where, exc)
+                os_reason, why = _os_failure(exc, tls=self._tls is not None)
+                self._fail(node, os_reason, why, where)
+                logger.warning(
+                    "cannot connect to %s (%s): %s",
+                    node,
+                    where,
+                    exc,
+                    extra={"event": "connect_failed", "peer": node, "reason": os_reason},
+                )
                 return False
             # This connection, or the peer's own attempt that won a
             # simultaneous connect, comes up; or this one fails.
@@ -384,8 +418,15 @@ class ConnectionTable:
             existing.close(CONNECTION_CLOSED)
         self.up[peer] = conn
         self._failures.pop(peer, None)
-        log = logger.debug if conn.peer_hidden else logger.info
-        log("nodeup %s (via %s)", peer, conn.address)
+        self._nodeups += 1
+        # A hidden node (an `otpy-node ping` and friends) is a tool passing by: debug.
+        logger.log(
+            logging.DEBUG if conn.peer_hidden else logging.INFO,
+            "nodeup %s (via %s)",
+            peer,
+            conn.address,
+            extra={"event": "nodeup", "peer": peer, "address": conn.address},
+        )
         self._monitors.nodeup(peer, visible=not conn.peer_hidden)
         for up in self._up_waiters.pop(peer, []):
             if not up.done():
@@ -436,12 +477,21 @@ class ConnectionTable:
     def connection_ended(self, conn: Connection, reason: Any) -> None:
         """A connection ended; for the up one, fire everything across it."""
         self._handshaking.discard(conn)
+        if not conn.was_up and conn.refusal is not None:
+            counts = self._refusal_counts
+            counts[conn.refusal] = counts.get(conn.refusal, 0) + 1
         peer = conn.peer_name
         if peer is None or self.up.get(peer) is not conn:
             return
         del self.up[peer]
-        log = logger.debug if conn.peer_hidden else logger.info
-        log("nodedown %s: %s", peer, reason)
+        self._nodedowns[str(reason)] = self._nodedowns.get(str(reason), 0) + 1
+        logger.log(
+            logging.DEBUG if conn.peer_hidden else logging.INFO,
+            "nodedown %s: %s",
+            peer,
+            reason,
+            extra={"event": "nodedown", "peer": peer, "reason": str(reason)},
+        )
         self.entry.node_lost(peer, NOCONNECTION)
         self._requests.fail_node(peer, reason)
         self._monitors.nodedown(peer, reason, visible=not conn.peer_hidden)

@@ -218,7 +218,11 @@ class ControlHandlers:
             return
         except Exception as exc:
             logger.warning(
-                "refused remote spawn of %r from %s: %s", msg.function, conn.peer_name, exc
+                "refused remote spawn of %r from %s: %s",
+                msg.function,
+                conn.peer_name,
+                exc,
+                extra={"event": "spawn_refused", "peer": conn.peer_name},
             )
             conn.send_control(
                 control.SpawnReply(

@@ -40,6 +40,7 @@ from otpylib_dist.protocol.codec import encode_term
 from otpylib_dist.protocol.handshake import DEFAULT_SETUP_TIME
 from otpylib_dist.remote_requests import PendingRequests
 from otpylib_dist.router import NodeRouter
+from otpylib_dist.statistics import NodeStatistics, PeerStatistics
 
 if TYPE_CHECKING:
     from otpylib_dist.tls import TlsConfig
@@ -221,7 +222,13 @@ class Node(AsyncIOBackend):
         self._port = self._server.sockets[0].getsockname()[1]
         table.settings = dataclasses.replace(settings, listen_port=self._port)
         self.busy_wait.start()
-        logger.info("node %s listening on %s:%d", self._node_name, self._listen_host, self._port)
+        logger.info(
+            "node %s listening on %s:%d",
+            self._node_name,
+            self._listen_host,
+            self._port,
+            extra={"event": "listening", "address": f"{self._listen_host}:{self._port}"},
+        )
         if self._discovery is not None:
             self._discovery.subscribe(self._on_discovery_event)
             await self._discovery.start(self._node_name, self._host, self._port)
@@ -358,6 +365,18 @@ class Node(AsyncIOBackend):
             and not self._stopping
         ):
             self._spawn_background(self.connect(event.name, event.host, event.port))
+
+    # ---------------------------------------------------------- statistics
+
+    def peer_statistics(self) -> list[PeerStatistics]:
+        """A snapshot of every connection, up or handshaking, hidden peers included."""
+        return self._table.peer_statistics() if self._table is not None else []
+
+    def node_statistics(self) -> NodeStatistics:
+        """Counts of nodeups, nodedowns by reason and handshake refusals by reason."""
+        if self._table is None:
+            return NodeStatistics(nodeups=0, nodedowns={}, refusals={})
+        return self._table.node_statistics()
 
     # ------------------------------------------------------ node monitoring
 

@@ -11,6 +11,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
+from otpylib_dist.vitals import loop_lag, rss_bytes
+
 if TYPE_CHECKING:
     from otpylib_dist.node import Node  # the caller's type only: no import at run time
 
@@ -46,6 +50,8 @@ def _processes(node: Node, arg: Any) -> Any:
                 "function": info.function,
                 "links": len(info.links),
                 "trap_exits": info.trap_exits,
+                "label": info.label,
+                "messages": info.messages_received,
             }
         )
     return rows
@@ -63,7 +69,36 @@ def _statistics(node: Node, arg: Any) -> Any:
         "active_links": stats.active_links,
         "registered_names": stats.registered_names,
         "connected_nodes": node.nodes(),
+        **_vitals(node),
     }
+
+
+def _vitals(node: Node) -> dict[str, Any]:
+    """What ``stats`` adds to the runtime's counters: memory, loop lag, connections.
+
+    The lag monitor starts at the first question if nothing started it (a
+    node run by ``otpy-node run`` has it from the start).
+    """
+    rss, current = rss_bytes()
+    lag = loop_lag().statistics()
+    net = node.node_statistics()
+    stats = node.statistics()
+    return {
+        "rss_bytes": rss,
+        "rss_is_peak": not current,
+        "loop_lag_seconds": lag.last_seconds,
+        "loop_lag_max_10s_seconds": lag.recent_max_seconds,
+        "exits": stats.exits,
+        "nodeups": net.nodeups,
+        "nodedowns": net.nodedowns,
+        "handshake_refusals": net.refusals,
+        "peers": [msgspec.to_builtins(p) for p in node.peer_statistics()],
+    }
+
+
+def _snapshot(node: Node, arg: Any) -> Any:
+    """``statistics`` and ``processes`` in one answer: what ``otpy-node top`` polls."""
+    return {"statistics": _statistics(node, arg), "processes": _processes(node, arg)}
 
 
 def _stop(node: Node, arg: Any) -> Any:
@@ -80,6 +115,7 @@ OPS: dict[str, Callable[[Node, Any], Any]] = {
     "whereis": _whereis,
     "processes": _processes,
     "statistics": _statistics,
+    "snapshot": _snapshot,
     "stop": _stop,
 }
 

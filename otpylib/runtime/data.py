@@ -15,9 +15,19 @@ from typing import Any, Final
 
 import msgspec
 
+from otpylib.runtime.atoms import SHUTDOWN, Atom
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["LOCAL_NODE", "Pid", "ProcessInfo", "Ref", "RuntimeStatistics"]
+__all__ = [
+    "EXIT_KINDS",
+    "LOCAL_NODE",
+    "Pid",
+    "ProcessInfo",
+    "Ref",
+    "RuntimeStatistics",
+    "exit_kind",
+]
 
 #: Node name of a runtime that is not distributed (as Erlang's ``nonode@nohost``).
 LOCAL_NODE: Final = "nonode@nohost"
@@ -70,6 +80,10 @@ class ProcessInfo(msgspec.Struct, frozen=True):
         monitors: pids this process monitors.
         monitored_by: pids that monitor this process.
         function: ``module.qualname`` of the function the process runs.
+        label: what the process says it is (``process.set_label``), e.g.
+            ``"gen_server mypkg.Counter"`` or ``"supervisor one_for_one"``;
+            ``None`` when it never set one.
+        messages_received: messages delivered to its mailbox since it started.
     """
 
     pid: Pid
@@ -82,6 +96,8 @@ class ProcessInfo(msgspec.Struct, frozen=True):
     monitors: tuple[Any, ...]
     monitored_by: tuple[Pid, ...]
     function: str
+    label: str | None = None
+    messages_received: int = 0
 
 
 class RuntimeStatistics(msgspec.Struct, frozen=True):
@@ -95,6 +111,8 @@ class RuntimeStatistics(msgspec.Struct, frozen=True):
         active_monitors: monitors in place now (counted once, at the owner).
         active_links: links in place now (each link counted once).
         registered_names: names in the registry now.
+        exits: processes ended since start, by :func:`exit_kind` of their
+            reason (every key of :data:`EXIT_KINDS` is present).
     """
 
     uptime_seconds: float
@@ -104,3 +122,31 @@ class RuntimeStatistics(msgspec.Struct, frozen=True):
     active_monitors: int
     active_links: int
     registered_names: int
+    exits: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+#: The kinds :func:`exit_kind` sorts exit reasons into: a bounded set, so a
+#: metric labelled by it stays small whatever reasons processes invent.
+EXIT_KINDS: Final = ("normal", "shutdown", "killed", "noconnection", "crash")
+
+_KIND_OF_ATOM: Final = {
+    "normal": "normal",
+    "shutdown": "shutdown",
+    "killed": "killed",
+    "noconnection": "noconnection",
+}
+
+
+def exit_kind(reason: Any) -> str:
+    """Sort an exit reason into one of :data:`EXIT_KINDS`.
+
+    ``normal``, ``shutdown`` and ``(shutdown, term)`` (a supervisor's
+    orderly stop, as in Erlang), ``killed``, ``noconnection`` (a link or
+    monitor across a lost connection); every other reason (an exception, any
+    other term) is a ``crash``. Called once per process exit, never per message.
+    """
+    if type(reason) is Atom:
+        return _KIND_OF_ATOM.get(reason.name, "crash")
+    if type(reason) is tuple and len(reason) == 2 and reason[0] is SHUTDOWN:
+        return "shutdown"
+    return "crash"

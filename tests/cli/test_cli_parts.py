@@ -13,7 +13,6 @@ from port_mappers import pids_listening_on, stop_mappers
 
 from otpylib_dist.cli import (
     _discovery,
-    _LogfmtFormatter,
     build_parser,
     explain_connect_failure,
     main,
@@ -21,6 +20,7 @@ from otpylib_dist.cli import (
 from otpylib_dist.discovery.dns import DnsDiscovery
 from otpylib_dist.discovery.epmd import EpmdDiscovery
 from otpylib_dist.errors import ConnectFailure, ConnectFailureReason
+from otpylib_dist.logformat import LogfmtFormatter
 
 
 def _record(msg: str, *args: object) -> logging.LogRecord:
@@ -28,7 +28,7 @@ def _record(msg: str, *args: object) -> logging.LogRecord:
 
 
 def test_logfmt_quotes_what_needs_quoting_and_stays_on_one_line() -> None:
-    formatter = _LogfmtFormatter()
+    formatter = LogfmtFormatter()
     formatter.node = "a@127.0.0.1"
     line = formatter.format(_record('said "hi"\nthen %s', "left"))
     assert line.endswith(

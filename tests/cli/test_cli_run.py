@@ -19,7 +19,8 @@ pytestmark = pytest.mark.multiprocess
 
 #: A logfmt record, as the CLI writes them.
 LOGFMT = re.compile(
-    r'^time=\S+Z level=(debug|info|warning|error|critical) logger=\S+ node=\S+ msg=("[^"]*"|\S+)'
+    r"^time=\S+Z level=(debug|info|warning|error|critical) logger=\S+ node=\S+ "
+    r'(\w+=("[^"]*"|\S+) )*msg=("[^"]*"|\S+)'
 )
 
 

@@ -105,10 +105,10 @@ def test_ps_shows_processes_with_name_state_and_queue_length(
         rows = [r for r in rows if not r.endswith(APP_MASTER)]
         if rows or time.monotonic() > deadline:
             break
-    assert header.split() == ["PID", "NAME", "STATE", "QUEUE", "FUNCTION"]
+    assert header.split() == ["PID", "NAME", "STATE", "QUEUE", "MESSAGES", "RUNS"]
     (row,) = rows
-    pid, name, state, queue, function = row.split()
-    assert pid.startswith("<") and name == "echo" and queue == "0"
+    pid, name, state, queue, messages, function = row.split()
+    assert pid.startswith("<") and name == "echo" and queue == "0" and messages == "0"
     assert state in ("waiting", "running", "runnable")
     assert function == "cli_procs.echo_service"
     infos = json.loads(run_cli("ps", node.address, "--cookie", cookie, "--json").stdout)
@@ -141,11 +141,17 @@ def test_stats_reports_counters_and_peers(start_node: StartNode, cookie: str) ->
     b = start_node("b@127.0.0.1", "--connect", a.address)
     done = run_cli("stats", a.address, "--cookie", cookie)
     assert done.returncode == 0, done.stderr
-    fields = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    scalars, _, peers = done.stdout.partition("\n\n")
+    fields = dict(line.split(": ", 1) for line in scalars.splitlines())
     assert fields["node"] == a.name
     assert fields["connected_nodes"] == b.name
     assert int(fields["total_spawned"]) >= 1
     assert float(fields["uptime_seconds"]) >= 0
+    assert int(fields["rss_bytes"].split()[0]) > 1 << 20
+    assert float(fields["loop_lag_seconds"]) >= 0
+    header, *rows = peers.splitlines()
+    assert header.split()[:3] == ["PEER", "STATE", "ADDRESS"]
+    assert [r.split()[:2] for r in rows if "(hidden)" not in r] == [[b.name, "up"]]
     stats = json.loads(run_cli("stats", a.address, "--cookie", cookie, "--json").stdout)
     assert stats["registered_names"] == 1
     assert stats["connected_nodes"] == [b.name]

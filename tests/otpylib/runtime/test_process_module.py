@@ -56,6 +56,7 @@ CALLS: dict[str, Callable[[], Any]] = {
     "make_ref": lambda: process.make_ref(),
     "alias": lambda: process.alias(),
     "unalias": lambda: process.unalias(NEVER_SPAWNED),
+    "set_label": lambda: process.set_label("x"),
 }
 
 

@@ -62,7 +62,14 @@ from otpylib.runtime.backends.base import (
     Target,
 )
 from otpylib.runtime.context import current_process
-from otpylib.runtime.data import LOCAL_NODE, Pid, ProcessInfo, Ref, RuntimeStatistics
+from otpylib.runtime.data import (
+    EXIT_KINDS,
+    LOCAL_NODE,
+    Pid,
+    ProcessInfo,
+    Ref,
+    RuntimeStatistics,
+)
 from otpylib.runtime.errors import (
     NameAlreadyRegistered,
     NotInProcessError,
@@ -127,6 +134,8 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
         self._messages = 0
         self._links = 0
         self._monitors = 0
+        # Processes ended, by exit_kind(reason) (observability: statistics()).
+        self._exits = dict.fromkeys(EXIT_KINDS, 0)
         # Active aliases (see alias()): extra pids that reach a process's mailbox.
         self._aliases: dict[Pid, Process] = {}
         self._runtime_pid = Pid(self._node_name, 0, self._creation)
@@ -487,6 +496,7 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
             type(exc).__name__,
             exc,
             exc_info=exc,
+            extra={"event": "crash", "pid": str(proc.pid), "reason": type(exc).__name__},
         )
 
     # ---------------------------------------------------------------- self
@@ -606,6 +616,7 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
                 return self._send_remote_named(target, message)
         # Process.deliver, inlined: this runs once per local message.
         self._messages += 1
+        proc.received += 1
         mailbox = proc.mailbox
         if mailbox is None:
             proc.mailbox = deque((message,))
@@ -856,6 +867,8 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
             monitors=tuple((proc.monitors or {}).values()),
             monitored_by=tuple((proc.monitored_by or {}).values()),
             function=proc.function,
+            label=proc.label,
+            messages_received=proc.received,
         )
 
     def processes(self) -> list[Pid]:
@@ -873,6 +886,7 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
             active_monitors=self._monitors,
             active_links=self._links,
             registered_names=len(self._registry),
+            exits=dict(self._exits),
         )
 
 

@@ -58,6 +58,8 @@ class Process:
         started: the process function has begun running.
         created_at: wall-clock time of the spawn.
         fn: the process function as given to spawn (see :attr:`function`).
+        label: what the process says it is (``otpylib.process.set_label``).
+        received: messages delivered to the mailbox so far (``ps``, ``top``).
     """
 
     __slots__ = (
@@ -65,12 +67,14 @@ class Process:
         "created_at",
         "fn",
         "kill_reason",
+        "label",
         "links",
         "mailbox",
         "monitored_by",
         "monitors",
         "name",
         "pid",
+        "received",
         "runtime",
         "started",
         "task",
@@ -101,6 +105,8 @@ class Process:
         self.created_at = created_at
         self.fn = fn
         self.aliases: set[Pid] | None = None
+        self.label: str | None = None
+        self.received = 0
 
     def deliver(self, message: Any) -> None:
         """Append ``message`` and wake the owner if it waits in ``receive``.
@@ -108,6 +114,7 @@ class Process:
         ``AsyncIOBackend.send`` inlines these lines for local sends (one call
         less per message); keep the two in step.
         """
+        self.received += 1
         mailbox = self.mailbox
         if mailbox is None:
             self.mailbox = deque((message,))

@@ -46,7 +46,7 @@ from otpylib.runtime.atoms import (
 )
 from otpylib.runtime.backends.asyncio_backend.process import Process
 from otpylib.runtime.backends.base import Name, RemoteRouter
-from otpylib.runtime.data import Pid, Ref
+from otpylib.runtime.data import Pid, Ref, exit_kind
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -88,6 +88,7 @@ class SignalEngine:
     _messages: int
     _links: int
     _monitors: int
+    _exits: dict[str, int]
     _caller: Callable[[str], Process]
     _sender_pid: Callable[[], Pid]
     _check_name: Callable[[Any], str]
@@ -347,6 +348,7 @@ class SignalEngine:
                 self._aliases.pop(alias, None)
         if proc.waiter is not None and not proc.waiter.done():
             proc.waiter.cancel()
+        self._exits[exit_kind(reason)] += 1
         if reason not in QUIET_REASONS and logger.isEnabledFor(logging.DEBUG):
             logger.debug("process %r exited: %r", pid, reason)
         if proc.links:
