@@ -346,6 +346,22 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         metavar="S",
         help=f"seconds to keep retrying each --connect node (default {DEFAULT_CONNECT_TIMEOUT:g})",
     )
+    run.add_argument(
+        "--no-connect-all",
+        dest="connect_all",
+        action="store_false",
+        help="do not connect to the nodes a peer is connected to (default: connect, so a "
+        "cluster becomes a full mesh however it was joined, as Erlang's connect_all)",
+    )
+    run.add_argument(
+        "--spawn-allow",
+        dest="spawn_allow",
+        action="append",
+        default=None,
+        metavar="PREFIX",
+        help="let peers spawn only functions of modules under this prefix (repeat for more; "
+        "otpylib's own are always allowed); default: any importable async function",
+    )
 
 
 def _add_call_arguments(p: argparse.ArgumentParser, verb: str) -> None:
@@ -734,6 +750,8 @@ async def _run_node(args: argparse.Namespace, log: LogfmtFormatter | JsonFormatt
         auto_connect=args.auto_connect,
         listen_host=args.listen,
         busy_wait=args.busy_wait,
+        connect_all=args.connect_all,
+        spawn_allow=tuple(args.spawn_allow) if args.spawn_allow is not None else None,
     )
     stop = asyncio.Event()
     stop_metrics: Callable[[], Coroutine[Any, Any, None]] | None = None

@@ -219,14 +219,20 @@ async def rpc_runner(function: str, args: tuple[Any, ...], reply_to: Pid, tag: R
     Sends ``(tag, ok, result)`` or ``(tag, error, text)`` to ``reply_to``.
     A result the codec cannot send is answered with an error naming its type.
     """
-    from otpylib.runtime.backends.asyncio_backend import resolve_function
+    from otpylib_dist.node import this_node
 
     try:
-        fn = resolve_function(function)
-        result = fn(*args)
-        if inspect.isawaitable(result):
-            result = await result
-    except Exception as exc:
+        # The node's spawn policy decides (its allow-list applies to rpc too);
+        # a plain function runs in a worker thread, never on the event loop,
+        # so a slow or blocking one cannot stall the node.
+        fn = this_node().spawn_policy.resolve(function, require_async=False)
+        if inspect.iscoroutinefunction(fn):
+            result = await fn(*args)
+        else:
+            result = await asyncio.to_thread(fn, *args)
+            if inspect.isawaitable(result):
+                result = await result
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:
         await process.send(reply_to, (tag, _ERROR, describe_reason(exc)))
         return
     try:

@@ -52,7 +52,8 @@ class SpawnPolicy:
     command). With ``allow`` set, only references whose module starts with
     one of the prefixes (``"myapp."``, or ``"myapp"`` for the module itself)
     are imported at all; otpylib's own process functions (the gen_server
-    loop) are always allowed. Differs from Erlang, where a cookie holder may
+    loop, the ``otpy-node rpc`` runner) are always allowed, and apply the
+    policy to what they import in turn. Differs from Erlang, where a cookie holder may
     spawn anything.
     """
 
@@ -61,18 +62,51 @@ class SpawnPolicy:
     def __init__(self, allow: tuple[str, ...] | None = None) -> None:
         self.allow = allow
 
-    def resolve(self, reference: str) -> Callable[..., Any]:
-        """The async function ``reference`` names, or an exception saying why not."""
+    def check_arguments(self, reference: str, args: Any) -> None:
+        """Apply the allow-list to what an always-allowed function will import.
+
+        The gen_server loop imports the callback class its first argument
+        names (``"module:Class"``): that module must be allowed too.
+        """
+        if self.allow is None or reference != _GEN_SERVER_LOOP:
+            return
+        named = args[0] if isinstance(args, list | tuple) and args else None
+        if isinstance(named, str) and not _allowed(named.partition(":")[0], self.allow):
+            raise PermissionError(
+                f"{named!r} is not in this node's spawn allow-list ({', '.join(self.allow)})"
+            )
+
+    def resolve(self, reference: str, *, require_async: bool = True) -> Callable[..., Any]:
+        """The function ``reference`` names, or an exception saying why not.
+
+        ``require_async=False`` is for ``otpy-node rpc`` (Erlang's
+        ``rpc:call`` runs any function), which runs a plain function in a
+        worker thread, never on the event loop; the allow-list applies alike.
+        """
         module = reference.partition(":")[0]
-        if self.allow is not None and not _allowed(module, (*self.allow, "otpylib")):
+        allowed = reference in _ALWAYS_SPAWNABLE or _allowed(module, self.allow or ())
+        if self.allow is not None and not allowed:
             raise PermissionError(
                 f"{reference!r} is not in this node's spawn allow-list "
                 f"({', '.join(self.allow) or 'empty'})"
             )
         fn = resolve_function(reference)
-        if not is_async_callable(fn):
+        if require_async and not is_async_callable(fn):
             raise TypeError(f"{reference!r} is not an async function; remote spawn runs only those")
         return fn
+
+
+#: otpylib's own process functions, which peers may always spawn: the
+#: gen_server loop (``gen_server.start(..., node=)``; it imports the callback
+#: class the peer names, so the allow-list is checked for that class too) and
+#: what ``otpy-node rpc`` runs (it applies this policy to what it calls).
+_ALWAYS_SPAWNABLE = frozenset(
+    {"otpylib._gen_server_loop:serve", "otpylib_dist.cli_call:rpc_runner"}
+)
+
+
+#: The gen_server loop, whose first argument names the callback class to import.
+_GEN_SERVER_LOOP = "otpylib._gen_server_loop:serve"
 
 
 def _allowed(module: str, prefixes: tuple[str, ...]) -> bool:
@@ -200,6 +234,7 @@ class ControlHandlers:
         try:
             fn = self.spawn_policy.resolve(msg.function)
             args, kwargs = decode_term(msg.args)
+            self.spawn_policy.check_arguments(msg.function, args)
             pid = self._entry.spawn(
                 fn,
                 tuple(args),

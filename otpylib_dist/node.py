@@ -156,6 +156,11 @@ class Node(AsyncIOBackend):
         return self._cookie
 
     @property
+    def spawn_policy(self) -> SpawnPolicy:
+        """What peers may run here (remote spawn, ``otpy-node rpc``)."""
+        return self._spawn_policy
+
+    @property
     def connections(self) -> ConnectionTable:
         """The connection table (valid after ``initialize()``)."""
         if self._table is None:

@@ -242,3 +242,21 @@ async def test_nodes_monitor_subscriptions_end_with_their_process(
     assert monitors is not None
     # Swept as the table grows: bounded by a small multiple of the live ones (none).
     assert len(monitors) <= 2 * 16 + 2
+
+
+async def test_the_allow_list_applies_to_a_remote_gen_server_class(
+    make_cluster: ClusterFactory,
+) -> None:
+    from behaviour_procs import Counter
+
+    from otpylib import gen_server
+
+    (a,) = await make_cluster(1)
+    (b,) = await make_cluster(1, spawn_allow=("cluster_procs",))
+    a.add_address(b.node_name, "127.0.0.1", b.port)
+
+    async def start() -> Any:
+        return await gen_server.start(Counter, 0, None, node=b.node_name)
+
+    with pytest.raises(gen_server.StartError, match=r"not in this node's spawn allow-list"):
+        await run_in(a, start)
