@@ -27,6 +27,7 @@ import enum
 import logging
 import socket
 import ssl
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -46,6 +47,7 @@ from otpylib_dist.protocol.handshake import NEED_DATA, Established, Flags, Hands
 from otpylib_dist.protocol.handshake import Role as CoreRole
 from otpylib_dist.protocol.ticks import TickAction, Ticker
 from otpylib_dist.protocol.tls_layer import TlsLayer
+from otpylib_dist.tick_guard import GuardedLink, bytes_waiting, guard
 
 if TYPE_CHECKING:
     from otpylib_dist.node import DistributedBackend
@@ -134,6 +136,10 @@ class Connection(asyncio.Protocol):
         self._ticker: Ticker | None = None
         self._bytes_in = 0
         self._bytes_out = 0
+        #: Held around every transport.write: the tick guard thread writes
+        #: between frames only (see tick_guard.py).
+        self._wlock = threading.RLock()
+        self._guard: GuardedLink | None = None
 
     # ------------------------------------------------------------ handshake
 
@@ -275,8 +281,7 @@ class Connection(asyncio.Protocol):
             return
         self._up = True
         self._reader = FrameReader(DEFAULT_MAX_FRAME)
-        self._ticker = Ticker(self.node.net_ticktime)
-        self._schedule_tick()
+        self._start_ticking()
 
     # --------------------------------------------------------- steady state
 
@@ -423,12 +428,14 @@ class Connection(asyncio.Protocol):
             if self._tls is not None:
                 self._tls.send(data)
                 data = self._tls.data_to_send()
-            self._transport.write(data)
+            with self._wlock:
+                self._transport.write(data)
 
     def _write_wire(self, data: bytes) -> None:
         """Write bytes as they are (TLS records)."""
         if self._transport is not None and data:
-            self._transport.write(data)
+            with self._wlock:
+                self._transport.write(data)
 
     def peer_certificate(self) -> dict[str, Any] | None:
         """The peer's verified TLS certificate, or ``None`` without TLS."""
@@ -449,6 +456,20 @@ class Connection(asyncio.Protocol):
 
     # ----------------------------------------------------------------- ticks
 
+    def _start_ticking(self) -> None:
+        """Start the tick checks; plain TCP connections also get the stall guard thread."""
+        self._ticker = Ticker(self.node.net_ticktime)
+        if self._tls is None and self._transport is not None:
+            self._guard = guard(
+                self._transport, self._wlock, self._ticker.interval, self.peer_name or "?"
+            )
+        self._schedule_tick()
+
+    def _stop_ticking(self) -> None:
+        if self._guard is not None:
+            self._guard.close()
+            self._guard = None
+
     def _schedule_tick(self) -> None:
         assert self._ticker is not None
         self._tick_timer = self._loop.call_later(self._ticker.interval, self._tick)
@@ -457,8 +478,21 @@ class Connection(asyncio.Protocol):
         ticker = self._ticker
         if ticker is None or self._transport is None:
             return
+        if self._guard is not None:
+            self._guard.loop_seen = time.monotonic()
         action = ticker.check(self._bytes_in, self._bytes_out, queue_empty=not self._out)
         if action is TickAction.PEER_SILENT:
+            waiting = bytes_waiting(self._transport.get_extra_info("socket"))
+            if waiting:
+                # The peer's bytes are in the kernel: it is alive, we were late.
+                logger.info(
+                    "node %s looked silent but %d bytes wait to be read; keeping it",
+                    self.peer_name,
+                    waiting,
+                )
+                ticker.heard()
+                self._schedule_tick()
+                return
             logger.warning(
                 "node %s sent nothing for %.0f s (net_ticktime); declaring it down",
                 self.peer_name,
@@ -488,6 +522,7 @@ class Connection(asyncio.Protocol):
             return
         reason = self._close_reason if self._close_reason is not None else CONNECTION_CLOSED
         self._transport = None
+        self._stop_ticking()
         for timer in (self._setup_timer, self._tick_timer, self._flush_handle):
             if timer is not None:
                 timer.cancel()
