@@ -36,7 +36,12 @@ from otpylib.runtime.data import Pid
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import decode_term
 from otpylib_dist.protocol.control import RegSend, Send
-from otpylib_dist.protocol.errors import HandshakeRefused, ProtocolError, RemoteProtocolError
+from otpylib_dist.protocol.errors import (
+    AtomLimitReached,
+    HandshakeRefused,
+    ProtocolError,
+    RemoteProtocolError,
+)
 from otpylib_dist.protocol.framing import (
     DEFAULT_MAX_FRAME,
     TICK,
@@ -47,6 +52,7 @@ from otpylib_dist.protocol.handshake import NEED_DATA, Established, Flags, Hands
 from otpylib_dist.protocol.handshake import Role as CoreRole
 from otpylib_dist.protocol.ticks import TickAction, Ticker
 from otpylib_dist.protocol.tls_layer import TlsLayer
+from otpylib_dist.refusal_log import log_refusal
 from otpylib_dist.tick_guard import GuardedLink, bytes_waiting, guard
 
 if TYPE_CHECKING:
@@ -188,7 +194,9 @@ class Connection(asyncio.Protocol):
             why = str(exc) or type(exc).__name__
             self.refusal = "tls"
             self.failure = f"TLS handshake failed: {why}" if not was_up else f"TLS error: {why}"
-            logger.warning(
+            log_refusal(
+                logger,
+                self.address,
                 "closing the connection with %s (%s): %s",
                 self.expected_peer or "incoming peer",
                 self.address,
@@ -207,7 +215,9 @@ class Connection(asyncio.Protocol):
 
     def _setup_timeout(self) -> None:
         if not self._up:
-            logger.warning(
+            log_refusal(
+                logger,
+                self.address,
                 "handshake with %s (%s) did not finish in %.1f s; closing",
                 self.expected_peer or "incoming peer",
                 self.address,
@@ -229,7 +239,15 @@ class Connection(asyncio.Protocol):
                     refusal = self.node._check_incoming(event.name, event.creation)
                     if refusal is not None:
                         self.refusal = refusal
-                        logger.info("refusing %s from %s: %s", event.name, self.address, refusal)
+                        log_refusal(
+                            logger,
+                            self.address,
+                            "refusing %s from %s: %s",
+                            event.name,
+                            self.address,
+                            refusal,
+                            level=logging.INFO,
+                        )
                         self._write_raw(hs.refuse(refusal))
                         self.close(PROTOCOL_ERROR)
                         return
@@ -247,19 +265,21 @@ class Connection(asyncio.Protocol):
                 # Both sides dialed while the mesh formed; one connection won.
                 exc.reason == "duplicate_name" and self.node._connected_or_connecting(peer)
             )
-            log = logger.info if benign else logger.warning
-            log(
+            log_refusal(
+                logger,
+                self.address,
                 "handshake with %s (%s) refused: %s",
                 peer or "incoming peer",
                 self.address,
                 exc,
+                level=logging.INFO if benign else logging.WARNING,
             )
             self._write_raw(hs.data_to_send())
             self.close(PROTOCOL_ERROR)
             return
         except ProtocolError as exc:
             self.failure = str(exc)
-            logger.warning("handshake with %s failed: %s", self.address, exc)
+            log_refusal(logger, self.address, "handshake with %s failed: %s", self.address, exc)
             self.close(PROTOCOL_ERROR)
             return
         if self._up:
@@ -340,12 +360,17 @@ class Connection(asyncio.Protocol):
             return decode_term(msg.payload)
         except RemoteProtocolError as exc:
             target = msg.to if isinstance(msg, Send) else msg.name
-            logger.error(
-                "dropped a message from %s to %s: %s (register the same struct types "
-                "on every node)",
+            log_refusal(
+                logger,
+                self.peer_name or self.address,
+                "dropped a message from %s to %s: %s%s",
                 self.peer_name,
                 target,
                 exc,
+                ""
+                if isinstance(exc, AtomLimitReached)
+                else " (register the same struct types on every node)",
+                level=logging.ERROR,
             )
             return _UNDECODABLE
 

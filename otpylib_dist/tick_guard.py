@@ -28,6 +28,10 @@ Rules that keep the byte stream intact (each enforced in
 - It writes to its own ``dup`` of the socket, so a descriptor the transport
   closed and the OS handed out again is never written to; the dup is closed
   in ``connection_lost``.
+- It gives up after :data:`MAX_COVER` ticktimes: a loop blocked that long
+  is hung, not busy, and its peers should declare it down as they would a
+  frozen node (a hung node that looks alive answers nothing). The longest
+  block a connection survives is thus about ``MAX_COVER + 0.75`` ticktimes.
 - Plain TCP only: with TLS a tick must be encrypted by the ``SSLObject``
   the loop uses without a lock (a pre-encrypted record would take a
   sequence number and force the loop to send it before its own next
@@ -65,6 +69,8 @@ _SIOCOUTQ: Final = 0x5411
 #: ``FIONREAD`` / ``SIOCINQ``: bytes waiting in a socket's receive queue.
 _FIONREAD: Final = 0x541B
 _INT: Final = struct.Struct("i")
+#: Ticktimes of loop stall the guard covers before it lets the peers decide.
+MAX_COVER: Final = 5
 
 
 def _ioctl_int(fd: int, request: int) -> int:
@@ -126,7 +132,8 @@ class GuardedLink:
 
     def maybe_tick(self, now: float) -> None:
         """Write a tick if the loop is late and the stream is between frames (thread side)."""
-        if now - self.loop_seen - self.interval < self.interval / 4:
+        late = now - self.loop_seen - self.interval
+        if late < self.interval / 4 or late > MAX_COVER * 4 * self.interval:
             return
         if now - self._last_tick < self.interval:
             return

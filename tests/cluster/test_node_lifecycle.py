@@ -131,6 +131,8 @@ async def test_a_restarted_node_replaces_its_stale_connection_at_once(
     # so a still believes in the old connection (no tick timeout for a minute).
     stale = b._connections[a.node_name]
     stale._ticker = None
+    if stale._guard is not None:  # a frozen process's tick guard thread is frozen too
+        stale._guard.close()
     assert stale._transport is not None
     stale._transport.pause_reading()
     conn = a._connections[b.node_name]

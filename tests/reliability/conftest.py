@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-HERE = Path(__file__).parent
-_FAULTS = HERE.parent / "faults" / "conftest.py"
-_spec = importlib.util.spec_from_file_location("faults_nodes", _FAULTS)
-assert _spec is not None and _spec.loader is not None
-faults_nodes = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(faults_nodes)
-
-#: The cookie tests/faults' nodes run with.
-COOKIE: str = faults_nodes.COOKIE
-NodeProcess = faults_nodes.NodeProcess
+from rel_nodes import HERE, NodeProcess
 
 
 @pytest.fixture

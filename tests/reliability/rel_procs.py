@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from otpylib import process
+from otpylib.runtime.atoms import atom
 
 
 async def blocker() -> None:
@@ -24,3 +25,14 @@ async def blocker() -> None:
             await process.send(sender, ("unblocked", msg[2]))
         elif msg[1] == "ping":
             await process.send(sender, "pong")
+
+
+async def atom_flooder() -> None:
+    """Register as ``flooder``; on ``(sender, "flood", n, prefix)`` send n messages, each
+    carrying an atom never seen before, then ``("done", n)``."""
+    await process.register("flooder")
+    while True:
+        sender, _, n, prefix = await process.receive()
+        for i in range(n):
+            await process.send(sender, ("atom", atom.ensure(f"{prefix}{i}")))
+        await process.send(sender, ("done", n))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import COOKIE
+from rel_nodes import COOKIE
 
 from otpylib import process
 from otpylib.runtime.atoms import NODEDOWN, NODEUP
