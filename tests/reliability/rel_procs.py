@@ -36,3 +36,30 @@ async def atom_flooder() -> None:
         for i in range(n):
             await process.send(sender, ("atom", atom.ensure(f"{prefix}{i}")))
         await process.send(sender, ("done", n))
+
+
+async def _idle() -> None:
+    await process.receive(match=lambda m: False)
+
+
+async def holder() -> None:
+    """Register as ``holder``; on ``(sender, "spawn", n)`` start n idle processes and
+    reply ``("pids", [pid, ...])`` (targets for links and monitors)."""
+    await process.register("holder")
+    while True:
+        sender, _, n = await process.receive()
+        pids = [await process.spawn(_idle) for _ in range(n)]
+        await process.send(sender, ("pids", pids))
+
+
+async def counter_sender() -> None:
+    """Register as ``sender``; on ``(sender, "send", sink_node, n)`` send
+    ``(my_node, i)`` for i in 0..n-1 to ``sink`` on sink_node, then ``("done", my_node)``."""
+    await process.register("sender")
+    me = process.runtime().node_name
+    while True:
+        _, _, sink_node, n = await process.receive()
+        sink = ("sink", sink_node)
+        for i in range(n):
+            await process.send(sink, (me, i))
+        await process.send(sink, ("done", me))
