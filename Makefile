@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # when the machine allows it (see scripts/netns-run).
 NETNS := scripts/netns-run
 
-.PHONY: all venv test lint typecheck pytest demo bench clean
+.PHONY: all venv test lint typecheck pytest soak demo bench clean
 
 all: test
 
@@ -34,6 +34,14 @@ pytest: $(STAMP)
 	$(NETNS) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# Long reliability runs (tests/reliability, incl. the `slow` tests: 10 million
+# messages, 5,000 links and monitors) and 100k hypothesis examples over
+# framing, handshake and codec (8 fuzz tests x 12,500). Takes tens of minutes.
+SOAK_FUZZ_EXAMPLES ?= 12500
+soak: $(STAMP)
+	OTPY_FUZZ_EXAMPLES=$(SOAK_FUZZ_EXAMPLES) $(NETNS) $(BIN)/python -m pytest -q -m 'slow or not slow' \
+		tests/reliability tests/otpylib_dist/protocol/test_fuzz.py $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(NETNS) $(BIN)/python -m examples.demo

@@ -35,6 +35,7 @@ import logging
 import secrets
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, cast
@@ -47,6 +48,7 @@ from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import decode_term
 from otpylib_dist.protocol.control import RegSend, Send
 from otpylib_dist.protocol.errors import (
+    AtomLimitReached,
     HandshakeRefused,
     ProtocolError,
     RefusalReason,
@@ -69,7 +71,9 @@ from otpylib_dist.protocol.handshake import (
 )
 from otpylib_dist.protocol.ticks import TickAction, Ticker
 from otpylib_dist.protocol.tls_layer import TlsLayer
+from otpylib_dist.refusal_log import log_refusal
 from otpylib_dist.statistics import PeerStatistics
+from otpylib_dist.tick_guard import GuardedLink, bytes_waiting, guard
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +236,10 @@ class Connection(asyncio.Protocol):
         self._messages_out = 0
         self._ticks_missed = 0
         self._up_since = 0.0
+        #: Held around every transport.write: the tick guard thread writes
+        #: between frames only (see tick_guard.py).
+        self._wlock = threading.RLock()
+        self._guard: GuardedLink | None = None
 
     # ------------------------------------------------------------ handshake
 
@@ -283,7 +291,9 @@ class Connection(asyncio.Protocol):
             why = str(exc) or type(exc).__name__
             self.refusal = "tls"
             self.failure = f"TLS handshake failed: {why}" if not was_up else f"TLS error: {why}"
-            logger.warning(
+            log_refusal(
+                logger,
+                self.address,
                 "closing the connection with %s (%s): %s",
                 self.expected_peer or "incoming peer",
                 self.address,
@@ -322,7 +332,9 @@ class Connection(asyncio.Protocol):
             else:
                 self._arm_setup_timer(hs.deadline)  # a step completed meanwhile
                 return
-        logger.warning(
+        log_refusal(
+            logger,
+            self.address,
             "handshake with %s (%s) did not finish a step within %.1f s; closing",
             self.expected_peer or "incoming peer",
             self.address,
@@ -346,11 +358,14 @@ class Connection(asyncio.Protocol):
                     refusal = self._owner.admit(self, event.name, event.creation)
                     if refusal is not None:
                         self.refusal = refusal
-                        logger.info(
+                        log_refusal(
+                            logger,
+                            self.address,
                             "refusing %s from %s: %s",
                             event.name,
                             self.address,
                             refusal,
+                            level=logging.INFO,
                             extra={
                                 "event": "handshake_refused",
                                 "peer": event.name,
@@ -389,12 +404,14 @@ class Connection(asyncio.Protocol):
                 self.failure = exc.detail
             peer = self.expected_peer or hs.peer_name
             benign = self._owner.is_benign_refusal(peer, exc.reason)
-            log = logger.info if benign else logger.warning
-            log(
+            log_refusal(
+                logger,
+                self.address,
                 "handshake with %s (%s) refused: %s",
                 peer or "incoming peer",
                 self.address,
                 exc,
+                level=logging.INFO if benign else logging.WARNING,
                 extra={
                     "event": "handshake_refused",
                     "peer": peer,
@@ -409,7 +426,9 @@ class Connection(asyncio.Protocol):
             return
         except ProtocolError as exc:
             self.failure = str(exc)
-            logger.warning(
+            log_refusal(
+                logger,
+                self.address,
                 "handshake with %s failed: %s",
                 self.address,
                 exc,
@@ -440,8 +459,7 @@ class Connection(asyncio.Protocol):
         self._up = True
         self._up_since = self._loop.time()
         self._reader = FrameReader(DEFAULT_MAX_FRAME)
-        self._ticker = Ticker(self._settings.net_ticktime)
-        self._schedule_tick()
+        self._start_ticking()
 
     # --------------------------------------------------------- steady state
 
@@ -508,12 +526,17 @@ class Connection(asyncio.Protocol):
             return decode_term(msg.payload)
         except RemoteProtocolError as exc:
             target = msg.to if isinstance(msg, Send) else msg.name
-            logger.error(
-                "dropped a message from %s to %s: %s (register the same struct types "
-                "on every node)",
+            log_refusal(
+                logger,
+                self.peer_name or self.address,
+                "dropped a message from %s to %s: %s%s",
                 self.peer_name,
                 target,
                 exc,
+                ""
+                if isinstance(exc, AtomLimitReached)
+                else " (register the same struct types on every node)",
+                level=logging.ERROR,
                 extra=self._fields("message_dropped", "undecodable"),
             )
             return _UNDECODABLE
@@ -594,12 +617,14 @@ class Connection(asyncio.Protocol):
             if self._tls is not None:
                 self._tls.send(data)
                 data = self._tls.data_to_send()
-            self._transport.write(data)
+            with self._wlock:
+                self._transport.write(data)
 
     def _write_wire(self, data: bytes) -> None:
         """Write bytes as they are (TLS records)."""
         if self._transport is not None and data:
-            self._transport.write(data)
+            with self._wlock:
+                self._transport.write(data)
 
     def peer_certificate(self) -> dict[str, Any] | None:
         """The peer's verified TLS certificate, or ``None`` without TLS."""
@@ -620,6 +645,20 @@ class Connection(asyncio.Protocol):
 
     # ----------------------------------------------------------------- ticks
 
+    def _start_ticking(self) -> None:
+        """Start the tick checks; plain TCP connections also get the stall guard thread."""
+        self._ticker = Ticker(self._settings.net_ticktime)
+        if self._tls is None and self._transport is not None:
+            self._guard = guard(
+                self._transport, self._wlock, self._ticker.interval, self.peer_name or "?"
+            )
+        self._schedule_tick()
+
+    def _stop_ticking(self) -> None:
+        if self._guard is not None:
+            self._guard.close()
+            self._guard = None
+
     def _schedule_tick(self) -> None:
         assert self._ticker is not None
         self._tick_timer = self._loop.call_later(self._ticker.interval, self._tick)
@@ -628,10 +667,23 @@ class Connection(asyncio.Protocol):
         ticker = self._ticker
         if ticker is None or self._transport is None:
             return
+        if self._guard is not None:
+            self._guard.loop_seen = time.monotonic()
         action = ticker.check(self._bytes_in, self._bytes_out, queue_empty=not self._out)
         if ticker.silent_checks >= 2:  # a live peer writes every other check at least
             self._ticks_missed += 1
         if action is TickAction.PEER_SILENT:
+            waiting = bytes_waiting(self._transport.get_extra_info("socket"))
+            if waiting:
+                # The peer's bytes are in the kernel: it is alive, we were late.
+                logger.info(
+                    "node %s looked silent but %d bytes wait to be read; keeping it",
+                    self.peer_name,
+                    waiting,
+                )
+                ticker.heard()
+                self._schedule_tick()
+                return
             logger.warning(
                 "node %s sent nothing for %.0f s (net_ticktime); declaring it down",
                 self.peer_name,
@@ -662,6 +714,7 @@ class Connection(asyncio.Protocol):
             return
         reason = self._close_reason if self._close_reason is not None else CONNECTION_CLOSED
         self._transport = None
+        self._stop_ticking()
         for timer in (self._setup_timer, self._tick_timer, self._flush_handle):
             if timer is not None:
                 timer.cancel()

@@ -1,4 +1,5 @@
-"""Fixtures for the whole suite: a private port mapper, so no test touches port 4369.
+"""Fixtures for the whole suite: a private port mapper, so no test touches port 4369;
+refusal log lines written at once.
 
 ``otpy-node`` registers with the port mapper of its host unless told
 otherwise (``--discovery``), and starts one when none answers. Every child
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 from port_mappers import free_loopback_port, start_mapper, stop_mappers
+
+from otpylib_dist.refusal_log import refusals
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -35,3 +38,17 @@ def private_port_mapper() -> Iterator[int]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def refusal_lines_in_order() -> Iterator[None]:
+    """Refusal log lines written at once, with fresh rate limits, for tests that read caplog.
+
+    The queue and writer thread (what keeps a blocked stderr from stopping a
+    node) are tested in tests/otpylib_dist/test_refusal_log.py and by the
+    OS-process nodes of tests/reliability, which run as in production.
+    """
+    refusals.reset()
+    refusals.synchronous = True
+    yield
+    refusals.synchronous = False

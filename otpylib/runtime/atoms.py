@@ -36,6 +36,7 @@ __all__ = [
     "TIMEOUT",
     "TRAP_EXIT",
     "Atom",
+    "AtomLimitExceeded",
     "atom",
     "ensure",
     "normalize_reason",
@@ -44,6 +45,26 @@ __all__ = [
 #: Longest atom name accepted. Erlang limits atoms to 255 characters; we do
 #: the same so an atom table cannot be grown without bound by one huge name.
 MAX_ATOM_LENGTH: Final = 255
+
+#: Atoms that untrusted input (another node's messages) may create, by
+#: default. Atoms are never freed, so a peer sending ever new names would
+#: otherwise grow this process without bound (about 160 bytes an atom: a
+#: million distinct names cost ~159 MiB). Erlang caps its whole atom table
+#: (1,048,576 by default) and stops the node when it is full.
+#: Differs from Erlang: only atoms created from untrusted input count, the
+#: program's own atoms are never refused, and reaching the limit refuses
+#: the one term that needed a new atom instead of stopping the node. Change
+#: it with ``atom.untrusted_limit = n``.
+DEFAULT_UNTRUSTED_ATOM_LIMIT: Final = 100_000
+
+
+class AtomLimitExceeded(Exception):
+    """Raised by :meth:`_AtomTable.ensure_untrusted` when untrusted input has created
+    :attr:`_AtomTable.untrusted_limit` atoms already.
+
+    Not a ``ValueError``: decoders pass it through msgspec hooks unchanged,
+    so the receive path can tell "table full" from "malformed".
+    """
 
 
 class Atom:
@@ -90,11 +111,15 @@ class Atom:
 class _AtomTable:
     """The process-wide table of interned atoms (exposed as ``atom``)."""
 
-    __slots__ = ("_lock", "_table")
+    __slots__ = ("_lock", "_table", "untrusted_count", "untrusted_limit")
 
     def __init__(self) -> None:
         self._table: dict[str, Atom] = {}
         self._lock = threading.Lock()
+        #: Atoms created by :meth:`ensure_untrusted` so far (they stay forever).
+        self.untrusted_count = 0
+        #: How many atoms :meth:`ensure_untrusted` may create in all.
+        self.untrusted_limit = DEFAULT_UNTRUSTED_ATOM_LIMIT
 
     def ensure(self, name: str) -> Atom:
         """Return the one :class:`Atom` for ``name``, creating it on first use.
@@ -106,18 +131,45 @@ class _AtomTable:
         found = self._table.get(name)
         if found is not None:
             return found
-        if not isinstance(name, str):
-            raise TypeError(f"atom names are str, got {type(name).__name__}: {name!r}")
-        if len(name) > MAX_ATOM_LENGTH:
-            raise ValueError(
-                f"atom name is {len(name)} characters long; the limit is {MAX_ATOM_LENGTH}"
-            )
+        _check_name(name)
         with self._lock:
             found = self._table.get(name)
             if found is None:
-                found = object.__new__(Atom)
-                object.__setattr__(found, "name", name)
-                self._table[name] = found
+                found = self._add(name)
+            return found
+
+    def _add(self, name: str) -> Atom:
+        new = object.__new__(Atom)
+        object.__setattr__(new, "name", name)
+        self._table[name] = new
+        return new
+
+    def ensure_untrusted(self, name: str) -> Atom:
+        """Return the atom for a name that came from untrusted input (a peer's message).
+
+        An existing atom is returned as :meth:`ensure` does; a new one is
+        created only while fewer than :attr:`untrusted_limit` atoms have been
+        created this way.
+
+        Raises:
+            AtomLimitExceeded: ``name`` is new and the limit is reached.
+            TypeError, ValueError: as :meth:`ensure`.
+        """
+        found = self._table.get(name)
+        if found is not None:
+            return found
+        _check_name(name)
+        with self._lock:
+            found = self._table.get(name)
+            if found is None:
+                if self.untrusted_count >= self.untrusted_limit:
+                    raise AtomLimitExceeded(
+                        f"atom table full: {self.untrusted_count} atoms were created from "
+                        f"peers' messages, the limit (atom.untrusted_limit) is "
+                        f"{self.untrusted_limit}; a new atom {name[:40]!r} was refused"
+                    )
+                found = self._add(name)
+                self.untrusted_count += 1
             return found
 
     def exists(self, name: str) -> Atom | None:
@@ -130,6 +182,15 @@ class _AtomTable:
 
     def __len__(self) -> int:
         return len(self._table)
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"atom names are str, got {type(name).__name__}: {name!r}")
+    if len(name) > MAX_ATOM_LENGTH:
+        raise ValueError(
+            f"atom name is {len(name)} characters long; the limit is {MAX_ATOM_LENGTH}"
+        )
 
 
 #: The atom table. ``atom.ensure("name")`` is the only way to get an Atom.

@@ -46,9 +46,9 @@ from typing import Any, Final, cast
 import msgspec
 from msgspec.msgpack import Ext
 
-from otpylib.runtime.atoms import MAX_ATOM_LENGTH, Atom
+from otpylib.runtime.atoms import MAX_ATOM_LENGTH, Atom, AtomLimitExceeded
 from otpylib.runtime.data import Pid, Ref
-from otpylib_dist.protocol.errors import EncodeError, RemoteProtocolError
+from otpylib_dist.protocol.errors import AtomLimitReached, EncodeError, RemoteProtocolError
 from otpylib_dist.protocol.registry import lookup_name, lookup_type, register_struct
 from otpylib_dist.protocol.shapes import (
     DECODERS,
@@ -404,6 +404,8 @@ def decode_term(data: Term | bytes | bytearray | memoryview) -> Any:
     Raises:
         RemoteProtocolError: the bytes are not a valid term, or name a
             struct this node has not registered.
+        AtomLimitReached: (a RemoteProtocolError) the term needs a new atom
+            and peers have created ``atom.untrusted_limit`` atoms already.
     """
     try:
         if type(data) is Term:
@@ -417,6 +419,8 @@ def decode_term(data: Term | bytes | bytearray | memoryview) -> Any:
         return _tagged_decode(value)
     except _DECODE_ERRORS as exc:
         raise RemoteProtocolError(f"malformed term from peer: {exc}") from None
+    except AtomLimitExceeded as exc:
+        raise AtomLimitReached(str(exc)) from None
 
 
 def _ext_hook(code: int, data: memoryview) -> Any:

@@ -125,6 +125,15 @@ class FrameTooLarge(RemoteProtocolError):
         )
 
 
+class AtomLimitReached(RemoteProtocolError):
+    """Raised when a term from the peer needs a new atom and the atom table for
+    peers' atoms is full (``otpylib.runtime.atoms.atom.untrusted_limit``).
+
+    The frame was well formed, so the stream is intact: the receiver drops
+    that one message with a log line and keeps the connection.
+    """
+
+
 class HandshakeRefused(ProtocolError):
     """Raised when a handshake ends with a refusal, by either side.
 

@@ -234,13 +234,13 @@ def atom_named(name: str) -> Atom:
         return found
     if type(name) is not str or len(name) > MAX_ATOM_LENGTH:
         raise ValueError(f"expected an atom name of at most {MAX_ATOM_LENGTH} characters")
-    found = atom.ensure(name)
+    found = atom.ensure_untrusted(name)  # AtomLimitExceeded passes through msgspec
     if len(_atoms_by_name) < _MAX_CACHED_ATOMS:  # misses beyond the bound use ensure()
         _atoms_by_name[name] = found
     return found
 
 
-#: Atom names cached for decoding; the atom table itself is unbounded, as Erlang's.
+#: Atom names cached for decoding (peers create at most atom.untrusted_limit atoms).
 _MAX_CACHED_ATOMS: Final = 65536
 
 

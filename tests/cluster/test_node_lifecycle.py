@@ -133,6 +133,8 @@ async def test_a_restarted_node_replaces_its_stale_connection_at_once(
     # so a still believes in the old connection (no tick timeout for a minute).
     stale = b.connections.up[a.node_name]
     stale._ticker = None
+    if stale._guard is not None:  # a frozen process's tick guard thread is frozen too
+        stale._guard.close()
     assert stale._transport is not None
     stale._transport.pause_reading()
     conn = a.connections.up[b.node_name]

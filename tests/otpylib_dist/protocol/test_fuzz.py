@@ -33,6 +33,8 @@ from otpylib_dist.protocol.framing import (
 from otpylib_dist.protocol.handshake import Established, Handshake, Role
 
 # OTPY_FUZZ_EXAMPLES=20000 for a long run; the default keeps the suite fast.
+#: 300 examples a test in `make test`; `make soak` sets OTPY_FUZZ_EXAMPLES=12500
+#: (100,000 over the eight fuzz tests).
 FUZZ = settings(
     max_examples=int(os.environ.get("OTPY_FUZZ_EXAMPLES", "300")),
     deadline=None,
