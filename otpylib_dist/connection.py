@@ -494,9 +494,13 @@ class Connection(asyncio.Protocol):
                 # handled inline; everything else goes through the table.
                 if type(msg) is Send:
                     received += 1
-                    payload = self._payload(msg)
-                    if payload is not _UNDECODABLE:
-                        entry.deliver(msg.to, payload)
+                    # The payload is decoded only for a live destination:
+                    # a message to a dead pid costs no decoding (and
+                    # creates no atoms).
+                    try:
+                        entry.deliver_encoded(msg.to, msg.payload, decode_term)
+                    except RemoteProtocolError as exc:
+                        self._dropped(msg, exc)
                 elif type(msg) is RegSend:
                     received += 1
                     payload = self._payload(msg)
@@ -525,21 +529,25 @@ class Connection(asyncio.Protocol):
         try:
             return decode_term(msg.payload)
         except RemoteProtocolError as exc:
-            target = msg.to if isinstance(msg, Send) else msg.name
-            log_refusal(
-                logger,
-                self.peer_name or self.address,
-                "dropped a message from %s to %s: %s%s",
-                self.peer_name,
-                target,
-                exc,
-                ""
-                if isinstance(exc, AtomLimitReached)
-                else " (register the same struct types on every node)",
-                level=logging.ERROR,
-                extra=self._fields("message_dropped", "undecodable"),
-            )
+            self._dropped(msg, exc)
             return _UNDECODABLE
+
+    def _dropped(self, msg: Send | RegSend, exc: RemoteProtocolError) -> None:
+        """Log a message dropped because its payload could not be decoded."""
+        target = msg.to if isinstance(msg, Send) else msg.name
+        log_refusal(
+            logger,
+            self.peer_name or self.address,
+            "dropped a message from %s to %s: %s%s",
+            self.peer_name,
+            target,
+            exc,
+            ""
+            if isinstance(exc, AtomLimitReached)
+            else " (register the same struct types on every node)",
+            level=logging.ERROR,
+            extra=self._fields("message_dropped", "undecodable"),
+        )
 
     def send_control(self, msg: Any) -> None:
         """Queue one control message; it leaves with this loop step's batch.

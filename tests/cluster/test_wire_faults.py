@@ -22,6 +22,7 @@ import pytest
 from cluster_helpers import DEADLINE, run_in
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from waiting import wait_until
 
 from otpylib import process
 from otpylib.runtime.atoms import atom
@@ -205,4 +206,39 @@ async def test_undecodable_payload_is_dropped_with_a_log_and_the_connection_stay
     assert await asyncio.wait_for(got, DEADLINE) == ("after", 1)
     assert "dropped a message from raw@127.0.0.1 to sink" in caplog.text
     assert node.nodes() == ["raw@127.0.0.1"]
+    writer.close()
+
+
+async def test_a_payload_for_a_dead_pid_is_not_even_decoded(
+    node: DistributedBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR)
+    _reader, writer = await _authenticated(node)
+    got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def sink() -> None:
+        got.set_result(await process.receive())
+        await process.receive()  # stays alive for the last part
+
+    async def gone() -> None:
+        pass
+
+    live = await node.spawn(sink)
+    dead = await node.spawn(gone)
+    while node.is_alive(dead):
+        await asyncio.sleep(0)
+    encoder = control.ControlEncoder()
+    out = bytearray()
+    # An undecodable payload to a dead pid is dropped without decoding (no
+    # log line: decoding would have failed), then one to a live pid arrives.
+    bad = Term(b"", msgspec.Raw(msgspec.msgpack.encode(msgspec.msgpack.Ext(99, b"?"))))
+    encoder.encode_into(control.Send(dead, bad), out)
+    encoder.send_into(live, ("after", 1), out)
+    writer.write(bytes(out))
+    assert await asyncio.wait_for(got, DEADLINE) == ("after", 1)
+    assert "dropped a message" not in caplog.text
+    # The same payload to the live pid is decoded, fails, and says so.
+    encoder.encode_into(control.Send(live, bad), out := bytearray())
+    writer.write(bytes(out))
+    await wait_until(lambda: "dropped a message" in caplog.text, "the drop logged")
     writer.close()

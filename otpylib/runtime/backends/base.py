@@ -174,6 +174,9 @@ class RuntimeEntry(Protocol):
     def deliver(self, to: Pid, message: Any) -> bool:
         """Deliver a message from another node; ``False`` if ``to`` is not alive."""
 
+    def deliver_encoded(self, to: Pid, encoded: Any, decode: Callable[[Any], Any]) -> bool:
+        """Deliver ``decode(encoded)``, decoding only when ``to`` is alive (else ``False``)."""
+
     def deliver_named(self, name: str, message: Any) -> bool:
         """Deliver to a registered name; ``False`` if nobody holds it."""
 

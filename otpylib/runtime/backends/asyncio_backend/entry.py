@@ -53,6 +53,23 @@ class Entry:
         proc.deliver(message)
         return True
 
+    def deliver_encoded(self, to: Pid, encoded: Any, decode: Callable[[Any], Any]) -> bool:
+        """Deliver ``decode(encoded)`` to ``to``, decoding only if ``to`` is alive.
+
+        A message to a dead pid then costs no decoding (nor any atom the
+        payload would create). Exceptions from ``decode`` propagate (the
+        caller drops the message and logs why).
+        """
+        proc = self._processes.get(to)
+        if proc is None:
+            proc = self._rt._alias_owner(to) if self._rt._aliases else None
+            if proc is None:
+                return False
+        message = decode(encoded)
+        self._rt._messages += 1
+        proc.deliver(message)
+        return True
+
     def deliver_named(self, name: str, message: Any) -> bool:
         """Deliver to a registered name; ``False`` if nobody holds it."""
         pid = self._rt._registry.get(name)
