@@ -11,13 +11,20 @@ uvloop): after traffic on any connection, a task yields with
 which makes the loop poll with a zero timeout instead of sleeping.
 
 The cost is CPU while a conversation is active (at most ``window`` seconds
-after the last byte); an idle node does not spin. It is off by default
-(``DistributedBackend(busy_wait=0.0)``): on a machine whose CPUs are all
-busy, a spinning node competes with the very processes it waits for, and
-round trips got *worse* here (75 µs without, 110 µs to 2.8 ms with, two
-CPU hogs on two cores). Turn it on for nodes with a core to spare
-(``busy_wait=DEFAULT_BUSY_WAIT`` or ``otpy-node --busy-wait 0.0002``), as
-one turns BEAM's ``+sbwt`` off in crowded containers.
+after the last byte); an idle node does not spin. A fixed window hurts on a
+machine whose CPUs are all busy: the spinner competes with the very
+processes it waits for (round trips went from 75 µs to 110 µs .. 2.8 ms
+with two CPU hogs on two cores). So the default is *adaptive*: each spin
+session measures how much CPU it actually got (``time.thread_time``)
+against the wall time it took; a session that got less than half a CPU
+was starved, and spinning then stops for a quiet period that doubles with
+each starved session (10 ms up to 2 s) and halves back as sessions run
+unstarved. On an idle machine it spins as BEAM does; on a crowded one it
+backs off to plain sleeping within a few sessions.
+
+``Node()`` and ``otpy-node`` use the adaptive default
+(``DEFAULT_BUSY_WAIT`` window); ``busy_wait=S`` / ``--busy-wait S`` asks for
+a fixed window, ``0`` turns it off.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Final
 
 logger = logging.getLogger(__name__)
@@ -38,16 +46,60 @@ __all__ = ["DEFAULT_BUSY_WAIT", "BusyWait"]
 DEFAULT_BUSY_WAIT: Final = 0.0002
 
 
+#: A session that got less CPU than this share of its wall time was starved.
+STARVED_SHARE: Final = 0.5
+#: First and longest quiet period after starved sessions (doubling between).
+MIN_QUIET: Final = 0.01
+MAX_QUIET: Final = 2.0
+#: How often a long spin session checks that it still gets its CPU.
+_CHECK_EVERY: Final = 0.005
+
+
 class BusyWait:
-    """Spins the running loop for ``window`` seconds after each :meth:`poke`."""
+    """Spins the running loop for ``window`` seconds after each :meth:`poke`.
 
-    __slots__ = ("_task", "_until", "_wake", "window")
+    Args:
+        window: seconds to keep polling after traffic (0: never spin).
+        adaptive: back off when spinning is starved of CPU (see the module
+            docstring); ``False`` spins for the whole window every time.
+        wall_clock, cpu_clock: clocks (tests pass fakes).
+    """
 
-    def __init__(self, window: float = 0.0) -> None:
+    __slots__ = (
+        "_cpu_clock",
+        "_quiet",
+        "_quiet_until",
+        "_task",
+        "_until",
+        "_wake",
+        "_wall_clock",
+        "adaptive",
+        "sessions",
+        "starved_sessions",
+        "window",
+    )
+
+    def __init__(
+        self,
+        window: float = 0.0,
+        *,
+        adaptive: bool = False,
+        wall_clock: Callable[[], float] = time.perf_counter,
+        cpu_clock: Callable[[], float] = time.thread_time,
+    ) -> None:
         if window < 0:
             raise ValueError(f"busy_wait must be >= 0 seconds, got {window}")
         self.window = window
+        self.adaptive = adaptive
+        self._wall_clock = wall_clock
+        self._cpu_clock = cpu_clock
         self._until = 0.0
+        #: Current quiet period after a starved session (0: none), and its end.
+        self._quiet = 0.0
+        self._quiet_until = 0.0
+        #: Spin sessions run, and those starved of CPU (tests, statistics).
+        self.sessions = 0
+        self.starved_sessions = 0
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -58,12 +110,20 @@ class BusyWait:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     def poke(self) -> None:
-        """Traffic happened: keep polling for another ``window`` seconds."""
+        """Traffic happened: keep polling for another ``window`` seconds (unless quiet)."""
         wake = self._wake
         if wake is not None:
-            self._until = time.perf_counter() + self.window
+            now = self._wall_clock()
+            if now < self._quiet_until:
+                return  # starved lately: sleep in the poller instead
+            self._until = now + self.window
             if not wake.is_set():
                 wake.set()
+
+    @property
+    def spinning_allowed(self) -> bool:
+        """Whether a poke now would spin (not in a quiet period)."""
+        return self._wall_clock() >= self._quiet_until
 
     async def stop(self) -> None:
         """Stop spinning and wait for the task to end."""
@@ -72,16 +132,46 @@ class BusyWait:
             task.cancel()
             await asyncio.wait([task])
 
+    def _session_ended(self, wall: float, cpu: float) -> None:
+        """Judge one spin session: starved ones start (or lengthen) a quiet period."""
+        if not self.adaptive or wall <= 0:
+            return
+        if self._wall_clock() < self._quiet_until:
+            return  # judged starved during the session already
+        if cpu < STARVED_SHARE * wall:
+            self._starved()
+        else:
+            self._quiet = self._quiet / 2 if self._quiet > MIN_QUIET else 0.0
+
+    def _starved(self) -> None:
+        """A session got too little CPU: quiet for twice as long as last time."""
+        self.starved_sessions += 1
+        self._quiet = min(max(self._quiet * 2, MIN_QUIET), MAX_QUIET)
+        self._quiet_until = self._wall_clock() + self._quiet
+
     async def _run(self) -> None:
         wake = self._wake
         assert wake is not None
-        clock = time.perf_counter
+        clock = self._wall_clock
+        cpu_clock = self._cpu_clock
         yield_cpu = os.sched_yield
         while True:
             await wake.wait()
             wake.clear()
-            while clock() < self._until:
+            wall0, cpu0 = clock(), cpu_clock()
+            check_at, check_cpu = wall0 + _CHECK_EVERY, cpu0
+            while (now := clock()) < self._until:
+                if self.adaptive and now >= check_at:
+                    # A long conversation is one long session: judge it as it
+                    # goes, so hogs that appear mid-way stop it within ~5 ms.
+                    cpu = cpu_clock()
+                    if cpu - check_cpu < STARVED_SHARE * (now - check_at + _CHECK_EVERY):
+                        self._starved()
+                        break
+                    check_at, check_cpu = now + _CHECK_EVERY, cpu
                 # Give the CPU to any other runnable OS process (the peer we
                 # wait for may be one of them on a busy machine).
                 yield_cpu()
                 await asyncio.sleep(0)
+            self._session_ended(clock() - wall0, cpu_clock() - cpu0)
+            self.sessions += 1

@@ -258,10 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--busy-wait",
         type=float,
-        default=0.0,
+        default=None,
         metavar="S",
         help="keep polling S seconds after network traffic instead of sleeping (BEAM's busy "
-        "wait; e.g. 0.0002 on a machine with a core to spare; default 0: off)",
+        "wait), every time; 0: never; default: 0.0002 s, backing off by itself when the "
+        "machine's CPUs are busy (adaptive)",
     )
     run.add_argument(
         "--metrics",
@@ -721,7 +722,7 @@ async def _run_node(args: argparse.Namespace, log: LogfmtFormatter | JsonFormatt
     name = make_node_name(args.name)
     log.node = name
     _check_ticktime(args)
-    if not (math.isfinite(args.busy_wait) and args.busy_wait >= 0):
+    if args.busy_wait is not None and not (math.isfinite(args.busy_wait) and args.busy_wait >= 0):
         raise _UsageError(
             f"--busy-wait must be 0 (off) or a number of seconds, got {args.busy_wait:g}"
         )

@@ -26,7 +26,7 @@ from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
 from otpylib.runtime.backends.base import DEFAULT_SHUTDOWN_TIMEOUT
 from otpylib.runtime.errors import RuntimeStateError
 from otpylib_dist import node_rpc
-from otpylib_dist.busy_wait import BusyWait
+from otpylib_dist.busy_wait import DEFAULT_BUSY_WAIT, BusyWait
 from otpylib_dist.connection import ConnectionSettings
 from otpylib_dist.connections import ConnectionTable
 from otpylib_dist.control_handlers import ControlHandlers, SpawnPolicy
@@ -77,7 +77,9 @@ class Node(AsyncIOBackend):
             (Erlang's ``net_setuptime``, 7 s).
         busy_wait: seconds to keep the event loop polling after network
             traffic instead of sleeping (BEAM's scheduler busy wait; see
-            ``busy_wait.py``). Off (0) by default.
+            ``busy_wait.py``), every time; ``0`` never. ``None`` (default):
+            ``DEFAULT_BUSY_WAIT``, adaptive: it backs off by itself while the
+            machine's CPUs are busy, so it is safe on a crowded host.
         spawn_allow: module prefixes peers may spawn functions from (None:
             any importable async function; see ``SpawnPolicy``).
         connect_all: connect to every visible node a peer is connected to,
@@ -98,7 +100,7 @@ class Node(AsyncIOBackend):
         hidden: bool = False,
         listen_host: str | None = None,
         setup_time: float = DEFAULT_SETUP_TIME,
-        busy_wait: float = 0.0,
+        busy_wait: float | None = None,
         spawn_allow: tuple[str, ...] | None = None,
         connect_all: bool = True,
     ) -> None:
@@ -118,7 +120,9 @@ class Node(AsyncIOBackend):
         self._auto_connect = auto_connect
         self.hidden = hidden
         self.setup_time = setup_time
-        self.busy_wait = BusyWait(busy_wait)
+        self.busy_wait = (
+            BusyWait(DEFAULT_BUSY_WAIT, adaptive=True) if busy_wait is None else BusyWait(busy_wait)
+        )
         self._spawn_policy = SpawnPolicy(spawn_allow)
         self.connect_all = connect_all
         self._port = 0
