@@ -51,6 +51,7 @@ __all__ = [
     "PLAIN_TYPES",
     "atom_named",
     "decoder_for",
+    "run_decoder_for",
     "shape_of",
     "tuple_shape",
     "unknown_struct",
@@ -265,6 +266,8 @@ def _no_ext(code: int, data: memoryview) -> Any:
 
 #: Decoders by shape (read directly by the codec's fast path).
 DECODERS: dict[bytes, msgspec.msgpack.Decoder[Any]] = {}
+#: Decoders of runs (lists of values of one shape), by shape.
+RUN_DECODERS: dict[bytes, msgspec.msgpack.Decoder[Any]] = {}
 
 
 def decoder_for(shape: bytes) -> msgspec.msgpack.Decoder[Any]:
@@ -284,6 +287,25 @@ def decoder_for(shape: bytes) -> msgspec.msgpack.Decoder[Any]:
     if len(DECODERS) >= MAX_CACHED_SHAPES:
         DECODERS.clear()
     DECODERS[shape] = decoder
+    return decoder
+
+
+def run_decoder_for(shape: bytes) -> msgspec.msgpack.Decoder[Any]:
+    """Return the (cached) decoder of a run: a list of values of ``shape`` (``SendRun``).
+
+    Raises:
+        RemoteProtocolError: as :func:`decoder_for`.
+    """
+    found = RUN_DECODERS.get(shape)
+    if found is not None:
+        return found
+    kind, end = _parse(shape, 0, 0)
+    if end != len(shape):
+        raise _bad_shape(shape)
+    decoder = msgspec.msgpack.Decoder(list[kind], ext_hook=_no_ext, dec_hook=_dec_hook)  # type: ignore[valid-type]
+    if len(RUN_DECODERS) >= MAX_CACHED_SHAPES:
+        RUN_DECODERS.clear()
+    RUN_DECODERS[shape] = decoder
     return decoder
 
 

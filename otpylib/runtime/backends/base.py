@@ -177,6 +177,9 @@ class RuntimeEntry(Protocol):
     def deliver_encoded(self, to: Pid, encoded: Any, decode: Callable[[Any], Any]) -> bool:
         """Deliver ``decode(encoded)``, decoding only when ``to`` is alive (else ``False``)."""
 
+    def deliver_run(self, to: Pid, encoded: Any, decode: Callable[[Any], list[Any]]) -> int:
+        """Deliver the messages ``decode(encoded)`` gives to ``to`` at once; how many (0: dead)."""
+
     def deliver_named(self, name: str, message: Any) -> bool:
         """Deliver to a registered name; ``False`` if nobody holds it."""
 

@@ -11,6 +11,7 @@ once per message received from another node.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,36 @@ class Entry:
         self._rt._messages += 1
         proc.deliver(message)
         return True
+
+    def deliver_run(self, to: Pid, encoded: Any, decode: Callable[[Any], list[Any]]) -> int:
+        """Deliver the messages ``decode(encoded)`` gives, in order, to ``to``; how many.
+
+        The receiving end of a run (several messages to one pid in one
+        frame): decoded only if ``to`` is alive, appended to the mailbox at
+        once, and the owner woken once. Exceptions from ``decode`` propagate.
+        """
+        proc = self._processes.get(to)
+        if proc is None:
+            proc = self._rt._alias_owner(to) if self._rt._aliases else None
+            if proc is None:
+                return 0
+        messages = decode(encoded)
+        n = len(messages)
+        if not n:
+            return 0
+        self._rt._messages += n
+        proc.received += n
+        mailbox = proc.mailbox
+        if mailbox is None:
+            proc.mailbox = deque(messages)
+        else:
+            mailbox.extend(messages)
+        waiter = proc.waiter
+        if waiter is not None:
+            proc.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        return n
 
     def deliver_named(self, name: str, message: Any) -> bool:
         """Deliver to a registered name; ``False`` if nobody holds it."""

@@ -1,0 +1,181 @@
+"""Runs: a burst of messages of one shape to one pid travels as one SendRun frame.
+
+What must hold whatever the batching: per-pair order of messages and
+signals, an unencodable message raising at its sender without taking the
+rest of the run with it, a bad item dropping only itself at the receiver,
+and no run sent to a peer that did not say it reads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import pytest
+from cluster_helpers import DEADLINE, run_in
+from waiting import wait_until
+
+from otpylib import EXIT, process
+from otpylib.runtime.atoms import atom
+from otpylib.runtime.data import Pid
+from otpylib_dist import DistributedBackend
+from otpylib_dist.protocol import control
+from otpylib_dist.protocol.errors import EncodeError
+from otpylib_dist.protocol.framing import TICK, FrameReader
+from otpylib_dist.protocol.handshake import NEED_DATA, Established, Flags, Handshake, Role
+from otpylib_dist.protocol.shapes import FLAT_SHAPES
+
+ClusterFactory = Callable[..., Awaitable[list[DistributedBackend]]]
+COOKIE = "cluster-test-cookie"
+MSG = atom.ensure("msg")
+
+
+async def _collector(node: DistributedBackend, count: int) -> tuple[Any, asyncio.Future[list[Any]]]:
+    done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+
+    async def collect() -> None:
+        process.flag("trap_exit", True)
+        got = []
+        while len(got) < count:
+            got.append(await process.receive())
+        done.set_result(got)
+
+    return await node.spawn(collect), done
+
+
+async def test_bursts_to_two_pids_and_signals_between_keep_their_order(
+    make_cluster: ClusterFactory,
+) -> None:
+    a, b = await make_cluster(2)
+    first, first_done = await _collector(b, 301)
+    second, second_done = await _collector(b, 300)
+
+    async def burst() -> None:
+        await process.link(first)
+        for i in range(300):
+            await process.send(first if i % 100 < 60 else second, (MSG, i))
+        await process.exit(first, "after the burst")  # a signal after 300 messages
+        for i in range(300, 600):
+            await process.send(second if i % 100 < 60 else first, (MSG, i))
+
+    await run_in(a, burst)
+    got_first = await asyncio.wait_for(first_done, DEADLINE)
+    got_second = await asyncio.wait_for(second_done, DEADLINE)
+    exit_at = next(i for i, m in enumerate(got_first) if m[0] is EXIT)
+    before = [m[1] for m in got_first[:exit_at]]
+    assert before == [i for i in range(300) if i % 100 < 60]  # all before the signal, in order
+    assert [m[1] for m in got_second] == sorted(m[1] for m in got_second)
+    assert len(got_second) == 300
+
+
+async def test_an_unencodable_message_raises_and_its_run_neighbours_arrive(
+    make_cluster: ClusterFactory,
+) -> None:
+    a, b = await make_cluster(2)
+    sink, done = await _collector(b, 4)
+
+    class NotSendable:
+        pass
+
+    async def burst() -> Any:
+        await process.send(sink, (MSG, 0))  # leaves at once; the rest are batched
+        await process.send(sink, (MSG, 1))
+        with pytest.raises(EncodeError):
+            await process.send(sink, (MSG, NotSendable()))
+        await process.send(sink, (MSG, 2))
+        await process.send(sink, (MSG, 3))
+
+    await run_in(a, burst)
+    assert await asyncio.wait_for(done, DEADLINE) == [(MSG, i) for i in range(4)]
+
+
+async def _raw_peer(
+    node: DistributedBackend, flags: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
+    """An authenticated raw peer with the given capability flags."""
+    name = f"raw{flags}@127.0.0.1"
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+    hs = Handshake(
+        Role.INITIATOR,
+        name,
+        7,
+        COOKIE,
+        secrets.token_bytes(32),
+        time.monotonic(),
+        expected_peer=node.node_name,
+        flags=flags,
+    )
+    writer.write(hs.start())
+    while True:
+        data = await asyncio.wait_for(reader.read(65536), DEADLINE)
+        assert data, "the node closed the connection during the handshake"
+        hs.receive_data(data)
+        event = hs.next_event(time.monotonic())
+        writer.write(hs.data_to_send())
+        if isinstance(event, Established):
+            return reader, writer, name
+        assert event is NEED_DATA
+
+
+async def _frames_from(node: DistributedBackend, flags: int, count: int) -> list[type]:
+    """Kinds of the frames ``node`` sends a raw peer for a burst of ``count`` messages."""
+    reader, writer, name = await _raw_peer(node, flags)
+    to = Pid(name, 1, 7)  # a pid of the raw peer (creation 7, as in its Hello)
+
+    async def burst() -> None:
+        for i in range(count):
+            await process.send(to, (MSG, i))
+
+    await run_in(node, burst)
+    frames = FrameReader(1 << 26)
+    decoder = control.ControlDecoder()
+    kinds: list[type] = []
+    messages = 0
+    while messages < count:
+        frames.receive_data(await asyncio.wait_for(reader.read(65536), DEADLINE))
+        for frame in frames.frames():
+            if frame is TICK:
+                continue
+            msg = decoder.decode(frame)
+            kinds.append(type(msg))
+            messages += (
+                len(msgspec.msgpack.decode(msg.items)) if type(msg) is control.SendRun else 1
+            )
+    writer.close()
+    return kinds
+
+
+async def test_runs_go_only_to_peers_that_read_them(make_cluster: ClusterFactory) -> None:
+    (node,) = await make_cluster(1)
+    with_runs = await _frames_from(node, int(Flags.RUNS), 200)
+    without = await _frames_from(node, 0, 200)
+    assert control.SendRun in with_runs and len(with_runs) < 200
+    assert set(without) == {control.Send} and len(without) == 200
+
+
+async def test_a_bad_item_in_a_run_drops_only_itself(
+    make_cluster: ClusterFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR)
+    (node,) = await make_cluster(1)
+    sink, done = await _collector(node, 2)
+    _reader, writer, _name = await _raw_peer(node, int(Flags.RUNS))
+    encoder = control.ControlEncoder()
+    out = bytearray()
+    encoder.send_into(sink, (MSG, 0), out)  # caches the (ax) shape
+    shape = FLAT_SHAPES[(type(MSG), int)]
+    good = [msgspec.msgpack.encode(("msg", i)) for i in (1, 2)]
+    bad = msgspec.msgpack.encode(("msg", msgspec.msgpack.Ext(99, b"?")))
+    items = b"\x93" + good[0] + bad + good[1]
+    out = bytearray()
+    encoder.encode_into(control.SendRun(sink, shape, msgspec.Raw(items)), out)
+    writer.write(bytes(out))
+    assert await asyncio.wait_for(done, DEADLINE) == [(MSG, 1), (MSG, 2)]
+    await wait_until(lambda: "dropped a message" in caplog.text, "the bad item logged")
+    assert node.nodes(hidden=True)  # the connection stays
+    writer.close()
