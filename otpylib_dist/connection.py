@@ -565,7 +565,13 @@ class Connection(asyncio.Protocol):
             try:
                 good.append(decode_term(Term(msg.shape, raw)))
             except RemoteProtocolError as exc:
-                self._dropped(Send(msg.to, Term(msg.shape, raw)), exc)
+                to = msg.to
+                self._dropped(
+                    Send(to, Term(msg.shape, raw))
+                    if type(to) is Pid
+                    else RegSend(None, str(to), Term(msg.shape, raw)),
+                    exc,
+                )
         return entry.deliver_run(msg.to, good, list)
 
     def _dropped(self, msg: Send | RegSend, exc: RemoteProtocolError) -> None:
@@ -626,7 +632,13 @@ class Connection(asyncio.Protocol):
         """Queue a message to ``name`` on the peer, encoded in one pass; as :meth:`send_term`."""
         if self._transport is None or self._close_reason is not None:
             return False
-        self._encoder.reg_send_into(sender, name, term, self._out)
+        # As send_term: a burst to one name joins a run (the name travels once).
+        if not (
+            self._runs
+            and self._flush_handle is not None
+            and self._encoder.send_run_into(name, term, self._out)
+        ):
+            self._encoder.reg_send_into(sender, name, term, self._out)
         self._messages_out += 1
         return self._queued()
 

@@ -223,7 +223,7 @@ class SendRun(_Control, tag=67, frozen=True):
     (but packs small ones into one TCP write, as we also do).
     """
 
-    to: Pid
+    to: Pid | str  # a pid, or a name registered on the receiving node
     shape: bytes
     items: msgspec.Raw
 
@@ -290,14 +290,14 @@ class ControlEncoder:
         # (-1: none), where its item count goes, its target, shape and count.
         self._run_start = -1
         self._run_count_at = 0
-        self._run_to: Pid | None = None
+        self._run_to: Pid | str | None = None
         self._run_shape: bytes | None = None
         self._run_count = 0
 
     # ---------------------------------------------------------------- runs
 
-    def send_run_into(self, to: Pid, term: Any, out: bytearray) -> bool:
-        """Append ``term`` to a run of messages to ``to`` in ``out``, if it can go in one.
+    def send_run_into(self, to: Pid | str, term: Any, out: bytearray) -> bool:
+        """Append ``term`` to a run of messages to ``to`` (a pid or a registered name).
 
         Returns False (nothing appended) when ``term`` has no cached flat
         shape: the caller sends it as a plain Send (which closes the run).
@@ -342,7 +342,7 @@ class ControlEncoder:
         self._run_count += 1
         return True
 
-    def _open_run(self, to: Pid, shape: bytes, out: bytearray) -> None:
+    def _open_run(self, to: Pid | str, shape: bytes, out: bytearray) -> None:
         self._run_start = len(out)
         out += TICK_FRAME  # the frame's length header, filled in by close_run
         out += _RUN_HEAD  # fixarray of 4 fields, then the tag

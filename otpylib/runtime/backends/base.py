@@ -87,7 +87,10 @@ class RemoteRouter(Protocol):
         """
 
     def send_registered(self, sender: Pid, name: str, node: str, message: Any) -> Awaitable[None]:
-        """Send to the process registered as ``name`` on ``node`` (dropped if none)."""
+        """Send to the process registered as ``name`` on ``node`` (dropped if none).
+
+        A plain ``def`` returning an awaitable, as :meth:`send`.
+        """
 
     async def link(self, local: Pid, remote: Pid) -> Any:
         """Ask ``remote``'s node to add a link: ``None`` once asked, else the exit reason.
@@ -177,8 +180,9 @@ class RuntimeEntry(Protocol):
     def deliver_encoded(self, to: Pid, encoded: Any, decode: Callable[[Any], Any]) -> bool:
         """Deliver ``decode(encoded)``, decoding only when ``to`` is alive (else ``False``)."""
 
-    def deliver_run(self, to: Pid, encoded: Any, decode: Callable[[Any], list[Any]]) -> int:
-        """Deliver the messages ``decode(encoded)`` gives to ``to`` at once; how many (0: dead)."""
+    def deliver_run(self, to: Pid | str, encoded: Any, decode: Callable[[Any], list[Any]]) -> int:
+        """Deliver the messages ``decode(encoded)`` gives to a pid or registered name at once;
+        how many (0: nobody there)."""
 
     def deliver_named(self, name: str, message: Any) -> bool:
         """Deliver to a registered name; ``False`` if nobody holds it."""

@@ -71,13 +71,19 @@ class Entry:
         proc.deliver(message)
         return True
 
-    def deliver_run(self, to: Pid, encoded: Any, decode: Callable[[Any], list[Any]]) -> int:
+    def deliver_run(self, to: Pid | str, encoded: Any, decode: Callable[[Any], list[Any]]) -> int:
         """Deliver the messages ``decode(encoded)`` gives, in order, to ``to``; how many.
 
-        The receiving end of a run (several messages to one pid in one
-        frame): decoded only if ``to`` is alive, appended to the mailbox at
-        once, and the owner woken once. Exceptions from ``decode`` propagate.
+        The receiving end of a run (several messages to one pid, or to one
+        registered name, in one frame): decoded only if ``to`` is alive,
+        appended to the mailbox at once, and the owner woken once.
+        Exceptions from ``decode`` propagate.
         """
+        if isinstance(to, str):
+            named = self._rt._registry.get(to)
+            if named is None:
+                return 0
+            to = named
         proc = self._processes.get(to)
         if proc is None:
             proc = self._rt._alias_owner(to) if self._rt._aliases else None
