@@ -311,6 +311,7 @@ class Connection(asyncio.Protocol):
             )
             # The TLS session is dead: frames queued this step cannot go out.
             self._out.clear()
+            self._encoder.discard_run()
             self._tls_broken = True
             self._write_wire(tls.data_to_send())
             self.close(PROTOCOL_ERROR)
@@ -785,6 +786,7 @@ class Connection(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         self._out.clear()
+        self._encoder.discard_run()
         self._wake_drainers()
         self._owner.connection_ended(self, reason)
         if not self.closed.done():

@@ -360,6 +360,10 @@ class ControlEncoder:
             del out[self._run_start :]
             self._run_start = -1
 
+    def discard_run(self) -> None:
+        """Forget the open run: its buffer was thrown away (the connection died)."""
+        self._run_start = -1
+
     def close_run(self, out: bytearray) -> None:
         """Finish the open run in ``out`` (its count and length); call before writing ``out``.
 

@@ -1,0 +1,136 @@
+"""SendRun frames, sans I/O: whatever the mix of sends and signals, order and content hold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from otpylib.runtime.atoms import atom
+from otpylib.runtime.data import Pid
+from otpylib_dist.protocol import control
+from otpylib_dist.protocol.codec import decode_term
+from otpylib_dist.protocol.errors import EncodeError
+from otpylib_dist.protocol.framing import FrameReader
+from otpylib_dist.protocol.shapes import run_decoder_for
+
+TARGETS = [Pid("b@h", 1, 7), Pid("b@h", 2, 7), "named"]
+MSG = atom.ensure("msg")
+
+values = st.one_of(
+    st.tuples(st.just(MSG), st.integers(-(2**63), 2**63 - 1)),
+    st.tuples(st.just(MSG), st.text(max_size=20)),
+    st.tuples(st.integers(0, 100), st.integers(0, 100), st.booleans()),
+    st.tuples(st.just(MSG), st.integers(2**64, 2**70)),  # beyond 64 bits: never in a run
+)
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("send"), st.integers(0, 2), values),
+        st.tuples(st.just("link"), st.just(0), st.none()),
+        st.tuples(st.just("flush"), st.just(0), st.none()),
+    ),
+    max_size=60,
+)
+
+
+def _replay(sequence: list[tuple[str, int, Any]]) -> tuple[list[Any], list[Any]]:
+    """Encode ``sequence`` as a connection would; return what was meant and what decodes."""
+    encoder = control.ControlEncoder()
+    out = bytearray()
+    meant: list[Any] = []
+    for kind, index, value in sequence:
+        if kind == "link":
+            encoder.encode_into(control.Link(TARGETS[0], TARGETS[1]), out)
+            meant.append("link")
+        elif kind == "flush":
+            encoder.close_run(out)
+        else:
+            to = TARGETS[index]
+            if not encoder.send_run_into(to, value, out):
+                if isinstance(to, Pid):
+                    encoder.send_into(to, value, out)
+                else:
+                    encoder.reg_send_into(None, to, value, out)
+            meant.append((to, value))
+    encoder.close_run(out)
+    reader = FrameReader(1 << 26)
+    reader.receive_data(bytes(out))
+    decoder = control.ControlDecoder()
+    got: list[Any] = []
+    for frame in reader.frames():
+        msg = decoder.decode(frame)
+        if type(msg) is control.SendRun:
+            got.extend((msg.to, item) for item in run_decoder_for(msg.shape).decode(msg.items))
+        elif type(msg) is control.Send:
+            got.append((msg.to, decode_term(msg.payload)))
+        elif type(msg) is control.RegSend:
+            got.append((msg.name, decode_term(msg.payload)))
+        else:
+            got.append("link")
+    return meant, got
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops)
+def test_any_mix_of_sends_and_signals_decodes_in_order(sequence: list[Any]) -> None:
+    meant, got = _replay(sequence)
+    assert got == meant
+
+
+def test_a_burst_to_one_target_becomes_one_run_frame() -> None:
+    encoder = control.ControlEncoder()
+    out = bytearray()
+    encoder.send_into(TARGETS[0], (MSG, 0), out)  # the first caches the shape
+    first = len(out)
+    for i in range(1, 100):
+        assert encoder.send_run_into(TARGETS[0], (MSG, i), out)
+    encoder.close_run(out)
+    reader = FrameReader(1 << 26)
+    reader.receive_data(bytes(out[first:]))
+    [frame] = list(reader.frames())
+    run = control.ControlDecoder().decode(frame)
+    assert type(run) is control.SendRun
+    assert run_decoder_for(run.shape).decode(run.items) == [(MSG, i) for i in range(1, 100)]
+
+
+def test_an_unencodable_item_leaves_the_run_as_it_was() -> None:
+    encoder = control.ControlEncoder()
+    out = bytearray()
+    encoder.send_into(TARGETS[0], (MSG, "zero"), out)  # caches the (ax) shape of str too
+    assert encoder.send_run_into(TARGETS[0], (MSG, "one"), out)
+    before = bytes(out)
+    with pytest.raises(EncodeError):  # a lone surrogate: no UTF-8 for it
+        encoder.send_run_into(TARGETS[0], (MSG, "\ud800"), out)
+    assert len(out) == len(before)  # nothing of the bad item (the run was closed)
+    assert encoder.send_run_into(TARGETS[0], (MSG, "two"), out)
+    encoder.close_run(out)
+    reader = FrameReader(1 << 26)
+    reader.receive_data(bytes(out))
+    decoder = control.ControlDecoder()
+    items: list[Any] = []
+    for frame in reader.frames():
+        msg = decoder.decode(frame)
+        if type(msg) is control.SendRun:
+            items += run_decoder_for(msg.shape).decode(msg.items)
+        else:
+            assert type(msg) is control.Send
+            items.append(decode_term(msg.payload))
+    assert items == [(MSG, "zero"), (MSG, "one"), (MSG, "two")]
+
+
+def test_a_run_never_grows_past_the_frame_limit() -> None:
+    encoder = control.ControlEncoder(max_frame_size=1000)
+    out = bytearray()
+    encoder.send_into(TARGETS[0], (MSG, "x" * 100), out)
+    runs = 0
+    for _ in range(50):
+        if not encoder.send_run_into(TARGETS[0], (MSG, "x" * 100), out):
+            encoder.send_into(TARGETS[0], (MSG, "x" * 100), out)
+            runs += 1
+    encoder.close_run(out)
+    reader = FrameReader(1000)
+    reader.receive_data(bytes(out))
+    assert all(len(f) <= 1000 for f in reader.frames())
+    assert runs > 0
