@@ -19,8 +19,11 @@ session measures how much CPU it actually got (``time.thread_time``)
 against the wall time it took; a session that got less than half a CPU
 was starved, and spinning then stops for a quiet period that doubles with
 each starved session (10 ms up to 2 s) and halves back as sessions run
-unstarved. On an idle machine it spins as BEAM does; on a crowded one it
-backs off to plain sleeping within a few sessions.
+unstarved. A session is also cut short at the first pause between two of
+its steps that was mostly spent off the CPU (the OS ran a busy process in
+our place), which is what a crowded machine looks like from inside. On an
+idle machine it spins as BEAM does; on a crowded one it backs off to plain
+sleeping within a few sessions.
 
 ``Node()`` and ``otpy-node`` use the adaptive default
 (``DEFAULT_BUSY_WAIT`` window); ``busy_wait=S`` / ``--busy-wait S`` asks for
@@ -51,8 +54,9 @@ STARVED_SHARE: Final = 0.5
 #: First and longest quiet period after starved sessions (doubling between).
 MIN_QUIET: Final = 0.01
 MAX_QUIET: Final = 2.0
-#: How often a long spin session checks that it still gets its CPU.
-_CHECK_EVERY: Final = 0.005
+#: A pause between two spin steps longer than this (one step takes a few
+#: microseconds) is the OS running something else in our place.
+_PREEMPTED: Final = 0.0005
 
 
 class BusyWait:
@@ -159,16 +163,19 @@ class BusyWait:
             await wake.wait()
             wake.clear()
             wall0, cpu0 = clock(), cpu_clock()
-            check_at, check_cpu = wall0 + _CHECK_EVERY, cpu0
+            last, last_cpu = wall0, cpu0
             while (now := clock()) < self._until:
-                if self.adaptive and now >= check_at:
-                    # A long conversation is one long session: judge it as it
-                    # goes, so hogs that appear mid-way stop it within ~5 ms.
+                if self.adaptive:
+                    # Judge every step: a gap much longer than one step
+                    # means the OS ran something else (sched_yield handed
+                    # our core to a busy process); if we got less than half
+                    # of that gap, we are competing with what we wait for.
                     cpu = cpu_clock()
-                    if cpu - check_cpu < STARVED_SHARE * (now - check_at + _CHECK_EVERY):
+                    gap = now - last
+                    if gap > _PREEMPTED and cpu - last_cpu < STARVED_SHARE * gap:
                         self._starved()
                         break
-                    check_at, check_cpu = now + _CHECK_EVERY, cpu
+                    last, last_cpu = now, cpu
                 # Give the CPU to any other runnable OS process (the peer we
                 # wait for may be one of them on a busy machine).
                 yield_cpu()
