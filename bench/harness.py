@@ -127,6 +127,7 @@ def erlang_nodes(module: str, source: str) -> Iterator[Any]:
         probe.bind(("127.0.0.1", 0))
         epmd_port = probe.getsockname()[1]
     env = dict(os.environ, ERL_EPMD_PORT=str(epmd_port), ERL_EPMD_ADDRESS="127.0.0.1")
+    env["ERL_CRASH_DUMP_SECONDS"] = "0"  # a failed run leaves no erl_crash.dump behind
     mapper = subprocess.Popen(
         [epmd, "-port", str(epmd_port), "-address", "127.0.0.1"],
         stdout=subprocess.DEVNULL,
