@@ -12,9 +12,12 @@ the same run (the third, cost against message size, is ``bench.sizes``):
   with one ``--connect`` to the previous one (``--discovery none``), so
   only ``connect_all`` can make the full mesh. Printed: seconds until every
   node logged N-1 ``nodeup`` lines (from the spawn, so interpreter
-  start-up is in; "after ready" is from the last node's listening line),
-  and each node's idle CPU once meshed, from its clock ticks in
-  ``/proc/PID/stat`` over ``--idle-seconds``.
+  start-up is in), until the last node printed its listening line (it
+  does so once its own ``--connect`` is up), the difference (what
+  ``connect_all`` took after that), and each node's idle CPU once meshed,
+  from its clock ticks in ``/proc/PID/stat`` over ``--idle-seconds`` (an
+  idle node ticks each peer every ``net_ticktime`` / 4 = 15 s, so a short
+  window mostly sees the event loop asleep).
 
 Usage: ``python -m bench.scale [--processes 1 10 ...] [--nodes 2 4 ...]
 [--idle-seconds S] [--asyncio] [--quick]``; ``--nodes`` or ``--processes``
@@ -135,8 +138,8 @@ class MeshPoint:
     nodes: int
     #: Seconds from spawning every node until each logged nodes-1 nodeups.
     mesh_s: float
-    #: Seconds from the last node's listening line until the mesh was full.
-    after_ready_s: float
+    #: Seconds from spawning until the last node printed its listening line.
+    ready_s: float
     #: Idle CPU per node once meshed, percent of one core (None: no /proc here).
     idle_cpu_pct: list[float] | None
 
@@ -228,7 +231,7 @@ async def mesh_point(n: int, idle_seconds: float, uvloop_on: bool) -> MeshPoint:
                 await asyncio.sleep(0.01)
         mesh_s = max(meshed_at)
         idle = await _idle_cpu([p.pid for p in procs], idle_seconds)
-        return MeshPoint(n, mesh_s, mesh_s - max(ready_at), idle)
+        return MeshPoint(n, mesh_s, max(ready_at), idle)
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -277,7 +280,7 @@ def _print_nodes(points: Sequence[MeshPoint], idle_seconds: float, loop: str) ->
         f"connect_all makes the mesh; idle CPU over {idle_seconds:g} s, {loop}"
     )
     print(
-        f"{'nodes':>5} {'mesh s':>8} {'x':>6} {'after ready s':>14} "
+        f"{'nodes':>5} {'mesh s':>8} {'x':>6} {'ready s':>8} {'after ready':>12} "
         f"{'idle CPU %/node (mean)':>23} {'max':>6}"
     )
     for p in points:
@@ -288,7 +291,7 @@ def _print_nodes(points: Sequence[MeshPoint], idle_seconds: float, loop: str) ->
             idle = f"{mean:>23.2f} {max(p.idle_cpu_pct):>6.2f}"
         print(
             f"{p.nodes:>5} {p.mesh_s:>8.2f} {p.mesh_s / base.mesh_s:>5.2f}x "
-            f"{p.after_ready_s:>14.2f} {idle}"
+            f"{p.ready_s:>8.2f} {max(0.0, p.mesh_s - p.ready_s):>12.3f} {idle}"
         )
     print(f"(x: ratio to {base.nodes} nodes; mesh s includes each interpreter's start-up)")
 
