@@ -393,8 +393,9 @@ def _parser() -> argparse.ArgumentParser:
         "--repeat",
         type=int,
         default=1,
-        help="with --metrics: run the otpylib and +metrics rows N times each, alternating, "
-        "and print medians (the machine's noise otherwise hides a few per cent)",
+        help="with --metrics or --compare-spin/--hogs: run each otpylib row N times, "
+        "alternating, and print medians (the machine's noise otherwise hides a few per cent; "
+        "with hogs, much more)",
     )
     parser.add_argument("--scrape", type=int, nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--serve", choices=("node", "raw"), help=argparse.SUPPRESS)
@@ -411,7 +412,8 @@ def _measure(args: argparse.Namespace, uvloop_on: bool) -> dict[str, tuple[float
     """Every row, each in fresh processes; medians where a row ran more than once."""
     kinds = ["raw floor", "otpylib"]
     if args.compare_spin:
-        kinds = ["raw floor", *(_LABELS[c] for c in CONFIGS)]
+        # The configurations alternate, so a change in the machine's load hits each.
+        kinds = ["raw floor", *[_LABELS[c] for c in CONFIGS] * args.repeat]
     if args.metrics:
         # Off and on alternate, so a change in the machine's load hits both.
         kinds = ["raw floor", *["otpylib", "+metrics"] * args.repeat]
@@ -440,6 +442,10 @@ def _measure(args: argparse.Namespace, uvloop_on: bool) -> dict[str, tuple[float
         print(
             "metrics on / off one-way, per pair:", " ".join(f"{b[0] / a[0]:.3f}" for a, b in pairs)
         )
+    if args.compare_spin and args.repeat > 1:
+        for config in CONFIGS:
+            trips = " ".join(f"{g[1]:.1f}" for g in samples[_LABELS[config]])
+            print(f"round trip us per run, {config}: {trips}")
     rows["erlang"] = _erlang(args.messages, args.round_trips)
     return rows
 
@@ -450,7 +456,8 @@ def _print(args: argparse.Namespace, uvloop_on: bool, rows: dict[str, Any]) -> N
         loop_name += ", busy wait 200 us"
     if args.hogs:
         loop_name += f", {args.hogs} CPU hogs"
-    medians = f", medians of {args.repeat}" if args.metrics and args.repeat > 1 else ""
+    several = (args.metrics or args.compare_spin) and args.repeat > 1
+    medians = f", medians of {args.repeat}" if several else ""
     print(
         f"\nbench.dist: two OS processes on 127.0.0.1, {args.messages} msgs, "
         f"{args.round_trips} round trips, {loop_name}{medians}"
