@@ -20,8 +20,10 @@ the same run (the third, cost against message size, is ``bench.sizes``):
   window mostly sees the event loop asleep).
 
 Usage: ``python -m bench.scale [--processes 1 10 ...] [--nodes 2 4 ...]
-[--idle-seconds S] [--asyncio] [--quick]``; ``--nodes`` or ``--processes``
-with no sizes skips that curve.
+[--idle-seconds S] [--asyncio] [--no-erlang] [--quick]``; ``--nodes`` or
+``--processes`` with no sizes skips that curve. The mesh is also formed by
+as many Erlang nodes (when ``erl`` is installed), each pinging the
+previous one, with the ratio ours / Erlang per size.
 """
 
 from __future__ import annotations
@@ -39,7 +41,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.harness import exit_on_sigterm, run_loop, use_uvloop
+from bench.harness import (
+    erlang_missing,
+    erlang_nodes,
+    exit_on_sigterm,
+    run_loop,
+    stop,
+    use_uvloop,
+)
 from otpylib import Pid, Runtime, atom, process
 
 MSG = atom.ensure("msg")
@@ -245,6 +254,55 @@ async def mesh_point(n: int, idle_seconds: float, uvloop_on: bool) -> MeshPoint:
                 await proc.wait()
 
 
+_ERL_SOURCE = """
+-module(otpy_scale_bench).
+-export([join/1]).
+
+%% Connect to the previous node (if any), wait until this node sees all
+%% N-1 others (global's connect_all makes the mesh), print MESHED, idle.
+join([NA | Prev]) ->
+    N = list_to_integer(atom_to_list(NA)),
+    [pong = ping_until_pong(P, 400) || P <- Prev],
+    wait_mesh(N - 1),
+    io:format("MESHED~n"),
+    receive stop -> ok end.
+
+ping_until_pong(_, 0) -> pang;
+ping_until_pong(P, K) ->
+    case net_adm:ping(P) of pong -> pong; pang -> timer:sleep(20), ping_until_pong(P, K - 1) end.
+
+wait_mesh(Want) ->
+    case length(nodes()) >= Want of
+        true -> ok;
+        false -> timer:sleep(5), wait_mesh(Want)
+    end.
+"""
+
+
+def erlang_mesh_point(n: int, idle_seconds: float) -> MeshPoint:
+    """``n`` Erlang nodes, each pinging the previous one; time until each sees n-1 nodes."""
+    with erlang_nodes("otpy_scale_bench", _ERL_SOURCE) as erl:
+        start = time.perf_counter()
+        procs = []
+        try:
+            for i in range(n):
+                prev = [f"e{i - 1}@127.0.0.1"] if i else []
+                procs.append(erl(f"e{i}", "join", str(n), *prev))
+            for proc in procs:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    if line.strip() == "MESHED":
+                        break
+                else:
+                    raise RuntimeError("an Erlang node exited before the mesh was full")
+            mesh_s = time.perf_counter() - start
+            idle = asyncio.run(_idle_cpu([p.pid for p in procs], idle_seconds))
+            return MeshPoint(n, mesh_s, mesh_s, idle)
+        finally:
+            for proc in procs:
+                stop(proc)
+
+
 async def _idle_cpu(pids: Sequence[int], seconds: float) -> list[float] | None:
     """Percent of one core each pid used over ``seconds`` (None without ``/proc``)."""
     before = [_cpu_ticks(pid) for pid in pids]
@@ -273,7 +331,12 @@ def _print_processes(points: Sequence[ProcessPoint], loop: str) -> None:
     print(f"(x: ratio to {base.live:,} idle; round trip: higher is worse, one-way: lower is)")
 
 
-def _print_nodes(points: Sequence[MeshPoint], idle_seconds: float, loop: str) -> None:
+def _print_nodes(
+    points: Sequence[MeshPoint],
+    erl: Sequence[MeshPoint] | str,
+    idle_seconds: float,
+    loop: str,
+) -> None:
     base = points[0]
     print(
         f"\nbench.scale nodes: N otpy-node OS processes, each --connect to the previous, "
@@ -294,6 +357,17 @@ def _print_nodes(points: Sequence[MeshPoint], idle_seconds: float, loop: str) ->
             f"{p.ready_s:>8.2f} {max(0.0, p.mesh_s - p.ready_s):>12.3f} {idle}"
         )
     print(f"(x: ratio to {base.nodes} nodes; mesh s includes each interpreter's start-up)")
+    if isinstance(erl, str):
+        print(f"erlang: skipped ({erl})")
+        return
+    print("\nthe same with Erlang nodes, each pinging the previous (global's connect_all):")
+    print(f"{'nodes':>5} {'mesh s':>8} {'x':>6} {'ours / erlang':>14} {'idle CPU %/node':>16}")
+    for p, ours in zip(erl, points, strict=True):
+        idle = "-" if p.idle_cpu_pct is None else f"{sum(p.idle_cpu_pct) / p.nodes:.2f}"
+        print(
+            f"{p.nodes:>5} {p.mesh_s:>8.2f} {p.mesh_s / erl[0].mesh_s:>5.2f}x "
+            f"{ours.mesh_s / p.mesh_s:>13.2f}x {idle:>16}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -305,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--messages", type=int, help="one-way, per point (default 100000)")
     parser.add_argument("--idle-seconds", type=float, help="idle CPU window (default 3)")
     parser.add_argument("--asyncio", action="store_true", help="asyncio's own loop, not uvloop")
+    parser.add_argument("--no-erlang", action="store_true", help="skip the Erlang mesh rows")
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke test")
     args = parser.parse_args(argv)
     q = args.quick
@@ -329,7 +404,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         async def meshes() -> list[MeshPoint]:
             return [await mesh_point(n, idle_seconds, uvloop_on) for n in sorted(nodes)]
 
-        _print_nodes(asyncio.run(meshes()), idle_seconds, loop)
+        ours = asyncio.run(meshes())
+        why = "--no-erlang" if args.no_erlang else erlang_missing()
+        erl = why or [erlang_mesh_point(n, idle_seconds) for n in sorted(nodes)]
+        _print_nodes(ours, erl, idle_seconds, loop)
 
 
 if __name__ == "__main__":

@@ -161,3 +161,5 @@ def test_bench_scale_quick_prints_both_curves_with_ratios_to_the_smallest_point(
     assert re.search(r"^ +1 +[\d.]+ +1\.00x +[\d,]+ +1\.00x$", out, re.M)
     for nodes in ("2", "3"):
         assert re.search(rf"^ +{nodes} +[\d.]+ +[\d.]+x +[\d.]+ +[\d.]+ +\S", out, re.M), nodes
+        if "erlang: skipped" not in out:  # Erlang's mesh beside ours: mesh s, x, ours / erlang
+            assert re.search(rf"^ +{nodes} +[\d.]+ +[\d.]+x +[\d.]+x +\S+$", out, re.M), nodes
