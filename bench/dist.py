@@ -48,6 +48,7 @@ from bench.harness import (
     erlang_pair,
     exit_on_sigterm,
     run_loop,
+    serve_until_orphaned,
     start_child,
     stop,
     use_uvloop,
@@ -122,7 +123,7 @@ async def _serve_node(port_file: str, count: int, config: str, metrics: bool = F
 
         metrics_port = (await start_metrics(node, "127.0.0.1", 0)).port
     write_port_file(port_file, f"{node.port} {metrics_port}")
-    await asyncio.Event().wait()
+    await serve_until_orphaned()
 
 
 def _scrape_forever(ports: list[int]) -> None:
@@ -236,7 +237,7 @@ async def _serve_raw(port_file: str, count: int) -> None:
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     write_port_file(port_file, str(server.sockets[0].getsockname()[1]))
-    await asyncio.Event().wait()
+    await serve_until_orphaned()
 
 
 def _busy_wait() -> Any:

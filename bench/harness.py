@@ -26,6 +26,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 #: Cookie of every node the benchmarks start (they listen on loopback only).
 COOKIE = "bench-cookie"
+#: Environment variable telling a child which pid started it (see serve_until_orphaned).
+_PARENT_ENV = "OTPY_BENCH_PARENT"
 #: Seconds a child has to write its port file before the run is abandoned.
 CHILD_START_DEADLINE = 20.0
 
@@ -67,7 +69,9 @@ def start_child(module: str, argv: Sequence[str]) -> tuple[subprocess.Popen[byte
     fd, port_file = tempfile.mkstemp(prefix="otpy-bench-")
     os.close(fd)
     proc = subprocess.Popen(
-        [sys.executable, "-m", module, "--port-file", port_file, *argv], cwd=ROOT
+        [sys.executable, "-m", module, "--port-file", port_file, *argv],
+        cwd=ROOT,
+        env=dict(os.environ, **{_PARENT_ENV: str(os.getpid())}),
     )
     try:
         deadline = time.monotonic() + CHILD_START_DEADLINE
@@ -93,6 +97,21 @@ def write_port_file(port_file: str, text: str) -> None:
     tmp = f"{port_file}.tmp"
     Path(tmp).write_text(text)
     os.replace(tmp, port_file)
+
+
+async def serve_until_orphaned() -> None:
+    """Child side: serve until the benchmark that started us is gone, then exit.
+
+    The parent kills its children when it ends; this covers the case where
+    it cannot (SIGKILL): no server outlives its benchmark by more than
+    half a second.
+    """
+    # The parent's pid comes from the environment: reading getppid() here
+    # could already see init's if the parent died while we started.
+    parent = int(os.environ.get(_PARENT_ENV, os.getppid()))
+    while os.getppid() == parent:
+        await asyncio.sleep(0.5)
+    os._exit(0)
 
 
 def stop(proc: subprocess.Popen[Any]) -> None:

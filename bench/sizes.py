@@ -49,6 +49,7 @@ from bench.harness import (
     erlang_pair,
     exit_on_sigterm,
     run_loop,
+    serve_until_orphaned,
     start_child,
     stop,
     use_uvloop,
@@ -164,7 +165,7 @@ async def _serve_node(port_file: str) -> None:
     for fn in (_sink, _drop, _echo):
         await node.spawn(fn)
     write_port_file(port_file, str(node.port))
-    await asyncio.Event().wait()
+    await serve_until_orphaned()
 
 
 async def _fitting(send: Any, target: Any, size: int) -> tuple[bytes, str]:
@@ -297,7 +298,7 @@ async def _serve_raw(port_file: str) -> None:
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     write_port_file(port_file, str(server.sockets[0].getsockname()[1]))
-    await asyncio.Event().wait()
+    await serve_until_orphaned()
 
 
 def _write_frame(writer: asyncio.StreamWriter, msg: Any) -> None:

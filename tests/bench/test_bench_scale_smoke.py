@@ -54,6 +54,28 @@ def _wait_gone(pids: list[int]) -> list[int]:
     return [p for p in pids if _is_hog(p)]
 
 
+def _bench_servers(parent: int) -> list[int]:
+    """Live children of ``parent`` that are benchmark servers (``--serve``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text().rpartition(")")[2].split()
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(stat[1]) == parent and stat[0] != "Z" and b"--serve" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def test_sizes_are_powers_of_four_ending_at_the_largest() -> None:
     assert sizes_up_to(1024) == [16, 64, 256, 1024]
     assert sizes_up_to(1000) == [16, 64, 256, 1000]
@@ -163,3 +185,33 @@ def test_bench_scale_quick_prints_both_curves_with_ratios_to_the_smallest_point(
         assert re.search(rf"^ +{nodes} +[\d.]+ +[\d.]+x +[\d.]+ +[\d.]+ +\S", out, re.M), nodes
         if "erlang: skipped" not in out:  # Erlang's mesh beside ours: mesh s, x, ours / erlang
             assert re.search(rf"^ +{nodes} +[\d.]+ +[\d.]+x +[\d.]+x +\S+$", out, re.M), nodes
+
+
+@pytest.mark.multiprocess
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_bench_dist_killed_outright_leaves_no_hog_and_no_server() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.dist", "--hogs", "1", "--messages", "100000000"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        match = re.match(r"^hogs: 1 busy-loop processes, pids (\d+)$", proc.stdout.readline())
+        assert match
+        deadline = time.monotonic() + 30
+        while not (servers := _bench_servers(proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert servers, "the benchmark started no server"
+        proc.kill()  # no finally runs: hogs and servers must notice on their own
+        proc.wait()
+        assert _wait_gone([int(match[1])]) == []
+        deadline = time.monotonic() + HOG_EXIT_DEADLINE
+        while any(_alive(p) for p in servers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [p for p in servers if _alive(p)] == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
