@@ -309,6 +309,9 @@ def _write_frame(writer: asyncio.StreamWriter, msg: Any) -> None:
 
 async def _client_raw(port: int, sizes: Sequence[int], budget: int, least: int, most: int) -> Curve:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    # The node's transport limits (connection.py), not asyncio's 64 KiB, which
+    # would make every large frame wait for the one before it.
+    writer.transport.set_write_buffer_limits(high=4 << 20, low=1 << 20)
     points = []
     try:
         for size in sizes:
