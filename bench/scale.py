@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import re
 import secrets
@@ -67,6 +68,38 @@ class ProcessPoint:
     live: int
     round_trip_us: float
     one_way_per_s: float
+    #: Full (generation 2) garbage collections while the pair was measured.
+    full_gcs: int
+    #: Milliseconds the collector ran (all generations) while the pair was measured.
+    gc_ms: float
+
+
+class GcClock:
+    """Counts full collections and the time spent collecting, through ``gc.callbacks``.
+
+    Why: with many live processes a full collection walks every one of
+    them, so its cost per message grows with the process count; this shows
+    whether that, and not the runtime, is what a curve measures.
+    """
+
+    def __init__(self) -> None:
+        self.full = 0
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __enter__(self) -> GcClock:
+        gc.callbacks.append(self._on_gc)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        self.seconds += time.perf_counter() - self._started
+        self.full += info["generation"] == 2
 
 
 async def _idle() -> None:
@@ -129,9 +162,10 @@ async def process_curve(sizes: Sequence[int], trips: int, messages: int) -> list
             async def driver(done: asyncio.Future[tuple[float, float]] = done) -> None:
                 done.set_result(await _pair_costs(trips, messages))
 
-            await runtime.spawn(driver)
-            rtt, one_way = await done
-            points.append(ProcessPoint(live, rtt, one_way))
+            with GcClock() as clock:
+                await runtime.spawn(driver)
+                rtt, one_way = await done
+            points.append(ProcessPoint(live, rtt, one_way, clock.full, clock.seconds * 1e3))
     finally:
         await runtime.shutdown()
     return points
@@ -322,13 +356,21 @@ async def _idle_cpu(pids: Sequence[int], seconds: float) -> list[float] | None:
 def _print_processes(points: Sequence[ProcessPoint], loop: str) -> None:
     base = points[0]
     print(f"\nbench.scale processes: a pair exchanging messages beside N idle processes, {loop}")
-    print(f"{'idle procs':>10} {'round trip us':>14} {'x':>6} {'one-way msg/s':>14} {'x':>6}")
+    print(
+        f"{'idle procs':>10} {'round trip us':>14} {'x':>6} {'one-way msg/s':>14} {'x':>6} "
+        f"{'full GCs':>9} {'GC ms':>8}"
+    )
     for p in points:
         print(
             f"{p.live:>10,} {p.round_trip_us:>14.2f} {p.round_trip_us / base.round_trip_us:>5.2f}x "
-            f"{p.one_way_per_s:>14,.0f} {p.one_way_per_s / base.one_way_per_s:>5.2f}x"
+            f"{p.one_way_per_s:>14,.0f} {p.one_way_per_s / base.one_way_per_s:>5.2f}x "
+            f"{p.full_gcs:>9} {p.gc_ms:>8.1f}"
         )
-    print(f"(x: ratio to {base.live:,} idle; round trip: higher is worse, one-way: lower is)")
+    print(
+        f"(x: ratio to {base.live:,} idle; round trip: higher is worse, one-way: lower is; "
+        "GCs: the collector's work during the round trips and one-way messages, gc module "
+        "defaults)"
+    )
 
 
 def _print_nodes(
@@ -375,8 +417,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
     parser.add_argument("--processes", type=int, nargs="*", help="idle-process counts")
     parser.add_argument("--nodes", type=int, nargs="*", help="mesh sizes (>= 2)")
-    parser.add_argument("--round-trips", type=int, help="per point (default 5000)")
-    parser.add_argument("--messages", type=int, help="one-way, per point (default 100000)")
+    parser.add_argument("--round-trips", type=int, help="per point (default 20000)")
+    parser.add_argument("--messages", type=int, help="one-way, per point (default 500000)")
     parser.add_argument("--idle-seconds", type=float, help="idle CPU window (default 3)")
     parser.add_argument("--asyncio", action="store_true", help="asyncio's own loop, not uvloop")
     parser.add_argument("--no-erlang", action="store_true", help="skip the Erlang mesh rows")
@@ -389,8 +431,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         else ([1, 10, 100, 1000] if q else [1, 10, 100, 1_000, 10_000, 100_000])
     )
     nodes = args.nodes if args.nodes is not None else ([2, 3] if q else [2, 4, 8, 16])
-    trips = args.round_trips or (200 if q else 5_000)
-    messages = args.messages or (2_000 if q else 100_000)
+    # Long enough for full collections to happen at all (the first ones
+    # come after some 100k allocations): shorter runs hide what they cost.
+    trips = args.round_trips or (200 if q else 20_000)
+    messages = args.messages or (2_000 if q else 500_000)
     idle_seconds = args.idle_seconds or (0.5 if q else 3.0)
     if any(n < 1 for n in procs) or any(n < 2 for n in nodes):
         sys.exit("bench.scale: --processes counts must be >= 1 and --nodes sizes >= 2")

@@ -179,8 +179,10 @@ def test_bench_sizes_skips_erlang_cleanly_when_erl_is_missing(tmp_path: Path) ->
 def test_bench_scale_quick_prints_both_curves_with_ratios_to_the_smallest_point() -> None:
     out = _run("bench.scale", "--quick")
     for live in ("1", "10", "100", "1,000"):
-        assert re.search(rf"^ +{live} +[\d.]+ +[\d.]+x +[\d,]+ +[\d.]+x$", out, re.M), live
-    assert re.search(r"^ +1 +[\d.]+ +1\.00x +[\d,]+ +1\.00x$", out, re.M)
+        # idle, round trip, x, one-way, x, full GCs, GC ms
+        row = rf"^ +{live} +[\d.]+ +[\d.]+x +[\d,]+ +[\d.]+x +\d+ +[\d.]+$"
+        assert re.search(row, out, re.M), live
+    assert re.search(r"^ +1 +[\d.]+ +1\.00x +[\d,]+ +1\.00x +\d+ +[\d.]+$", out, re.M)
     for nodes in ("2", "3"):
         assert re.search(rf"^ +{nodes} +[\d.]+ +[\d.]+x +[\d.]+ +[\d.]+ +\S", out, re.M), nodes
         if "erlang: skipped" not in out:  # Erlang's mesh beside ours: mesh s, x, ours / erlang
