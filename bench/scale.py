@@ -20,7 +20,7 @@ the same run (the third, cost against message size, is ``bench.sizes``):
   window mostly sees the event loop asleep).
 
 Usage: ``python -m bench.scale [--processes 1 10 ...] [--nodes 2 4 ...]
-[--idle-seconds S] [--asyncio] [--no-erlang] [--quick]``; ``--nodes`` or
+[--idle-seconds S] [--repeat R] [--asyncio] [--no-erlang] [--quick]``; ``--nodes`` or
 ``--processes`` with no sizes skips that curve. The mesh is also formed by
 as many Erlang nodes (when ``erl`` is installed), each pinging the
 previous one, with the ratio ours / Erlang per size.
@@ -146,29 +146,53 @@ async def _pair_costs(trips: int, messages: int) -> tuple[float, float]:
     return rtt, one_way
 
 
-async def process_curve(sizes: Sequence[int], trips: int, messages: int) -> list[ProcessPoint]:
-    """One runtime; idle processes are added up to each size, then the pair is measured."""
+async def process_curve(
+    sizes: Sequence[int], trips: int, messages: int, repeat: int
+) -> list[ProcessPoint]:
+    """One runtime; idle processes are added up to each size, then the pair is measured.
+
+    Each point is the best of ``repeat`` measurements (the machine's load
+    only ever makes a figure worse); its GC figures are their mean.
+    """
     runtime = Runtime()
     await runtime.initialize()
     points = []
     live = 0
     try:
+        # Untimed: the first pair runs cold code paths and grows the heap.
+        await _measure_pair(runtime, trips // 10 + 1, messages // 10 + 1)
         for size in sorted(sizes):
             while live < size:
                 await runtime.spawn(_idle)
                 live += 1
-            done: asyncio.Future[tuple[float, float]] = asyncio.get_running_loop().create_future()
-
-            async def driver(done: asyncio.Future[tuple[float, float]] = done) -> None:
-                done.set_result(await _pair_costs(trips, messages))
-
-            with GcClock() as clock:
-                await runtime.spawn(driver)
-                rtt, one_way = await done
-            points.append(ProcessPoint(live, rtt, one_way, clock.full, clock.seconds * 1e3))
+            runs = [await _measure_pair(runtime, trips, messages) for _ in range(repeat)]
+            points.append(
+                ProcessPoint(
+                    live,
+                    min(r[0] for r in runs),
+                    max(r[1] for r in runs),
+                    round(sum(r[2] for r in runs) / repeat),
+                    sum(r[3] for r in runs) / repeat,
+                )
+            )
     finally:
         await runtime.shutdown()
     return points
+
+
+async def _measure_pair(
+    runtime: Runtime, trips: int, messages: int
+) -> tuple[float, float, int, float]:
+    """A fresh pair in ``runtime``: round trip µs, one-way msg/s, full GCs, GC ms."""
+    done: asyncio.Future[tuple[float, float]] = asyncio.get_running_loop().create_future()
+
+    async def driver() -> None:
+        done.set_result(await _pair_costs(trips, messages))
+
+    with GcClock() as clock:
+        await runtime.spawn(driver)
+        rtt, one_way = await done
+    return rtt, one_way, clock.full, clock.seconds * 1e3
 
 
 # ------------------------------------------------------------------- nodes
@@ -353,9 +377,12 @@ async def _idle_cpu(pids: Sequence[int], seconds: float) -> list[float] | None:
 # -------------------------------------------------------------------- main
 
 
-def _print_processes(points: Sequence[ProcessPoint], loop: str) -> None:
+def _print_processes(points: Sequence[ProcessPoint], loop: str, repeat: int) -> None:
     base = points[0]
-    print(f"\nbench.scale processes: a pair exchanging messages beside N idle processes, {loop}")
+    print(
+        f"\nbench.scale processes: a pair exchanging messages beside N idle processes, {loop}, "
+        f"best of {repeat}"
+    )
     print(
         f"{'idle procs':>10} {'round trip us':>14} {'x':>6} {'one-way msg/s':>14} {'x':>6} "
         f"{'full GCs':>9} {'GC ms':>8}"
@@ -420,6 +447,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--round-trips", type=int, help="per point (default 20000)")
     parser.add_argument("--messages", type=int, help="one-way, per point (default 500000)")
     parser.add_argument("--idle-seconds", type=float, help="idle CPU window (default 3)")
+    parser.add_argument(
+        "--repeat", type=int, help="processes: best of R measurements per point (default 3)"
+    )
     parser.add_argument("--asyncio", action="store_true", help="asyncio's own loop, not uvloop")
     parser.add_argument("--no-erlang", action="store_true", help="skip the Erlang mesh rows")
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke test")
@@ -436,13 +466,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     trips = args.round_trips or (200 if q else 20_000)
     messages = args.messages or (2_000 if q else 500_000)
     idle_seconds = args.idle_seconds or (0.5 if q else 3.0)
-    if any(n < 1 for n in procs) or any(n < 2 for n in nodes):
-        sys.exit("bench.scale: --processes counts must be >= 1 and --nodes sizes >= 2")
+    repeat = args.repeat or (1 if q else 3)
+    if any(n < 1 for n in procs) or any(n < 2 for n in nodes) or repeat < 1:
+        sys.exit("bench.scale: --processes counts and --repeat must be >= 1, --nodes sizes >= 2")
     uvloop_on = use_uvloop(args.asyncio)
     loop = "uvloop" if uvloop_on else "asyncio default loop"
     exit_on_sigterm()
     if procs:
-        _print_processes(run_loop(process_curve(procs, trips, messages), uvloop_on), loop)
+        curve = run_loop(process_curve(procs, trips, messages, repeat), uvloop_on)
+        _print_processes(curve, loop, repeat)
     if nodes:
 
         async def meshes() -> list[MeshPoint]:
