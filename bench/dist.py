@@ -69,10 +69,12 @@ CONFIGS = ("default", "no spin", "spin")
 def node_options(config: str) -> dict[str, Any]:
     """Keyword arguments for ``Node`` in ``config`` (one of :data:`CONFIGS`).
 
-    The one place that knows today's spin knob (``busy_wait``, see
+    The one place that knows the spin knob (``busy_wait``, see
     ``otpylib_dist/busy_wait.py``): when the knob changes, change this.
     *default* passes nothing, so it measures whatever ``Node`` does by
-    default (``otpy-node`` passes its own default, the same today).
+    default (``otpy-node`` builds the same); *no spin* turns spinning off;
+    *spin* asks for a fixed 200 µs window that never backs off (BEAM's
+    way, and this node's default before the adaptive spin).
     """
     from otpylib_dist.busy_wait import DEFAULT_BUSY_WAIT
 
