@@ -9,7 +9,15 @@ Printed beside, from the same run:
   otherwise).
 
 Usage: ``python -m bench.dist [--messages N] [--round-trips M] [--asyncio] [--busy-wait]
-[--metrics]``.
+[--metrics] [--hogs N] [--compare-spin] [--quick]``.
+
+``--hogs N`` starts N CPU-hog processes (busy loops, ``bench.hogs``) before
+measuring and kills them after, and implies ``--compare-spin``: the
+otpylib row is measured in three node configurations in the same run,
+*default* (a node built as ``otpy-node`` and ``otpylib.run`` build it),
+*no spin* (any spin or busy wait off) and *spin* (busy wait on), with
+the ratios to *no spin*. The issue's target for a spin that is safe by
+default: with two hogs on two cores, *default* within 1.5x of *no spin*.
 
 ``--metrics`` adds a row: the same two nodes with the Prometheus endpoint
 on (``otpylib_dist.metrics``), the loop-lag timer running, and a separate
@@ -23,36 +31,60 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
-import shutil
-import socket
 import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from bench.harness import (
+    COOKIE,
+    ROOT,
+    erlang_missing,
+    erlang_pair,
+    exit_on_sigterm,
+    run_loop,
+    serve_until_orphaned,
+    start_child,
+    stop,
+    use_uvloop,
+    write_port_file,
+)
+from bench.hogs import cpu_hogs
 from otpylib import atom, process
 
-COOKIE = "bench-cookie"
-HERE = Path(__file__).resolve().parent
 DONE = atom.ensure("done")
 #: ``--busy-wait``: nodes and the raw floor poll after traffic (BEAM-style).
 BUSY_WAIT = "--busy-wait" in sys.argv
 #: Seconds between two scrapes of each node in the ``--metrics`` row.
 SCRAPE_INTERVAL = 0.5
+#: Node configurations of ``--compare-spin``, in the order printed.
+CONFIGS = ("default", "no spin", "spin")
 
 
-def _window() -> float:
+def node_options(config: str) -> dict[str, Any]:
+    """Keyword arguments for ``Node`` in ``config`` (one of :data:`CONFIGS`).
+
+    The one place that knows the spin knob (``busy_wait``, see
+    ``otpylib_dist/busy_wait.py``): when the knob changes, change this.
+    *default* passes nothing, so it measures whatever ``Node`` does by
+    default (``otpy-node`` builds the same); *no spin* turns spinning off;
+    *spin* asks for a fixed 200 µs window that never backs off (BEAM's
+    way, and this node's default before the adaptive spin).
+    """
     from otpylib_dist.busy_wait import DEFAULT_BUSY_WAIT
 
-    return DEFAULT_BUSY_WAIT if BUSY_WAIT else 0.0
+    if config == "default":
+        return {"busy_wait": DEFAULT_BUSY_WAIT} if BUSY_WAIT else {}
+    if config == "no spin":
+        return {"busy_wait": 0.0}
+    if config == "spin":
+        return {"busy_wait": DEFAULT_BUSY_WAIT}
+    raise ValueError(f"unknown node configuration {config!r}; use one of {', '.join(CONFIGS)}")
 
 
 MSG = atom.ensure("msg")
@@ -80,10 +112,10 @@ async def echo() -> None:
         await process.send(sender, x)
 
 
-async def _serve_node(port_file: str, count: int, metrics: bool = False) -> None:
+async def _serve_node(port_file: str, count: int, config: str, metrics: bool = False) -> None:
     from otpylib_dist import Node
 
-    node = Node("bench_b@127.0.0.1", cookie=COOKIE, busy_wait=_window())
+    node = Node("bench_b@127.0.0.1", cookie=COOKIE, **node_options(config))
     await node.initialize()
     await node.spawn(sink, args=[count])
     await node.spawn(echo)
@@ -92,8 +124,8 @@ async def _serve_node(port_file: str, count: int, metrics: bool = False) -> None
         from otpylib_dist.metrics import start_metrics
 
         metrics_port = (await start_metrics(node, "127.0.0.1", 0)).port
-    Path(port_file).write_text(f"{node.port} {metrics_port}")
-    await asyncio.Event().wait()
+    write_port_file(port_file, f"{node.port} {metrics_port}")
+    await serve_until_orphaned()
 
 
 def _scrape_forever(ports: list[int]) -> None:
@@ -112,11 +144,11 @@ def _scrape_forever(ports: list[int]) -> None:
 
 
 async def _client_node(
-    port: int, count: int, trips: int, metrics_port: int = 0
+    port: int, count: int, trips: int, config: str, metrics_port: int = 0
 ) -> tuple[float, float]:
     from otpylib_dist import Node
 
-    node = Node("bench_a@127.0.0.1", cookie=COOKIE, busy_wait=_window())
+    node = Node("bench_a@127.0.0.1", cookie=COOKIE, **node_options(config))
     await node.initialize()
     assert await node.connect("bench_b@127.0.0.1", "127.0.0.1", port)
     scraper = None
@@ -126,7 +158,7 @@ async def _client_node(
         own = await start_metrics(node, "127.0.0.1", 0)
         scraper = subprocess.Popen(
             [sys.executable, "-m", "bench.dist", "--scrape", str(metrics_port), str(own.port)],
-            cwd=HERE.parent,
+            cwd=ROOT,
             stdout=subprocess.PIPE,
         )
         # Measure once the scraper runs, not while its interpreter starts.
@@ -206,8 +238,8 @@ async def _serve_raw(port_file: str, count: int) -> None:
                 writer.write(bytes(out))
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    Path(port_file).write_text(str(server.sockets[0].getsockname()[1]))
-    await asyncio.Event().wait()
+    write_port_file(port_file, str(server.sockets[0].getsockname()[1]))
+    await serve_until_orphaned()
 
 
 def _busy_wait() -> Any:
@@ -271,10 +303,19 @@ drain(N) -> receive _ -> drain(N - 1) end.
 
 echo() -> receive {From, X} -> From ! X end, echo().
 
+%% The peer answers and has registered echo (its -s function has run).
+wait_ready(Peer, 0) -> error({not_ready, Peer});
+wait_ready(Peer, N) ->
+    case net_adm:ping(Peer) =:= pong andalso
+         rpc:call(Peer, erlang, whereis, [echo]) of
+        Pid when is_pid(Pid) -> ok;
+        _ -> timer:sleep(50), wait_ready(Peer, N - 1)
+    end.
+
 run([PeerA, CountA, TripsA]) ->
     Count = list_to_integer(atom_to_list(CountA)),
     Trips = list_to_integer(atom_to_list(TripsA)),
-    pong = net_adm:ping(PeerA),
+    ok = wait_ready(PeerA, 400),
     {echo, PeerA} ! {self(), 0}, receive 0 -> ok end,
     T0 = erlang:monotonic_time(microsecond),
     [{sink, PeerA} ! {msg, self(), I, <<"payload">>} || I <- lists:seq(1, Count)],
@@ -289,69 +330,11 @@ run([PeerA, CountA, TripsA]) ->
 
 
 def _erlang(count: int, trips: int) -> tuple[float, float] | None:
-    erl, erlc, epmd = shutil.which("erl"), shutil.which("erlc"), shutil.which("epmd")
-    if erl is None or erlc is None or epmd is None:
+    if erlang_missing() is not None:
         return None
-    # A private epmd on a free loopback port, nodes listening on loopback
-    # only, and everything stopped afterwards: nothing lingers or listens
-    # beyond 127.0.0.1.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        epmd_port = probe.getsockname()[1]
-    env = dict(os.environ, ERL_EPMD_PORT=str(epmd_port), ERL_EPMD_ADDRESS="127.0.0.1")
-    mapper = subprocess.Popen(
-        [epmd, "-port", str(epmd_port), "-address", "127.0.0.1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    out = erlang_pair(
+        "otpy_dist_bench", _ERL_SOURCE, serve=[str(count)], run=[str(count), str(trips)]
     )
-    out = ""
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            src = Path(tmp) / "otpy_dist_bench.erl"
-            src.write_text(_ERL_SOURCE)
-            subprocess.run([erlc, "-o", tmp, str(src)], check=True)
-            base = [
-                erl,
-                "-noshell",
-                "-pa",
-                tmp,
-                "-setcookie",
-                COOKIE,
-                "-start_epmd",
-                "false",
-                "-kernel",
-                "inet_dist_use_interface",
-                "{127,0,0,1}",
-            ]
-            server = subprocess.Popen(
-                [*base, "-name", "erl_b@127.0.0.1", "-s", "otpy_dist_bench", "serve", str(count)],
-                env=env,
-            )
-            try:
-                time.sleep(1.5)
-                out = subprocess.run(
-                    [
-                        *base,
-                        "-name",
-                        "erl_a@127.0.0.1",
-                        "-s",
-                        "otpy_dist_bench",
-                        "run",
-                        "erl_b@127.0.0.1",
-                        str(count),
-                        str(trips),
-                    ],
-                    capture_output=True,
-                    text=True,
-                    timeout=120,
-                    env=env,
-                ).stdout
-            finally:
-                server.kill()
-                server.wait()
-    finally:
-        mapper.terminate()
-        mapper.wait()
     match = re.search(r"RESULT ([\d.e+]+) ([\d.e+]+)", out)
     return (float(match.group(1)), float(match.group(2))) if match else None
 
@@ -360,49 +343,26 @@ def _erlang(count: int, trips: int) -> tuple[float, float] | None:
 
 
 def _child(
-    kind: str, count: int, uvloop_on: bool, metrics: bool = False
+    kind: str, count: int, uvloop_on: bool, config: str = "default", metrics: bool = False
 ) -> tuple[subprocess.Popen[bytes], int, int]:
-    port_file = tempfile.mktemp()
-    argv = [
-        sys.executable,
-        "-m",
-        "bench.dist",
-        "--serve",
-        kind,
-        "--port-file",
-        port_file,
-        "--messages",
-        str(count),
-    ]
+    argv = ["--serve", kind, "--messages", str(count), "--config", config]
     argv.append("--uvloop" if uvloop_on else "--asyncio")
     if BUSY_WAIT:
         argv.append("--busy-wait")
     if metrics:
         argv.append("--metrics")
-    proc = subprocess.Popen(argv, cwd=HERE.parent)
-    for _ in range(200):
-        if os.path.exists(port_file) and Path(port_file).read_text():
-            port, _, metrics_port = Path(port_file).read_text().partition(" ")
-            os.unlink(port_file)
-            return proc, int(port), int(metrics_port or 0)
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"{kind} server did not start")
+    proc, text = start_child("bench.dist", argv)
+    port, _, metrics_port = text.partition(" ")
+    return proc, int(port), int(metrics_port or 0)
 
 
-def _run(coro: Any, uvloop_on: bool) -> Any:
-    if uvloop_on:
-        import uvloop
-
-        return uvloop.run(coro)
-    return asyncio.run(coro)
-
-
-def main() -> None:
-    """Run all three and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--messages", type=int, default=200_000)
-    parser.add_argument("--round-trips", type=int, default=5_000)
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.dist", description=__doc__)
+    parser.add_argument("--messages", type=int, help="one-way messages (default 200000)")
+    parser.add_argument("--round-trips", type=int, help="round trips (default 5000)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes (2000 messages, 100 round trips)"
+    )
     parser.add_argument(
         "--uvloop", action="store_true", help="use uvloop (the default when it is installed)"
     )
@@ -415,6 +375,19 @@ def main() -> None:
         help="nodes and raw floor keep polling 200 us after traffic (as BEAM does by default)",
     )
     parser.add_argument(
+        "--hogs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N CPU-hog processes while measuring (2 on a 2-core machine); implies "
+        "--compare-spin",
+    )
+    parser.add_argument(
+        "--compare-spin",
+        action="store_true",
+        help="measure otpylib in three node configurations: default, no spin, spin",
+    )
+    parser.add_argument(
         "--metrics",
         action="store_true",
         help="add a row with the metrics endpoint on and scraped every 0.5 s",
@@ -423,64 +396,71 @@ def main() -> None:
         "--repeat",
         type=int,
         default=1,
-        help="with --metrics: run the otpylib and +metrics rows N times each, alternating, "
-        "and print medians (the machine's noise otherwise hides a few per cent)",
+        help="with --metrics or --compare-spin/--hogs: run each otpylib row N times, "
+        "alternating, and print medians (the machine's noise otherwise hides a few per cent; "
+        "with hogs, much more)",
     )
     parser.add_argument("--scrape", type=int, nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--serve", choices=("node", "raw"), help=argparse.SUPPRESS)
+    parser.add_argument("--config", choices=CONFIGS, default="default", help=argparse.SUPPRESS)
     parser.add_argument("--port-file", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    uvloop_on = not args.asyncio
-    if uvloop_on:
-        try:
-            import uvloop  # noqa: F401
-        except ImportError:
-            if args.uvloop:
-                print("uvloop is not installed; using the default loop")
-            uvloop_on = False
-    if args.scrape:
-        _scrape_forever(args.scrape)
-        return
-    if args.serve == "node":
-        _run(_serve_node(args.port_file, args.messages, args.metrics), uvloop_on)
-        return
-    if args.serve == "raw":
-        _run(_serve_raw(args.port_file, args.messages), uvloop_on)
-        return
+    return parser
 
-    rows: dict[str, tuple[float, float] | None] = {}
+
+#: Row label of each ``--compare-spin`` configuration ("otpylib" is the default).
+_LABELS = {"default": "otpylib", "no spin": "  no spin", "spin": "  spin"}
+
+
+def _measure(args: argparse.Namespace, uvloop_on: bool) -> dict[str, tuple[float, float] | None]:
+    """Every row, each in fresh processes; medians where a row ran more than once."""
     kinds = ["raw floor", "otpylib"]
+    if args.compare_spin:
+        # The configurations alternate, so a change in the machine's load hits each.
+        kinds = ["raw floor", *[_LABELS[c] for c in CONFIGS] * args.repeat]
     if args.metrics:
         # Off and on alternate, so a change in the machine's load hits both.
         kinds = ["raw floor", *["otpylib", "+metrics"] * args.repeat]
+    configs = {label: config for config, label in _LABELS.items()}
     samples: dict[str, list[tuple[float, float]]] = {}
     for kind in kinds:
         with_metrics = kind == "+metrics"
+        config = configs.get(kind, "default")
         proc, port, metrics_port = _child(
-            "raw" if kind == "raw floor" else "node", args.messages, uvloop_on, with_metrics
+            "raw" if kind == "raw floor" else "node", args.messages, uvloop_on, config, with_metrics
         )
         try:
             if kind == "raw floor":
                 coro = _client_raw(port, args.messages, args.round_trips)
             else:
-                coro = _client_node(port, args.messages, args.round_trips, metrics_port)
-            samples.setdefault(kind, []).append(_run(coro, uvloop_on))
+                coro = _client_node(port, args.messages, args.round_trips, config, metrics_port)
+            samples.setdefault(kind, []).append(run_loop(coro, uvloop_on))
         finally:
-            proc.kill()
-            proc.wait()
-    for kind, got in samples.items():
-        rows[kind] = (statistics.median(g[0] for g in got), statistics.median(g[1] for g in got))
+            stop(proc)
+    rows: dict[str, tuple[float, float] | None] = {
+        kind: (statistics.median(g[0] for g in got), statistics.median(g[1] for g in got))
+        for kind, got in samples.items()
+    }
     if args.metrics and args.repeat > 1:
         pairs = zip(samples["otpylib"], samples["+metrics"], strict=True)
         print(
             "metrics on / off one-way, per pair:", " ".join(f"{b[0] / a[0]:.3f}" for a, b in pairs)
         )
+    if args.compare_spin and args.repeat > 1:
+        for config in CONFIGS:
+            trips = " ".join(f"{g[1]:.1f}" for g in samples[_LABELS[config]])
+            print(f"round trip us per run, {config}: {trips}")
     rows["erlang"] = _erlang(args.messages, args.round_trips)
+    return rows
 
+
+def _print(args: argparse.Namespace, uvloop_on: bool, rows: dict[str, Any]) -> None:
     loop_name = "uvloop" if uvloop_on else "asyncio default loop"
     if BUSY_WAIT:
         loop_name += ", busy wait 200 us"
-    medians = f", medians of {args.repeat}" if args.metrics and args.repeat > 1 else ""
+    if args.hogs:
+        loop_name += f", {args.hogs} CPU hogs"
+    several = (args.metrics or args.compare_spin) and args.repeat > 1
+    medians = f", medians of {args.repeat}" if several else ""
     print(
         f"\nbench.dist: two OS processes on 127.0.0.1, {args.messages} msgs, "
         f"{args.round_trips} round trips, {loop_name}{medians}"
@@ -508,6 +488,47 @@ def main() -> None:
             f"otpylib / erlang:    one-way {ours[0] / erl[0]:.2f}x (target >= 1.0), "
             f"round trip {ours[1] / erl[1]:.2f}x (target <= 1.5)"
         )
+    if args.compare_spin:
+        no_spin = rows[_LABELS["no spin"]]
+        for config in ("default", "spin"):
+            row = rows[_LABELS[config]]
+            target = " (target <= 1.5 with every core hogged)" if config == "default" else ""
+            print(
+                f"{config + ' / no spin:':<20} round trip {row[1] / no_spin[1]:.2f}x{target}, "
+                f"one-way {row[0] / no_spin[0]:.2f}x"
+            )
+
+
+def main() -> None:
+    """Run every row and print the table."""
+    args = _parser().parse_args()
+    if args.quick:
+        args.messages = args.messages or 2_000
+        args.round_trips = args.round_trips or 100
+    args.messages = args.messages or 200_000
+    args.round_trips = args.round_trips or 5_000
+    args.compare_spin = args.compare_spin or args.hogs > 0
+    if args.hogs < 0:
+        sys.exit(f"bench.dist: --hogs takes a number of processes >= 0, got {args.hogs}")
+    if args.metrics and args.compare_spin:
+        sys.exit("bench.dist: --metrics and --hogs/--compare-spin are separate runs; pick one")
+    uvloop_on = use_uvloop(args.asyncio, asked=args.uvloop)
+    if args.scrape:
+        _scrape_forever(args.scrape)
+        return
+    if args.serve == "node":
+        run_loop(_serve_node(args.port_file, args.messages, args.config, args.metrics), uvloop_on)
+        return
+    if args.serve == "raw":
+        run_loop(_serve_raw(args.port_file, args.messages), uvloop_on)
+        return
+    exit_on_sigterm()
+    with cpu_hogs(args.hogs) as hogs:
+        if hogs:
+            print(f"hogs: {len(hogs)} busy-loop processes, pids {' '.join(map(str, hogs))}")
+            sys.stdout.flush()
+        rows = _measure(args, uvloop_on)
+    _print(args, uvloop_on, rows)
 
 
 if __name__ == "__main__":
