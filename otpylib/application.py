@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import inspect
 import logging
 import weakref
@@ -76,6 +75,7 @@ from otpylib.runtime.atoms import EXIT, KILL, NORMAL, SHUTDOWN, TRAP_EXIT, Atom,
 from otpylib.runtime.backends.base import RuntimeBackend
 from otpylib.runtime.data import Pid
 from otpylib.runtime.errors import OtpError, ProcessExit
+from otpylib.runtime.function_ref import resolve_function
 
 logger = logging.getLogger(__name__)
 
@@ -214,19 +214,6 @@ def _reference(fn: Callable[..., Any] | str) -> str:
     return f"{module}:{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def _resolve(ref: str) -> Callable[..., Any]:
-    """Import ``package.module:function`` (what ``otpy-node --run`` passes)."""
-    module_name, sep, qualname = ref.partition(":")
-    if not sep or not module_name or not qualname:
-        raise ValueError(f"{ref!r} is not 'package.module:function'")
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise TypeError(f"{ref!r} is not a function")
-    return obj  # type: ignore[no-any-return]
-
-
 def set_node_stop_handler(
     runtime: RuntimeBackend, handler: Callable[[ApplicationEnd], None] | None
 ) -> None:
@@ -287,7 +274,7 @@ async def start(
         )
     if isinstance(fn, str):
         try:
-            fn = _resolve(fn)
+            fn = resolve_function(fn)
         except Exception as exc:
             raise ApplicationError(
                 app_name, exc, f"application {app_name} not started: {describe_reason(exc)}"
