@@ -83,11 +83,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from otpylib import application
-from otpylib.runtime.backends.asyncio_backend import resolve_function
+from otpylib.runtime.function_ref import resolve_function
 from otpylib_dist.cookie import CookieError, load_cookie
 from otpylib_dist.discovery.base import Discovery, DiscoveryError
 from otpylib_dist.discovery.static import parse_static_entry
-from otpylib_dist.errors import ConnectFailure, NodeUnreachable, RpcError
+from otpylib_dist.errors import ConnectFailure, ConnectFailureReason, NodeUnreachable, RpcError
 from otpylib_dist.logformat import FORMATS, JsonFormatter, LogfmtFormatter, setup_logging
 from otpylib_dist.names import NodeNameError, make_node_name
 from otpylib_dist.node import DistributedBackend
@@ -618,7 +618,7 @@ _TLS_ADVICE: Final = (
 #: address), ``{detail}`` the failure's own text, ``{me}`` our node name.
 #: Keyed by ``ConnectFailure.reason``, so rewording a message in the library
 #: cannot change the advice. Reasons not here print their detail.
-_ADVICE: Final[dict[str, str]] = {
+_ADVICE: Final[dict[ConnectFailureReason, str]] = {
     "bad_cookie": (
         "cannot connect to {where}: it refused our cookie (bad_cookie); every node of a "
         "cluster needs the same cookie: pass it with --cookie or --cookie-file, or set "
@@ -653,7 +653,9 @@ _ADVICE: Final[dict[str, str]] = {
 #: Failures that may go away by themselves (the node is not up yet, or silent):
 #: ``--connect`` retries these; any other is an answer, and retrying would not
 #: change it.
-_RETRYABLE: Final = frozenset({"no_address", "refused", "unreachable", "timeout"})
+_RETRYABLE: Final[frozenset[ConnectFailureReason]] = frozenset(
+    {"no_address", "refused", "unreachable", "timeout"}
+)
 
 
 def explain_connect_failure(
