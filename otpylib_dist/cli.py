@@ -91,6 +91,7 @@ from otpylib_dist.errors import ConnectFailure, ConnectFailureReason, NodeUnreac
 from otpylib_dist.logformat import FORMATS, JsonFormatter, LogfmtFormatter, setup_logging
 from otpylib_dist.names import NodeNameError, make_node_name
 from otpylib_dist.node import DistributedBackend
+from otpylib_dist.protocol.ticks import DEFAULT_NET_TICKTIME
 
 if TYPE_CHECKING:
     from otpylib_dist.tls import TlsConfig
@@ -208,7 +209,10 @@ def _common(parser: argparse.ArgumentParser, *, default_level: str) -> None:
         "--tls-dir", type=Path, help="mutual TLS: directory with ca.pem, NAME.pem, NAME.key"
     )
     parser.add_argument(
-        "--net-ticktime", type=float, default=60.0, help="seconds of silence before a peer is down"
+        "--net-ticktime",
+        type=float,
+        default=DEFAULT_NET_TICKTIME,
+        help="seconds of silence before a peer is down",
     )
     parser.add_argument(
         "--log-level",

@@ -72,7 +72,7 @@ from otpylib_dist.protocol.handshake import (
     Role,
 )
 from otpylib_dist.protocol.shapes import run_decoder_for
-from otpylib_dist.protocol.ticks import TickAction, Ticker
+from otpylib_dist.protocol.ticks import DEFAULT_NET_TICKTIME, TickAction, Ticker
 from otpylib_dist.protocol.tls_layer import TlsLayer
 from otpylib_dist.refusal_log import log_refusal
 from otpylib_dist.statistics import PeerStatistics
@@ -138,7 +138,7 @@ class ConnectionSettings:
     cookie: str
     hidden: bool = False
     setup_time: float = DEFAULT_SETUP_TIME
-    net_ticktime: float = 60.0
+    net_ticktime: float = DEFAULT_NET_TICKTIME
     busy_wait: BusyWait = field(default_factory=lambda: BusyWait(0.0))
     listen_port: int = 0
     connect_all: bool = True

@@ -38,6 +38,7 @@ from otpylib_dist.node_monitors import NodeMonitors
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import encode_term
 from otpylib_dist.protocol.handshake import DEFAULT_SETUP_TIME
+from otpylib_dist.protocol.ticks import DEFAULT_NET_TICKTIME
 from otpylib_dist.remote_requests import PendingRequests
 from otpylib_dist.router import NodeRouter
 from otpylib_dist.statistics import NodeStatistics, PeerStatistics
@@ -93,7 +94,7 @@ class Node(AsyncIOBackend):
         *,
         cookie: str | None = None,
         port: int = 0,
-        net_ticktime: float = 60.0,
+        net_ticktime: float = DEFAULT_NET_TICKTIME,
         discovery: Discovery | None = None,
         tls: TlsConfig | None = None,
         auto_connect: bool = False,
