@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from otpylib import gen_server, process
 from otpylib._gen import describe_reason
-from otpylib.runtime.atoms import DOWN, Atom, atom
+from otpylib.runtime.atoms import DOWN, KILL, NOPROC, TIMEOUT, Atom, atom
 from otpylib.runtime.data import Pid, Ref
 from otpylib.runtime.errors import OtpError
 
@@ -144,12 +144,12 @@ async def call(me: DistributedBackend, node: str, name: str, request: str, timeo
         answer = await gen_server.call((name, node), term, timeout, runtime=me)
     except gen_server.CallError as exc:
         reason = exc.reason
-        if reason is atom.ensure("noproc"):
+        if reason is NOPROC:
             raise CallFailed(
                 f"no process is registered as {name!r} on {node}; `otpy-node ps {node}` "
                 "lists the names there"
             ) from None
-        if reason is atom.ensure("timeout"):
+        if reason is TIMEOUT:
             raise CallFailed(
                 f"{name!r} on {node} did not answer within {timeout:g} s; raise --timeout if "
                 "it is busy"
@@ -203,7 +203,7 @@ async def rpc(
     try:
         status, value = await asyncio.wait_for(done, timeout)
     except TimeoutError:
-        await me.exit(asker, atom.ensure("kill"))
+        await me.exit(asker, KILL)
         raise CallFailed(
             f"{function} on {node} did not return within {timeout:g} s; raise --timeout if it "
             "takes longer"
