@@ -64,6 +64,7 @@ from otpylib_dist.node_monitors import NodeMonitors
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.errors import RefusalReason
 from otpylib_dist.protocol.handshake import Flags, Role, simultaneous_winner
+from otpylib_dist.refusal_log import log_refusal
 from otpylib_dist.remote_requests import PendingRequests
 from otpylib_dist.statistics import NodeStatistics, PeerStatistics
 
@@ -339,8 +340,10 @@ class ConnectionTable:
         """Decide on a peer's Hello: ``None`` to go on, else a refusal reason."""
         if self.stopping:
             return "not_allowed"
+        # A Hello comes before authentication: anyone can send one naming any
+        # node, so these lines go through the rate-limited, non-blocking log.
         if peer == self.settings.name:
-            logger.warning("refusing a node that claims our own name %s", peer)
+            log_refusal(logger, conn.address, "refusing a node that claims our own name %s", peer)
             return "duplicate_name"
         existing = self.up.get(peer)
         if existing is not None:
@@ -359,7 +362,9 @@ class ConnectionTable:
             # authenticated (connection_up), as Erlang lets a restarted node in.
             silent = asyncio.get_running_loop().time() - existing.last_heard
             if silent < self.settings.net_ticktime / 2:
-                logger.warning(
+                log_refusal(
+                    logger,
+                    conn.address,
                     "refusing a second node named %s (creation %d): the connected one "
                     "(creation %d) is alive",
                     peer,
