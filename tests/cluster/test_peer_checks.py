@@ -23,7 +23,7 @@ from otpylib.runtime.data import Pid, Ref
 from otpylib_dist import DistributedBackend, Node, this_node
 from otpylib_dist.errors import RemoteSpawnError
 from otpylib_dist.protocol import control
-from otpylib_dist.protocol.codec import RemoteException, encode_reason
+from otpylib_dist.protocol.codec import RemoteException, encode_reason, encode_term
 
 ClusterFactory = Callable[..., Awaitable[list[DistributedBackend]]]
 
@@ -143,6 +143,52 @@ async def test_a_monitor_request_owned_by_a_local_pid_is_refused(
     await _closed_for_forgery(a, b, seen)
     info = a.process_info(target)
     assert info is not None and info.monitored_by == ()
+
+
+async def test_an_unlink_forged_from_a_local_pid_leaves_the_link(
+    make_cluster: ClusterFactory,
+) -> None:
+    a, b = await make_cluster(2)
+    _, seen = await _watch_nodes(a)
+    partner = await a.spawn("cluster_procs:sleeper")
+    linked = asyncio.Event()
+
+    async def link_them() -> None:
+        await process.link(partner)
+        linked.set()
+        await process.receive(match=lambda m: False)
+
+    victim = await a.spawn(link_them)
+    await linked.wait()
+    await _forge(b, a, control.Unlink(partner, victim))
+    await _closed_for_forgery(a, b, seen)
+    info = a.process_info(victim)
+    assert info is not None and partner in info.links
+
+
+async def test_a_spawn_request_in_a_local_pids_name_is_refused(
+    make_cluster: ClusterFactory,
+) -> None:
+    a, b = await make_cluster(2)
+    _, seen = await _watch_nodes(a)
+    local = await a.spawn("cluster_procs:sleeper")
+    before = set(a.processes())
+    # spawn_link "from" a local process would tie a peer's child to it.
+    await _forge(
+        b,
+        a,
+        control.SpawnRequest(
+            ref=b.make_ref(),
+            sender=local,
+            function="cluster_procs:sleeper",
+            args=encode_term(((), {})),
+            link=True,
+        ),
+    )
+    await _closed_for_forgery(a, b, seen)
+    assert set(a.processes()) == before
+    info = a.process_info(local)
+    assert info is not None and info.links == ()
 
 
 async def test_signals_from_the_peers_own_pids_still_work(make_cluster: ClusterFactory) -> None:
