@@ -1,8 +1,8 @@
 """A cookie holder speaks only for its own pids: signals it forges "from" our pids are
 refused and the connection is closed (Erlang drops such a connection).
 
-These need the lead's per-message sender checks (control_handlers.py); until
-they are merged they fail, strictly.
+The forger is a raw socket that runs the real handshake with the cookie,
+then writes control frames by hand; the checks are control_handlers.py's.
 """
 
 from __future__ import annotations
