@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from tcp_relay import Relay
+from waiting import wait_until
 
 from otpylib import process
 from otpylib.runtime.atoms import NODEDOWN, NODEUP
@@ -78,6 +79,10 @@ class Pair:
         await asyncio.wait_for(self._done, 10)
         await asyncio.sleep(0.2)  # what is in flight arrives
 
+    async def all_arrived(self) -> None:
+        """Wait (generously) until every message sent has reached the sink."""
+        await wait_until(lambda: len(self.received) >= self.sent, "every message at the sink", 30)
+
     def downs(self, key: str) -> list[Any]:
         return [e for e in self.events[key] if e[0] == NODEDOWN]
 
@@ -111,6 +116,7 @@ async def test_a_partition_shorter_than_ticktime_loses_nothing(pair: Pair) -> No
     pair.relay.thaw()
     await pair.settle(50)
     await pair.stop()
+    await pair.all_arrived()
     assert not pair.downs("a") and not pair.downs("b")
     assert pair.received == list(range(pair.sent))  # every message, once, in order
 
@@ -120,6 +126,7 @@ async def test_a_delaying_link_loses_nothing(pair: Pair) -> None:
     await pair.settle(50)
     pair.relay.delay = 0.0
     await pair.stop()
+    await pair.all_arrived()
     assert pair.received == list(range(pair.sent))
 
 
