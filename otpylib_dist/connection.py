@@ -824,11 +824,6 @@ class Connection(asyncio.Protocol):
         return self._up
 
     @property
-    def is_up(self) -> bool:
-        """The handshake finished and the connection has not ended."""
-        return self._up and self._transport is not None
-
-    @property
     def bytes_in(self) -> int:
         """Bytes read from the peer so far (for statistics)."""
         return self._bytes_in

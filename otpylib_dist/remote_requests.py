@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from otpylib.runtime.data import Pid, Ref
+from otpylib.runtime.data import Ref
 from otpylib_dist.errors import NodeUnreachable
 
 logger = logging.getLogger(__name__)
@@ -75,8 +75,3 @@ class PendingRequests:
                 del self._waiting[ref]
                 if not fut.done():
                     fut.set_exception(NodeUnreachable(node, f"connection lost ({reason})"))
-
-
-def spawned_pid(result: Any) -> Pid | None:
-    """The pid in a successful spawn reply, or ``None`` if the peer sent something else."""
-    return result if type(result) is Pid else None
