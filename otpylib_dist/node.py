@@ -313,13 +313,18 @@ class Node(AsyncIOBackend):
         failures are logged with their cause, never raised (as Erlang's
         ``connect_node`` returns ``false``): :meth:`last_connect_failure`
         says why.
+
+        Raises:
+            RuntimeStateError: the node is not initialized (a ``False`` here
+                would come with no failure to explain it).
         """
         split_node_name(node)
         if node == self._node_name:
             return True
-        if self._table is None or self._closed or self._stopping:
+        table = self.connections
+        if self._closed or self._stopping:
             return False
-        return await self._table.connect(node, host, port)
+        return await table.connect(node, host, port)
 
     def add_address(self, node: str, host: str, port: int) -> None:
         """Remember where ``node`` listens, for auto-connect without discovery.

@@ -6,11 +6,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from cluster_helpers import DEADLINE, node_events, run_in
 from waiting import wait_until
 
 from otpylib import process
 from otpylib.runtime.atoms import DOWN, NOCONNECTION, NODEDOWN, NODEUP, NOPROC, atom
+from otpylib.runtime.errors import RuntimeStateError
 from otpylib_dist import DistributedBackend
 
 ClusterFactory = Callable[..., Awaitable[list[DistributedBackend]]]
@@ -207,3 +209,12 @@ async def test_repeated_connects_and_disconnects_leave_nothing_behind(
         assert not node._node_monitors._node_subs  # no monitor_node left (monitor_nodes: ours)
         stats = node.statistics()
         assert (stats.active_links, stats.active_monitors) == (0, 0)
+
+
+async def test_connect_and_rpc_before_initialize_say_what_to_do() -> None:
+    node = DistributedBackend("early@127.0.0.1", cookie="c")
+    # Not a silent False (no failure recorded to explain it), not "unreachable".
+    with pytest.raises(RuntimeStateError, match=r"call 'await node.initialize\(\)'"):
+        await node.connect("peer@127.0.0.1", "127.0.0.1", 1)
+    with pytest.raises(RuntimeStateError, match=r"call 'await node.initialize\(\)'"):
+        await node.rpc("peer@127.0.0.1", "ping")
