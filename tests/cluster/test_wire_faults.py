@@ -29,7 +29,7 @@ from otpylib.runtime.atoms import atom
 from otpylib_dist import DistributedBackend
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import Term
-from otpylib_dist.protocol.framing import encode_frame
+from otpylib_dist.protocol.framing import MAX_HANDSHAKE_FRAME, encode_frame
 from otpylib_dist.protocol.handshake import NEED_DATA, Established, Handshake, Role
 
 ClusterFactory = Callable[..., Awaitable[list[DistributedBackend]]]
@@ -106,12 +106,28 @@ async def node(make_cluster: ClusterFactory) -> DistributedBackend:
 
 
 @pytest.mark.parametrize(
-    ("label", "junk"),
+    ("label", "junk", "logged"),
     [
-        ("http request", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
-        ("tls client hello", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\0" * 64),
-        ("oversized handshake frame", struct.pack(">I", 50 << 20) + b"x" * 100),
-        ("garbage frame", encode_frame(b"\xc1\xc1\xc1 not msgpack")),
+        ("http request", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "handshake"),
+        (
+            "tls client hello",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\0" * 64,
+            "handshake",
+        ),
+        # A header of 64 KiB or more cannot start a handshake frame at all.
+        (
+            "huge frame header",
+            struct.pack(">I", 50 << 20) + b"x" * 100,
+            "not a handshake frame",
+        ),
+        # Under the 64 MiB limit after authentication: refused on its header
+        # by the 4 KiB limit before it, not left to the setup deadline.
+        (
+            "oversized handshake frame",
+            struct.pack(">I", 10_000) + b"x" * 100,
+            f"the limit is {MAX_HANDSHAKE_FRAME} bytes",
+        ),
+        ("garbage frame", encode_frame(b"\xc1\xc1\xc1 not msgpack"), "handshake"),
     ],
 )
 async def test_junk_before_authentication_is_refused_and_the_node_carries_on(
@@ -120,13 +136,14 @@ async def test_junk_before_authentication_is_refused_and_the_node_carries_on(
     caplog: pytest.LogCaptureFixture,
     label: str,
     junk: bytes,
+    logged: str,
 ) -> None:
     caplog.set_level(logging.WARNING)
     reader, writer = await _raw(node)
     writer.write(junk)
     await _closed_by_peer(reader)
     writer.close()
-    assert "handshake" in caplog.text
+    assert logged in caplog.text
     assert node.nodes() == []
     await _still_serves(node, make_cluster)
 
