@@ -54,28 +54,34 @@ def send(target: Target, message: Any) -> Awaitable[None]:
     if proc is None:
         raise NotInProcessError(OUTSIDE)
     rt = proc.runtime
-    # Fast path: a live process of our runtime. It skips the frame of
-    # ``AsyncIOBackend.send`` and its alias, name and remote branches, which
-    # only matter when the pid is not in the process table: that test is the
-    # same one ``send`` makes first, so the outcome cannot differ. The lines
-    # below are ``Process.deliver`` inlined (plus the runtime's counter);
-    # keep them in step with it and with ``AsyncIOBackend.send``.
+    # Fast path: a live process of our runtime, by pid or by registered name
+    # (a str). It skips the frame of ``AsyncIOBackend.send`` and its alias,
+    # ``(name, node)``, Atom-name and remote branches, which only matter when
+    # these two table lookups find no live process: then the runtime's send
+    # does the whole job, so the outcome cannot differ. The lines below are
+    # ``Process.deliver`` inlined (plus the runtime's counter); keep them in
+    # step with it and with ``AsyncIOBackend.send``.
     if type(target) is Pid:
         dest = rt._processes.get(target)
-        if dest is not None:
-            rt._messages += 1
-            dest.received += 1
-            mailbox = dest.mailbox
-            if mailbox is None:
-                dest.mailbox = deque((message,))
-            else:
-                mailbox.append(message)
-            waiter = dest.waiter
-            if waiter is not None:
-                dest.waiter = None
-                if not waiter.done():
-                    waiter.set_result(None)
-            return rt._sent
+    elif type(target) is str:
+        pid = rt._registry.get(target)
+        dest = None if pid is None else rt._processes.get(pid)
+    else:
+        dest = None
+    if dest is not None:
+        rt._messages += 1
+        dest.received += 1
+        mailbox = dest.mailbox
+        if mailbox is None:
+            dest.mailbox = deque((message,))
+        else:
+            mailbox.append(message)
+        waiter = dest.waiter
+        if waiter is not None:
+            dest.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        return rt._sent
     return rt.send(target, message)
 
 
