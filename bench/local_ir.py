@@ -10,11 +10,12 @@ or by hand: ``valgrind --tool=callgrind --callgrind-out-file=/dev/null
 .venv/bin/python bench/local_ir.py one-way N`` for two values of N, then
 (total2 - total1) / (N2 - N1).
 
-Workloads: ``one-way`` (one ``receive`` per message), ``batch`` (the sink
-takes them with ``receive_batch``), ``round-trip``, and ``raw-one-way`` /
-``raw-round-trip``: the same through a deque and one future per wait, as
-bench.local's raw rows. The collector is left as CPython sets it (tune it
-with ``--gc-tuned``), and the process API is bound once, as hot code does.
+Add ``--uvloop`` to run on uvloop. Workloads: ``one-way`` (one ``receive``
+per message), ``batch`` (the sink takes them with ``receive_batch``),
+``round-trip``, and ``raw-one-way`` / ``raw-round-trip``: the same through
+a deque and one future per wait, as bench.local's raw rows. The collector
+is left as CPython sets it (tune it with ``--gc-tuned``), and the process
+API is bound once, as hot code does.
 """
 
 from __future__ import annotations
@@ -118,15 +119,22 @@ WORKLOADS: dict[str, Callable[[int], Coroutine[Any, Any, None]]] = {
 
 
 def main() -> None:
-    """Run one workload of N messages on asyncio's default loop."""
+    """Run one workload of N messages (asyncio's default loop unless ``--uvloop``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workload", choices=sorted(WORKLOADS))
     parser.add_argument("n", type=int, nargs="?", default=100_000)
     parser.add_argument("--gc-tuned", action="store_true", help="tune the collector first")
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop (must be installed)")
     args = parser.parse_args()
     if args.gc_tuned:
         tune_gc()
-    asyncio.run(WORKLOADS[args.workload](args.n))
+    coro = WORKLOADS[args.workload](args.n)
+    if args.uvloop:
+        import uvloop
+
+        uvloop.run(coro)
+    else:
+        asyncio.run(coro)
 
 
 if __name__ == "__main__":
