@@ -18,19 +18,25 @@ Usage::
 Calling any of these from outside a process raises ``NotInProcessError``;
 from ``main``, use the runtime object itself.
 
-``send`` and ``receive`` are plain functions returning the runtime's
-awaitable (write ``await process.send(...)`` as usual): an ``async def``
-wrapper would add a coroutine per message on the hottest path.
+``send``, ``receive`` and ``receive_batch`` are the backend's own (see
+``otpylib.runtime.backends.asyncio_backend.mailbox``): each does the common
+case in its one frame, where a wrapper here would add a call per message on
+the hottest path. ``receive_batch`` takes every queued message in one call.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any
 
 from otpylib.runtime.atoms import Atom
-from otpylib.runtime.backends.base import Name, ProcessFunction, RuntimeBackend, Target
+from otpylib.runtime.backends.asyncio_backend.mailbox import (
+    OUTSIDE,
+    receive,
+    receive_batch,
+    send,
+)
+from otpylib.runtime.backends.base import Name, ProcessFunction, RuntimeBackend
 from otpylib.runtime.context import current_process
 from otpylib.runtime.data import Pid, ProcessInfo, Ref
 from otpylib.runtime.errors import NotInProcessError, ProcessExit
@@ -50,6 +56,7 @@ __all__ = [
     "monitor",
     "process_info",
     "receive",
+    "receive_batch",
     "register",
     "runtime",
     "self",
@@ -66,12 +73,6 @@ __all__ = [
 ]
 
 
-_OUTSIDE: Final = (
-    "otpylib.process functions work only inside a process; from main, "
-    "call the runtime object directly (e.g. 'await runtime.send(pid, msg)')"
-)
-
-
 def runtime() -> RuntimeBackend:
     """The runtime running the calling process.
 
@@ -80,7 +81,7 @@ def runtime() -> RuntimeBackend:
     """
     proc = current_process.get()
     if proc is None:
-        raise NotInProcessError(_OUTSIDE)
+        raise NotInProcessError(OUTSIDE)
     return proc.runtime
 
 
@@ -92,30 +93,6 @@ def in_process() -> bool:
 def self() -> Pid:
     """The calling process's pid (Erlang's ``self()``)."""
     return runtime().self()
-
-
-def send(target: Target, message: Any) -> Awaitable[None]:
-    """Send ``message`` to a pid, registered name or ``(name, node)``; await the result.
-
-    A local send is done when this returns; see ``RuntimeBackend.send``.
-    """
-    proc = current_process.get()
-    if proc is None:
-        raise NotInProcessError(_OUTSIDE)
-    return proc.runtime.send(target, message)
-
-
-def receive(
-    timeout: float | None = None, match: Callable[[Any], bool] | None = None
-) -> Awaitable[Any]:
-    """Take the next (or the first matching) message; await the result.
-
-    See ``RuntimeBackend.receive`` for ``timeout`` and ``match``.
-    """
-    proc = current_process.get()
-    if proc is None:
-        raise NotInProcessError(_OUTSIDE)
-    return proc.runtime.receive(timeout, match)
 
 
 async def spawn(
@@ -249,7 +226,7 @@ def set_label(label: str | None) -> None:
     """
     proc = current_process.get()
     if proc is None:
-        raise NotInProcessError(_OUTSIDE)
+        raise NotInProcessError(OUTSIDE)
     if label is not None and not isinstance(label, str):
         raise TypeError(f"set_label() takes a str or None, got {type(label).__name__}")
     proc.label = label

@@ -784,6 +784,11 @@ async def _run_node(args: argparse.Namespace, log: LogfmtFormatter | JsonFormatt
         await _connect_all_at_start(node, targets, args, discovery, stop)
         await _start_applications(node, args.run_fns, stop)
         if not stop.is_set():
+            # Start-up is over and the interpreter is ours: freeze what it
+            # made and make collector passes rarer (otpylib.runtime.gc_tuning).
+            from otpylib.runtime.gc_tuning import tune_gc
+
+            tune_gc()
             print(f"node {node.node_name} listening on {node.port}", flush=True)
             logger.info(
                 "node %s running (pid %d)",

@@ -73,7 +73,8 @@ def test_run_raises_process_exit_when_main_crashes() -> None:
         raise ValueError("boom")
 
     with pytest.raises(ProcessExit) as info:
-        otpylib.run(main, use_uvloop=False)
+        # gc_tuning=False: this runs in the test process, whose collector stays as it is.
+        otpylib.run(main, use_uvloop=False, gc_tuning=False)
     assert isinstance(info.value.reason, ValueError)
     assert isinstance(info.value.__cause__, ValueError)
 

@@ -38,6 +38,7 @@ CALLS: dict[str, Callable[[], Any]] = {
     "self": lambda: process.self(),
     "send": lambda: process.send(NEVER_SPAWNED, "x"),
     "receive": lambda: process.receive(timeout=0),
+    "receive_batch": lambda: process.receive_batch(timeout=0),
     "spawn": lambda: process.spawn(idle),
     "spawn_link": lambda: process.spawn_link(idle),
     "spawn_monitor": lambda: process.spawn_monitor(idle),

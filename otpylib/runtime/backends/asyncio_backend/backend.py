@@ -49,6 +49,7 @@ from otpylib.runtime.atoms import (
     normalize_reason,
 )
 from otpylib.runtime.backends.asyncio_backend.entry import Entry
+from otpylib.runtime.backends.asyncio_backend.mailbox import receive as _receive_next
 from otpylib.runtime.backends.asyncio_backend.process import Process
 from otpylib.runtime.backends.asyncio_backend.signals import SignalEngine
 from otpylib.runtime.backends.base import (
@@ -720,21 +721,9 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
             self._caller("receive")
             raise AssertionError("unreachable")
         if match is None and timeout is None:
-            return self._receive_next(proc)
+            # The process API's receive, whose fast path is the common case.
+            return _receive_next()
         return self._receive(proc, timeout, match)
-
-    async def _receive_next(self, proc: Process) -> Any:
-        """``receive()`` with no match and no timeout: the oldest message."""
-        mailbox = proc.mailbox
-        while not mailbox:
-            # A process exists, so the runtime is initialized and has a loop.
-            waiter = proc.waiter = self._loop.create_future()  # type: ignore[union-attr]
-            try:
-                await waiter
-            finally:
-                proc.waiter = None
-            mailbox = proc.mailbox
-        return mailbox.popleft()
 
     async def _receive(
         self,

@@ -111,8 +111,9 @@ class Process:
     def deliver(self, message: Any) -> None:
         """Append ``message`` and wake the owner if it waits in ``receive``.
 
-        ``AsyncIOBackend.send`` inlines these lines for local sends (one call
-        less per message); keep the two in step.
+        ``AsyncIOBackend.send`` and ``mailbox.send`` (the process API's)
+        inline these lines for local sends (one call less per message); keep
+        the three in step.
         """
         self.received += 1
         mailbox = self.mailbox
