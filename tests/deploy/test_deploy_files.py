@@ -209,6 +209,8 @@ def test_dockerfile_installs_the_entrypoint_and_copies_an_application() -> None:
     assert image["entrypoint"] == ["otpy-entrypoint"]
     assert "COPY deploy/entrypoint.sh /usr/local/bin/otpy-entrypoint\n" in text
     assert "COPY deploy/app/hello_app.py ./\n" in text
+    # hatchling leaves a missing license file out of the wheel without a word.
+    assert "COPY pyproject.toml README.md LICENSE ./\n" in text
     assert "pip install --no-cache-dir '.[uvloop,metrics]'" in text
     assert re.search(r"^EXPOSE 4370 9464$", text, re.M)
     assert image["healthcheck"] == ["otpy-entrypoint", "health"]
