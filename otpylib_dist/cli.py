@@ -904,22 +904,24 @@ async def _connect_at_start(
         why_unknown = _resolve_failure(detail, target.node) or ""
         if "not an otpylib node" in why_unknown or not _nobody_answered(failure):
             break  # an answer (a refusal, a closed handshake): retrying would not change it
-        if deadline is None or loop.time() + delay > deadline:
+        # The last pause is cut to the deadline, so the last attempt is made at it.
+        pause = min(delay, deadline - loop.time()) if deadline is not None else 0.0
+        if pause <= 0:
             break
         retried = True
         logger.info(
             "cannot connect to %s yet (%s); retrying in %.1f s",
             target.node,
             failure.detail if failure is not None else "?",
-            delay,
+            pause,
         )
         if stop is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+                await asyncio.wait_for(stop.wait(), pause)
             if stop.is_set():
                 return  # SIGTERM or stop while waiting: the node stops, exit 0
         else:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(pause)
         delay = min(delay * 2, _LONGEST_RETRY)
     message = explain_connect_failure(
         target.node,
