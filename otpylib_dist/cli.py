@@ -196,8 +196,9 @@ def _common(parser: argparse.ArgumentParser, *, default_level: str) -> None:
     )
     parser.add_argument(
         "--dns-port-name",
-        default="otpy-dist",
-        help="for --discovery dns: the service port's name (SRV _NAME._tcp.SERVICE)",
+        default=None,
+        help="for --discovery dns: the service port's name (SRV _NAME._tcp.SERVICE; "
+        "default: otpy-dist)",
     )
     parser.add_argument(
         "--mdns-interface",
@@ -456,13 +457,14 @@ def _discovery(args: argparse.Namespace, cookie: str, *, tool: bool = False) -> 
             cookie, interfaces=args.mdns_interface, announce=not tool, browse=not tool
         )
     if kind == "dns":
-        from otpylib_dist.discovery.dns import DnsDiscovery
+        from otpylib_dist.discovery.dns import DEFAULT_PORT_NAME, DnsDiscovery
 
         if not args.dns_service:
             raise _UsageError("--discovery dns needs --dns-service NAME")
+        port_name = args.dns_port_name or DEFAULT_PORT_NAME
         if tool:  # resolve only: no polling
-            return DnsDiscovery(args.dns_service, port_name=args.dns_port_name, poll_interval=0)
-        return DnsDiscovery(args.dns_service, port_name=args.dns_port_name)
+            return DnsDiscovery(args.dns_service, port_name=port_name, poll_interval=0)
+        return DnsDiscovery(args.dns_service, port_name=port_name)
     if kind == "static":
         from otpylib_dist.discovery.static import StaticDiscovery
 
@@ -491,6 +493,11 @@ def _check_discovery_options(args: argparse.Namespace) -> None:
         raise _UsageError(
             f"--dns-service is for --discovery dns, but --discovery is {args.discovery}; "
             "add --discovery dns or drop --dns-service"
+        )
+    if args.dns_port_name is not None and args.discovery != "dns":
+        raise _UsageError(
+            f"--dns-port-name is for --discovery dns, but --discovery is {args.discovery}; "
+            "add --discovery dns or drop --dns-port-name"
         )
     if args.epmd_port is not None and args.discovery != "epmd":
         raise _UsageError(

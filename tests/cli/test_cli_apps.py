@@ -159,6 +159,12 @@ def test_dns_service_without_dns_discovery_is_refused(cookie: str) -> None:
         "otpy-node: --dns-service is for --discovery dns, but --discovery is epmd; add "
         "--discovery dns or drop --dns-service"
     )
+    done = run_cli("--name", "x", "--cookie", cookie, "--dns-port-name", "dist")
+    assert done.returncode == 2
+    assert error_line(done.stderr) == (
+        "otpy-node: --dns-port-name is for --discovery dns, but --discovery is epmd; add "
+        "--discovery dns or drop --dns-port-name"
+    )
 
 
 def test_a_missing_explicit_cookie_file_is_refused_not_created(tmp_path: Path) -> None:
