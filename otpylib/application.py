@@ -445,7 +445,12 @@ def _started(app: _App, top: Pid | None) -> None:
     if not app.started.done():
         app.top = top
         app.started.set_result(top)
-        logger.info("application %s started (top process %s)", app.name, top)
+        logger.info(
+            "application %s started (top process %s)",
+            app.name,
+            top,
+            extra={"event": "application_started", "pid": str(top)},
+        )
 
 
 def _ended(app: _App, reason: Any, ctl: _Controller, rt: RuntimeBackend) -> None:
@@ -469,7 +474,7 @@ def _ended(app: _App, reason: Any, ctl: _Controller, rt: RuntimeBackend) -> None
             app.started.set_exception(error)
             return
     if app.stopping or ctl.stopping:
-        logger.info("application %s stopped", app.name)
+        logger.info("application %s stopped", app.name, extra={"event": "application_stopped"})
         return
     _react(app, reason, ctl, rt)
 
@@ -488,14 +493,24 @@ def _react(app: _App, reason: Any, ctl: _Controller, rt: RuntimeBackend) -> None
             )
         else:
             message = f"application {app.function} crashed: {describe_reason(reason)}"
+    level = logging.INFO if normal else logging.ERROR
+    # The fields a log pipeline filters on (otpylib_dist.logformat prints them).
+    fields = {"event": "application_ended", "reason": _reason_field(reason)}
     if app.type is TEMPORARY or (app.type is TRANSIENT and normal):
-        (logger.info if normal else logger.error)("%s; the node runs on", message)
+        logger.log(level, "%s; the node runs on", message, extra=fields)
         return
     end = ApplicationEnd(app.name, app.type, app.function, reason, not normal, message)
-    logger.log(logging.INFO if normal else logging.ERROR, "%s; stopping the node", message)
+    logger.log(level, "%s; stopping the node", message, extra=fields)
     ctl.stopping = True
     handler = ctl.on_node_stop
     if handler is not None:
         handler(end)
     else:
         asyncio.get_running_loop().create_task(rt.shutdown())
+
+
+def _reason_field(reason: Any) -> str:
+    """A reason as a log field: an atom's name, an exception's class, else the term."""
+    if isinstance(reason, BaseException):
+        return type(reason).__name__
+    return str(reason)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -110,9 +111,10 @@ async def test_a_returned_start_linked_server_keeps_running(
 
 
 async def test_a_permanent_application_that_crashes_stops_the_node(
-    runtime: AsyncIOBackend, ends: Ends
+    runtime: AsyncIOBackend, ends: Ends, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await application.start(start_kv, name="kv_app", runtime=runtime)
+    caplog.set_level(logging.INFO, logger="otpylib.application")
+    top = await application.start(start_kv, name="kv_app", runtime=runtime)
     with pytest.raises(gen_server.CallError):
         await gen_server.call("kv", "crash", runtime=runtime)
     end = await ends.wait()
@@ -122,6 +124,21 @@ async def test_a_permanent_application_that_crashes_stops_the_node(
         f"application {__name__}:start_kv crashed: RuntimeError: kv crashed on purpose"
     )
     assert application.which_applications(runtime) == []
+    # Structured fields for log pipelines (otpy-node --log-format json prints them).
+    fields = [
+        (
+            r.levelname,
+            getattr(r, "event", None),
+            getattr(r, "pid", None),
+            getattr(r, "reason", None),
+        )
+        for r in caplog.records
+        if r.name == "otpylib.application"
+    ]
+    assert fields == [
+        ("INFO", "application_started", str(top), None),
+        ("ERROR", "application_ended", None, "RuntimeError"),
+    ]
 
 
 async def test_a_permanent_application_that_ends_normally_stops_the_node_without_failure(
