@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed so tests and docs can check the grammar)."""
     parser = _Parser(
         prog="otpy-node",
-        description="Run an otpylib node, or ask a running one (ping, nodes, ps, stats, stop, "
+        description="Run an otpylib node, or ask a running one (ping, nodes, ps, stats, stop, top, "
         "call, rpc); run a port mapper (epmd).",
     )
     _add_version(parser)
@@ -314,6 +314,7 @@ _VERB_HELP: Final = {
     "ps": "list a node's processes (pid, name, state, queue length, function)",
     "stats": "print a node's runtime counters",
     "stop": "stop a node cleanly (as SIGTERM does) and wait until it is gone",
+    "top": "a live view of a node: processes by queue and messages/s, peers, event-loop lag",
     "call": "gen_server call to a server registered on a node; request and answer as JSON",
     "rpc": "run module:function(ARGS...) on a node and print its result as JSON",
 }

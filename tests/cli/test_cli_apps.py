@@ -119,8 +119,11 @@ def test_version_and_help_lines() -> None:
         ("call", "gen_server call"),
         ("rpc", "run module:function"),
         ("epmd", "run the port mapper"),
+        ("top", "a live view of a node"),
     ):
         assert re.search(rf"^\s+{verb}\s+{words}", helped, re.M), helped
+    # The fallback help line says nothing ("top top a running node"): every verb has its own.
+    assert not re.search(r"\b(\w+) \1 a running node", " ".join(helped.split())), helped
 
 
 # ------------------------------------------------ papercuts (issue 11, point 6)
