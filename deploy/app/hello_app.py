@@ -9,12 +9,11 @@ copy your package into the image and name its start function with ``--run``
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from functools import partial
 from typing import Any
 
-from otpylib import gen_server, process, supervisor
+from otpylib import Pid, gen_server, process, supervisor
 from otpylib.gen_server import GenServer
 from otpylib.supervisor import ChildSpec
 
@@ -32,11 +31,15 @@ class Hello(GenServer):
         return (gen_server.REPLY, ("hello", process.runtime().node_name, count), count)
 
 
-async def start() -> None:
-    """The application's top process: start the supervision tree, then stay up."""
-    await supervisor.start_link(
+async def start() -> Pid:
+    """Start the supervision tree; its supervisor is the application's top process.
+
+    Returning the supervisor's pid (rather than waiting forever) tells the
+    node the application has started, and the node keeps it running: if the
+    supervisor gives up (too many restarts), the node stops with exit status
+    1 and its supervisor (systemd, Kubernetes, Docker) restarts it.
+    """
+    return await supervisor.start_link(
         [ChildSpec("hello", partial(gen_server.start_link, Hello, name="hello"))],
         name="hello_sup",
     )
-    logger.info("hello_app started", extra={"event": "app_started"})
-    await asyncio.Event().wait()
