@@ -130,6 +130,8 @@ class ConnectionTable:
         self._nodeups = 0
         self._nodedowns: dict[str, int] = {}
         self._refusal_counts: dict[str, int] = {}  # handshake refusals, by reason
+        #: The last connect failure logged per node (repeats go to debug).
+        self._last_logged: dict[str, str] = {}
 
     # ------------------------------------------------------------ queries
 
@@ -187,6 +189,19 @@ class ConnectionTable:
     ) -> None:
         self._failures[node] = ConnectFailure(node, reason, detail, address)
 
+    def _failure_level(self, node: str, reason: str) -> int:
+        """WARNING the first time ``node`` fails for ``reason``, DEBUG while it repeats.
+
+        A caller retrying (``otpy-node --connect`` waits for a node to come
+        up) would otherwise log the same line at every attempt.
+        """
+        if self._last_logged.get(node) == reason:
+            return logging.DEBUG
+        if len(self._last_logged) >= _MAX_PEERS_TOLD:
+            self._last_logged.clear()
+        self._last_logged[node] = reason
+        return logging.WARNING
+
     async def _connect(
         self, node: str, host: str | None, port: int | None, attempt: asyncio.Future[bool]
     ) -> None:
@@ -224,7 +239,8 @@ class ConnectionTable:
                 "no address known (give host and port, or configure discovery)",
                 None,
             )
-            logger.warning(
+            logger.log(
+                self._failure_level(node, "no_address"),
                 "cannot connect to %s: no address known",
                 node,
                 extra={"event": "connect_failed", "peer": node, "reason": "no_address"},
@@ -255,7 +271,8 @@ class ConnectionTable:
             except TimeoutError:
                 detail = f"no connection within {self.settings.setup_time:.1f} s"
                 self._fail(node, "timeout", detail, where)
-                logger.warning(
+                logger.log(
+                    self._failure_level(node, "timeout"),
                     "connection to %s (%s) timed out: %s",
                     node,
                     where,
@@ -266,7 +283,8 @@ class ConnectionTable:
             except OSError as exc:
                 os_reason, why = _os_failure(exc, tls=self._tls is not None)
                 self._fail(node, os_reason, why, where)
-                logger.warning(
+                logger.log(
+                    self._failure_level(node, os_reason),
                     "cannot connect to %s (%s): %s",
                     node,
                     where,
@@ -423,6 +441,7 @@ class ConnectionTable:
             existing.close(CONNECTION_CLOSED)
         self.up[peer] = conn
         self._failures.pop(peer, None)
+        self._last_logged.pop(peer, None)
         self._nodeups += 1
         # A hidden node (an `otpy-node ping` and friends) is a tool passing by: debug.
         logger.log(

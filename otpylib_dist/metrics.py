@@ -61,6 +61,12 @@ REQUEST_TIMEOUT: Final = 10.0
 _STATES: Final = ("up", "handshaking", "down")
 
 
+#: Peers that went down and are still reported (state "down"): at most this
+#: many, the longest unseen forgotten first, so label cardinality stays
+#: bounded where node names churn (pods with unique names).
+MAX_REMEMBERED_PEERS = 256
+
+
 class NodeCollector(Collector):
     """Reads a node's counters at scrape time and yields Prometheus metric families.
 
@@ -71,7 +77,9 @@ class NodeCollector(Collector):
 
     def __init__(self, node: DistributedBackend) -> None:
         self._node = node
-        self._seen: set[str] = set()
+        # Peers seen up, oldest first (a dict as an ordered set), so a peer that
+        # went down is still reported as down; bounded, since names can churn.
+        self._seen: dict[str, None] = {}
 
     def collect(self) -> Iterable[Metric]:
         """Build every family from one snapshot of the node (runs on the node's loop)."""
@@ -165,14 +173,17 @@ class NodeCollector(Collector):
                 now[p.peer] = p.state
             if p.state != "up":
                 continue
-            self._seen.add(p.peer)
+            self._seen.pop(p.peer, None)
+            self._seen[p.peer] = None
+            if len(self._seen) > MAX_REMEMBERED_PEERS:
+                del self._seen[next(iter(self._seen))]  # the longest unseen
             sent.add_metric([p.peer], p.messages_out)
             received.add_metric([p.peer], p.messages_in)
             bytes_out.add_metric([p.peer], p.bytes_out)
             bytes_in.add_metric([p.peer], p.bytes_in)
             missed.add_metric([p.peer], p.ticks_missed)
             heard.add_metric([p.peer], p.seconds_since_heard)
-        for peer in sorted(self._seen | set(now)):
+        for peer in sorted(self._seen.keys() | now.keys()):
             current = now.get(peer, "down")
             for s in _STATES:
                 state.add_metric([peer, s], 1 if s == current else 0)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
+
+import pytest
 
 from otpylib_dist import DistributedBackend
 
@@ -26,3 +30,19 @@ async def test_a_later_timeout_is_not_reported_with_an_older_refusal() -> None:
     finally:
         await client.shutdown()
         await server.shutdown()
+
+
+async def test_a_repeated_failure_is_warned_about_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="otpylib_dist.connections")
+    client = DistributedBackend("cli@127.0.0.1", cookie="c")
+    await client.initialize()
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    try:
+        for _ in range(3):
+            assert not await client.connect("gone@127.0.0.1", "127.0.0.1", port)
+        lines = [r for r in caplog.records if "cannot connect to gone@127.0.0.1" in r.getMessage()]
+        assert [r.levelno for r in lines] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+    finally:
+        await client.shutdown()
