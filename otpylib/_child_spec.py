@@ -15,6 +15,7 @@ from typing import Any, Final, TypeAlias
 import msgspec
 
 from otpylib.runtime.atoms import Atom, atom
+from otpylib.runtime.backends.base import DEFAULT_SHUTDOWN_TIMEOUT
 from otpylib.runtime.data import Pid
 from otpylib.runtime.errors import OtpError
 
@@ -87,8 +88,8 @@ FAILED_TO_START_CHILD: Final = atom.ensure("failed_to_start_child")
 #: be on another node: the supervisor only ever links, monitors and signals it.
 StartFunction: TypeAlias = Callable[..., Awaitable[Pid]]
 
-#: Default shutdown of a worker: OTP's 5000 ms.
-DEFAULT_WORKER_SHUTDOWN: Final = 5.0
+#: Default shutdown of a worker: OTP's 5000 ms, the runtime's own default.
+DEFAULT_WORKER_SHUTDOWN: Final = DEFAULT_SHUTDOWN_TIMEOUT
 
 _RESTARTS = (PERMANENT, TRANSIENT, TEMPORARY)
 _TYPES = (WORKER, SUPERVISOR)

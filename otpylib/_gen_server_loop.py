@@ -13,7 +13,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
-from otpylib import process
+from otpylib import _child_spec, process
 from otpylib._gen import CALL, CAST, describe_reason, is_quiet
 from otpylib.runtime.atoms import EXIT, NORMAL, atom, normalize_reason
 from otpylib.runtime.backends.base import RuntimeBackend
@@ -44,7 +44,7 @@ STOP: Final = atom.ensure("stop")
 #: ``($gen_stop, reason)``: the request ``gen_server.stop`` sends.
 STOP_REQUEST: Final = atom.ensure("$gen_stop")
 #: Reason of a start whose name is taken: ``(ALREADY_STARTED, pid)``.
-ALREADY_STARTED: Final = atom.ensure("already_started")
+ALREADY_STARTED: Final = _child_spec.ALREADY_STARTED
 
 
 class BadReturnError(TypeError):

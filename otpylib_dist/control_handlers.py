@@ -44,6 +44,10 @@ __all__ = ["ControlHandlers", "SpawnPolicy"]
 RpcAnswer = Callable[[str, Any], tuple[bool, Any]]
 
 
+class NotAsyncError(TypeError):
+    """A peer asked to spawn a plain function (remote spawn runs only async ones)."""
+
+
 class SpawnPolicy:
     """Which functions a peer may spawn here.
 
@@ -92,7 +96,9 @@ class SpawnPolicy:
             )
         fn = resolve_function(reference)
         if require_async and not is_async_callable(fn):
-            raise TypeError(f"{reference!r} is not an async function; remote spawn runs only those")
+            raise NotAsyncError(
+                f"{reference!r} is not an async function; remote spawn runs only those"
+            )
         return fn
 
 
@@ -103,6 +109,19 @@ class SpawnPolicy:
 _ALWAYS_SPAWNABLE = frozenset(
     {"otpylib._gen_server_loop:serve", "otpylib_dist.cli_call:rpc_runner"}
 )
+
+
+def _spawn_refusal_kind(exc: Exception) -> str:
+    """The kind of a refused spawn (``errors.SPAWN_REFUSALS``), by exception type."""
+    if isinstance(exc, PermissionError):
+        return "not_allowed"
+    if isinstance(exc, ImportError | AttributeError | ValueError) and not isinstance(
+        exc, UnicodeError
+    ):
+        return "not_found"
+    if isinstance(exc, NotAsyncError):
+        return "not_async"
+    return "failed"
 
 
 #: The gen_server loop, whose first argument names the callback class to import.
@@ -259,9 +278,12 @@ class ControlHandlers:
                 exc,
                 extra={"event": "spawn_refused", "peer": conn.peer_name},
             )
+            kind = _spawn_refusal_kind(exc)
             conn.send_control(
                 control.SpawnReply(
-                    ref=msg.ref, ok=False, result=encode_reason(f"{type(exc).__name__}: {exc}")
+                    ref=msg.ref,
+                    ok=False,
+                    result=encode_term((kind, f"{type(exc).__name__}: {exc}")),
                 )
             )
             return

@@ -7,7 +7,7 @@ Protocol-level errors (malformed frames, refused handshakes) live in
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CONNECT_FAILURE_REASONS",
+    "SPAWN_REFUSALS",
     "ConnectFailure",
     "ConnectFailureReason",
     "DistError",
@@ -88,17 +89,38 @@ class NodeUnreachable(DistError, ConnectionError):
 class RemoteSpawnError(DistError):
     """Raised when the remote node refused or failed to spawn the process.
 
-    ``reason`` carries the remote node's reason (e.g. the import error text).
+    ``reason`` is ``(kind, text)``: ``kind`` one of :data:`SPAWN_REFUSALS`
+    (``not_found``: the reference does not import; ``not_async``: a plain
+    function; ``not_allowed``: outside the node's ``--spawn-allow`` list;
+    ``failed``: anything else, such as bad arguments), ``text`` the peer's
+    explanation. The advice in the message follows ``kind``.
     """
 
     def __init__(self, node: str, function: str, reason: Any) -> None:
         self.node = node
         self.function = function
         self.reason = reason
-        super().__init__(
-            f"spawn of {function!r} on {node} failed: {reason}; the function must be "
-            "importable on that node as 'package.module:function'"
-        )
+        kind, text = reason if _is_kind_pair(reason) else ("failed", str(reason))
+        super().__init__(f"spawn of {function!r} on {node} failed: {text}{_SPAWN_ADVICE[kind]}")
+
+
+#: Why a peer refused a spawn (the first element of ``RemoteSpawnError.reason``).
+SPAWN_REFUSALS: Final = ("not_found", "not_async", "not_allowed", "failed")
+_SPAWN_ADVICE: Final = {
+    "not_found": "; the function must be importable on that node as 'package.module:function'",
+    "not_async": "",  # the peer's text says it: remote spawn runs only async functions
+    "not_allowed": "; that node allows only the modules given with --spawn-allow",
+    "failed": "",
+}
+
+
+def _is_kind_pair(reason: Any) -> bool:
+    return (
+        type(reason) is tuple
+        and len(reason) == 2
+        and str(reason[0]) in _SPAWN_ADVICE
+        and isinstance(reason[1], str)
+    )
 
 
 class RpcError(DistError):

@@ -215,8 +215,9 @@ async def test_remote_spawn_refuses_plain_functions(
     make_cluster: ClusterFactory, function: str, error: str
 ) -> None:
     a, b = await make_cluster(2)
-    with pytest.raises(RemoteSpawnError, match=error):
+    with pytest.raises(RemoteSpawnError, match=error) as refused:
         await a.spawn(function, [1], node=b.node_name)
+    assert refused.value.reason[0] == "not_async"
     assert await a.ping(b.node_name)
 
 
@@ -226,8 +227,9 @@ async def test_the_spawn_allow_list_narrows_what_peers_may_run(
     (a,) = await make_cluster(1)
     (b,) = await make_cluster(1, spawn_allow=("behaviour_procs",))
     a.add_address(b.node_name, "127.0.0.1", b.port)
-    with pytest.raises(RemoteSpawnError, match=r"not in this node's spawn allow-list"):
+    with pytest.raises(RemoteSpawnError, match=r"not in this node's spawn allow-list") as no:
         await a.spawn("cluster_procs:sleeper", node=b.node_name)
+    assert no.value.reason[0] == "not_allowed"
     pid = await a.spawn("behaviour_procs:boom", node=b.node_name)
     assert pid.node == b.node_name
 
