@@ -27,8 +27,11 @@ Layout (imports point down this list; nothing imports ``node.py`` but
     names.py, errors.py  node names; the exceptions of this package
     metrics.py, vitals.py   Prometheus metrics; event-loop lag and RSS
     logformat.py         logfmt / JSON log formatters (otpy-node)
-    cli.py               the otpy-node command (cli_call.py: call/rpc, cli_epmd.py: epmd,
-                         cli_output.py: tables, top.py: the live view)
+    cli.py               the otpy-node command: main and the subcommands; cli_grammar.py
+                         (argparse), cli_config.py (cookie, discovery, TLS, targets),
+                         cli_run.py (run), cli_advice.py (what a failure means),
+                         cli_call.py (call/rpc), cli_epmd.py (epmd), cli_output.py
+                         (tables), top.py (the live view)
 """
 
 from otpylib_dist import structs as _structs  # noqa: F401  (registers otpylib's records)
