@@ -63,9 +63,22 @@ def send(target: Target, message: Any) -> Awaitable[None]:
     # step with it and with ``AsyncIOBackend.send``.
     if type(target) is Pid:
         dest = rt._processes.get(target)
+        if dest is None and target.node != rt._node_name and rt._router is not None:
+            # A pid of another node: straight to the router (what the
+            # runtime's send decides for it, one frame less per message).
+            return rt._router.send(target, message)
     elif type(target) is str:
         pid = rt._registry.get(target)
         dest = None if pid is None else rt._processes.get(pid)
+    elif (
+        type(target) is tuple
+        and len(target) == 2
+        and type(target[0]) is str
+        and target[1] != rt._node_name
+        and rt._router is not None
+    ):
+        # (name, node) on another node: straight to the router, as above.
+        return rt._router.send_registered(proc.pid, target[0], target[1], message)
     else:
         dest = None
     if dest is not None:
