@@ -115,8 +115,6 @@ SETUP_TIMEOUT: Final = atom.ensure("setup_timeout")
 _DECODE_ERRORS: Final = (msgspec.DecodeError, ValueError, TypeError, RecursionError)
 #: Splits a run's items into their raw bytes (the one-by-one path).
 _RAW_LIST: Final = msgspec.msgpack.Decoder(list[msgspec.Raw])
-#: Marks a payload that could not be decoded (``None`` is a valid payload).
-_UNDECODABLE: Final = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -516,9 +514,11 @@ class Connection(asyncio.Protocol):
                     received += self._deliver_run(entry, msg)
                 elif type(msg) is RegSend:
                     received += 1
-                    payload = self._payload(msg)
-                    if payload is not _UNDECODABLE:
-                        entry.deliver_named(msg.name, payload)
+                    # As for Send: decoded only when someone holds the name.
+                    try:
+                        entry.deliver_named_encoded(msg.name, msg.payload, decode_term)
+                    except RemoteProtocolError as exc:
+                        self._dropped(msg, exc)
                 else:
                     dispatch(self, msg)
         except RemoteProtocolError as exc:
@@ -531,19 +531,6 @@ class Connection(asyncio.Protocol):
             self.close(PROTOCOL_ERROR)
         finally:
             self._messages_in += received
-
-    def _payload(self, msg: Send | RegSend) -> Any:
-        """Decode a message's payload; log and drop one this node cannot decode.
-
-        The frame around it was valid, so the stream is intact and the
-        connection stays up: typically the sender used a ``msgspec.Struct``
-        this node has not registered.
-        """
-        try:
-            return decode_term(msg.payload)
-        except RemoteProtocolError as exc:
-            self._dropped(msg, exc)
-            return _UNDECODABLE
 
     def _deliver_run(self, entry: RuntimeEntry, msg: SendRun) -> int:
         """Deliver a run of messages; how many. A bad item drops only itself.

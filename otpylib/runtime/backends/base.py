@@ -187,6 +187,9 @@ class RuntimeEntry(Protocol):
     def deliver_named(self, name: str, message: Any) -> bool:
         """Deliver to a registered name; ``False`` if nobody holds it."""
 
+    def deliver_named_encoded(self, name: str, encoded: Any, decode: Callable[[Any], Any]) -> bool:
+        """As ``deliver_encoded``, to a registered name (decoded only if someone holds it)."""
+
     def is_alive(self, pid: Pid) -> bool:
         """Whether the local ``pid`` is a live process (or an active alias)."""
 

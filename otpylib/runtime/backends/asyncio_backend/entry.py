@@ -107,6 +107,11 @@ class Entry:
                 waiter.set_result(None)
         return n
 
+    def deliver_named_encoded(self, name: str, encoded: Any, decode: Callable[[Any], Any]) -> bool:
+        """As :meth:`deliver_encoded`, to a registered name (``False``: nobody holds it)."""
+        pid = self._rt._registry.get(name)
+        return pid is not None and self.deliver_encoded(pid, encoded, decode)
+
     def deliver_named(self, name: str, message: Any) -> bool:
         """Deliver to a registered name; ``False`` if nobody holds it."""
         pid = self._rt._registry.get(name)
