@@ -246,10 +246,12 @@ async def test_a_payload_for_a_dead_pid_is_not_even_decoded(
         await asyncio.sleep(0)
     encoder = control.ControlEncoder()
     out = bytearray()
-    # An undecodable payload to a dead pid is dropped without decoding (no
-    # log line: decoding would have failed), then one to a live pid arrives.
+    # An undecodable payload to a dead pid, or to a name nobody holds, is
+    # dropped without decoding (no log line: decoding would have failed),
+    # then one to a live pid arrives.
     bad = Term(b"", msgspec.Raw(msgspec.msgpack.encode(msgspec.msgpack.Ext(99, b"?"))))
     encoder.encode_into(control.Send(dead, bad), out)
+    encoder.encode_into(control.RegSend(None, "nobody_holds_this", bad), out)
     encoder.send_into(live, ("after", 1), out)
     writer.write(bytes(out))
     assert await asyncio.wait_for(got, DEADLINE) == ("after", 1)
