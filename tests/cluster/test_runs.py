@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 import pytest
 from cluster_helpers import DEADLINE, run_in
+from raw_peer import authenticated
 from waiting import wait_until
 
 from otpylib import EXIT, process
@@ -27,7 +26,7 @@ from otpylib_dist import DistributedBackend
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.errors import EncodeError
 from otpylib_dist.protocol.framing import TICK, FrameReader
-from otpylib_dist.protocol.handshake import NEED_DATA, Established, Flags, Handshake, Role
+from otpylib_dist.protocol.handshake import Flags
 from otpylib_dist.protocol.shapes import FLAT_SHAPES
 
 ClusterFactory = Callable[..., Awaitable[list[DistributedBackend]]]
@@ -99,27 +98,8 @@ async def _raw_peer(
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
     """An authenticated raw peer with the given capability flags."""
     name = f"raw{flags}@127.0.0.1"
-    reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
-    hs = Handshake(
-        Role.INITIATOR,
-        name,
-        7,
-        COOKIE,
-        secrets.token_bytes(32),
-        time.monotonic(),
-        expected_peer=node.node_name,
-        flags=flags,
-    )
-    writer.write(hs.start())
-    while True:
-        data = await asyncio.wait_for(reader.read(65536), DEADLINE)
-        assert data, "the node closed the connection during the handshake"
-        hs.receive_data(data)
-        event = hs.next_event(time.monotonic())
-        writer.write(hs.data_to_send())
-        if isinstance(event, Established):
-            return reader, writer, name
-        assert event is NEED_DATA
+    reader, writer = await authenticated(node, name, COOKIE, flags=flags)
+    return reader, writer, name
 
 
 async def _frames_from(node: DistributedBackend, flags: int, count: int) -> list[type]:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import struct
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +20,7 @@ import pytest
 from cluster_helpers import DEADLINE, run_in
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from raw_peer import authenticated
 from waiting import wait_until
 
 from otpylib import process
@@ -30,7 +29,6 @@ from otpylib_dist import DistributedBackend
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import Term
 from otpylib_dist.protocol.framing import MAX_HANDSHAKE_FRAME, encode_frame
-from otpylib_dist.protocol.handshake import NEED_DATA, Established, Handshake, Role
 
 ClusterFactory = Callable[..., Awaitable[list[DistributedBackend]]]
 COOKIE = "cluster-test-cookie"
@@ -75,27 +73,7 @@ async def _authenticated(
     node: DistributedBackend, name: str = "raw@127.0.0.1"
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Connect as a well-behaved peer named ``name`` (real handshake, right cookie)."""
-    reader, writer = await _raw(node)
-    hs = Handshake(
-        Role.INITIATOR,
-        name,
-        7,
-        COOKIE,
-        secrets.token_bytes(32),
-        time.monotonic(),
-        expected_peer=node.node_name,
-    )
-    writer.write(hs.start())
-    while True:
-        data = await asyncio.wait_for(reader.read(65536), DEADLINE)
-        assert data, "the node closed the connection during the handshake"
-        hs.receive_data(data)
-        event = hs.next_event(time.monotonic())
-        writer.write(hs.data_to_send())
-        if isinstance(event, Established):
-            break
-        assert event is NEED_DATA
-    return reader, writer
+    return await authenticated(node, name, COOKIE)
 
 
 @pytest.fixture

@@ -8,18 +8,16 @@ then writes control frames by hand; the checks are control_handlers.py's.
 from __future__ import annotations
 
 import asyncio
-import secrets
-import time
 from typing import Any
 
 import pytest
+from raw_peer import authenticated
 
 from otpylib import process
 from otpylib.runtime.atoms import KILL, NORMAL
 from otpylib_dist import DistributedBackend
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import encode_reason
-from otpylib_dist.protocol.handshake import NEED_DATA, Established, Handshake, Role
 
 COOKIE = "forgery-cookie"
 DEADLINE = 10.0
@@ -29,26 +27,7 @@ CLOSE_DEADLINE = 2.0
 
 async def _forger(node: DistributedBackend) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Connect as ``forger@127.0.0.1`` with the right cookie (a trusted-but-hostile peer)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
-    hs = Handshake(
-        Role.INITIATOR,
-        "forger@127.0.0.1",
-        7,
-        COOKIE,
-        secrets.token_bytes(32),
-        time.monotonic(),
-        expected_peer=node.node_name,
-    )
-    writer.write(hs.start())
-    while True:
-        data = await asyncio.wait_for(reader.read(65536), DEADLINE)
-        assert data, "the node closed the connection during the handshake"
-        hs.receive_data(data)
-        event = hs.next_event(time.monotonic())
-        writer.write(hs.data_to_send())
-        if isinstance(event, Established):
-            return reader, writer
-        assert event is NEED_DATA
+    return await authenticated(node, "forger@127.0.0.1", COOKIE)
 
 
 async def _send(writer: asyncio.StreamWriter, msg: Any) -> None:
