@@ -101,6 +101,7 @@ from otpylib_dist.errors import NodeUnreachable, RpcError
 from otpylib_dist.logformat import JsonFormatter, LogfmtFormatter, setup_logging
 from otpylib_dist.names import NodeNameError
 from otpylib_dist.node import DistributedBackend
+from otpylib_dist.refusal_log import refusals
 
 logger = logging.getLogger(__name__)
 
@@ -314,6 +315,18 @@ def _run_on_loop(main: Coroutine[Any, Any, int], choice: str) -> int:
     return asyncio.run(main)
 
 
+def _say(text: str) -> None:
+    """Print the one ``otpy-node: ...`` error line, after every log line already queued.
+
+    Refused-connection lines are written by a thread (``refusal_log``);
+    draining it first, and writing the line in one call, keeps the two
+    from interleaving on stderr.
+    """
+    refusals.stop()
+    sys.stderr.write(f"otpy-node: {text}\n")
+    sys.stderr.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``otpy-node``; returns the exit code (0, 1 or 2, see the module)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -329,13 +342,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_on_loop(_run_node(args, log), args.loop)
         return asyncio.run(_ask(args))
     except (NodeNameError, CookieError, _UsageError) as exc:
-        print(f"otpy-node: {exc}", file=sys.stderr)
+        _say(str(exc))
         return EXIT_USAGE
     except (_Failure, DiscoveryError) as exc:
-        print(f"otpy-node: {exc}", file=sys.stderr)
+        _say(str(exc))
         return EXIT_FAILURE
     except OSError as exc:
-        print(f"otpy-node: {exc.strerror or exc}", file=sys.stderr)
+        _say(str(exc.strerror or exc))
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
