@@ -142,8 +142,26 @@ class NodeRouter:
         if conn is not None:
             conn.send_control(control.Unlink(local, remote))
 
-    async def monitor(self, owner: Pid, target: Pid | tuple[str, str], ref: Ref) -> Atom | None:
-        """Ask the peer to monitor ``target`` for ``owner``; or why not."""
+    def monitor(
+        self, owner: Pid, target: Pid | tuple[str, str], ref: Ref
+    ) -> Awaitable[Atom | None]:
+        """Ask the peer to monitor ``target`` for ``owner``; await it for why not (or None).
+
+        A plain ``def``: on an up connection of the target's incarnation (every
+        ``gen_server.call`` to a remote server starts with this) the Monitor
+        is queued here and the shared done future (result ``None``) returned,
+        with no coroutine; anything else takes :meth:`_monitor_slow`.
+        """
+        wire_target, node = _wire_target(target)
+        conn = self._up.get(node)
+        if conn is not None and (type(target) is not Pid or conn.peer_creation == target.creation):
+            conn.send_control(control.Monitor(owner, wire_target, ref))
+            return self._done
+        return self._monitor_slow(owner, target, ref)
+
+    async def _monitor_slow(
+        self, owner: Pid, target: Pid | tuple[str, str], ref: Ref
+    ) -> Atom | None:
         wire_target, node = _wire_target(target)
         conn = await self._connection(node)
         if conn is None:

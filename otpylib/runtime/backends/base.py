@@ -103,9 +103,12 @@ class RemoteRouter(Protocol):
     def unlink(self, local: Pid, remote: Pid) -> None:
         """Remove a link on the remote side (enqueue only: no connection, no link)."""
 
-    async def monitor(self, owner: Pid, target: Pid | tuple[str, str], ref: Ref) -> Any:
-        """Ask the remote node to monitor ``target``: ``None``, or the reason of an
-        immediate ``DOWN`` (``noconnection``, ``noproc``)."""
+    def monitor(self, owner: Pid, target: Pid | tuple[str, str], ref: Ref) -> Awaitable[Any]:
+        """Ask the remote node to monitor ``target``; await it for ``None``, or the
+        reason of an immediate ``DOWN`` (``noconnection``, ``noproc``).
+
+        A plain ``def`` returning an awaitable, as :meth:`send` (a remote
+        ``gen_server.call`` starts with a monitor)."""
 
     def demonitor(self, owner: Pid, target: Pid | tuple[str, str], ref: Ref) -> None:
         """Remove a monitor on the remote side (enqueue only)."""
