@@ -48,7 +48,14 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(NETNS) $(BIN)/python -m bench.local
-	$(NETNS) $(BIN)/python -m bench.dist
+	$(NETNS) $(BIN)/python -m bench.dist --compare-spin
+	$(NETNS) $(BIN)/python -m bench.gen_server --uvloop
+
+# The longer curves (sizes, live processes, mesh size, CPU hogs): see docs/bench.md.
+bench-curves: $(STAMP)
+	$(NETNS) $(BIN)/python -m bench.sizes
+	$(NETNS) $(BIN)/python -m bench.scale
+	$(NETNS) $(BIN)/python -m bench.dist --hogs 2 --repeat 3
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
