@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # when the machine allows it (see scripts/netns-run).
 NETNS := scripts/netns-run
 
-.PHONY: all venv test lint typecheck pytest soak demo bench clean
+.PHONY: all venv test lint typecheck pytest soak demo bench bench-curves clean
 
 all: test
 
