@@ -187,9 +187,6 @@ class RuntimeEntry(Protocol):
         """Deliver the messages ``decode(encoded)`` gives to a pid or registered name at once;
         how many (0: nobody there)."""
 
-    def deliver_named(self, name: str, message: Any) -> bool:
-        """Deliver to a registered name; ``False`` if nobody holds it."""
-
     def deliver_named_encoded(self, name: str, encoded: Any, decode: Callable[[Any], Any]) -> bool:
         """As ``deliver_encoded``, to a registered name (decoded only if someone holds it)."""
 

@@ -611,16 +611,9 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
                     if router is not None:
                         return router.send(target, message)
                     return self._sent
-        elif (
-            type(target) is tuple
-            and len(target) == 2
-            and type(target[0]) is str
-            and target[1] != self._node_name
-            and self._router is not None
-        ):
-            # (name, node) on another node, the common remote form: straight
-            # to the router (what _named and _send_remote_named would decide).
-            return self._router.send_registered(self._sender_pid(), target[0], target[1], message)
+        elif type(target) is tuple and len(target) == 2 and target[1] != self._node_name:
+            # (name, node) on another node: _named would only say "not local".
+            return self._send_remote_named(target, message)
         else:
             proc = self._named(target)
             if proc is None:

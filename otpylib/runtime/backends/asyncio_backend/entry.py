@@ -45,11 +45,9 @@ class Entry:
 
     def deliver(self, to: Pid, message: Any) -> bool:
         """Deliver a message from another node; ``False`` if ``to`` is not alive."""
-        proc = self._processes.get(to)
+        proc = self._live(to)
         if proc is None:
-            proc = self._rt._alias_owner(to) if self._rt._aliases else None
-            if proc is None:
-                return False
+            return False
         self._rt._messages += 1
         proc.deliver(message)
         return True
@@ -61,6 +59,7 @@ class Entry:
         payload would create). Exceptions from ``decode`` propagate (the
         caller drops the message and logs why).
         """
+        # _live inlined: this runs once per message received from a peer.
         proc = self._processes.get(to)
         if proc is None:
             proc = self._rt._alias_owner(to) if self._rt._aliases else None
@@ -84,11 +83,9 @@ class Entry:
             if named is None:
                 return 0
             to = named
-        proc = self._processes.get(to)
+        proc = self._live(to)
         if proc is None:
-            proc = self._rt._alias_owner(to) if self._rt._aliases else None
-            if proc is None:
-                return 0
+            return 0
         messages = decode(encoded)
         n = len(messages)
         if not n:
@@ -111,11 +108,6 @@ class Entry:
         """As :meth:`deliver_encoded`, to a registered name (``False``: nobody holds it)."""
         pid = self._rt._registry.get(name)
         return pid is not None and self.deliver_encoded(pid, encoded, decode)
-
-    def deliver_named(self, name: str, message: Any) -> bool:
-        """Deliver to a registered name; ``False`` if nobody holds it."""
-        pid = self._rt._registry.get(name)
-        return pid is not None and self.deliver(pid, message)
 
     def is_alive(self, pid: Pid) -> bool:
         """Whether the local ``pid`` is a live process (or an active alias)."""
