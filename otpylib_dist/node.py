@@ -37,6 +37,7 @@ from otpylib_dist.names import make_node_name, split_node_name
 from otpylib_dist.node_monitors import NodeMonitors
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import encode_term
+from otpylib_dist.protocol.errors import REFUSAL_REASONS
 from otpylib_dist.protocol.handshake import DEFAULT_SETUP_TIME
 from otpylib_dist.protocol.ticks import DEFAULT_NET_TICKTIME
 from otpylib_dist.remote_requests import PendingRequests
@@ -352,10 +353,13 @@ class Node(AsyncIOBackend):
         :meth:`last_connect_failure` for every reason).
         """
         failure = self.last_connect_failure(node)
-        if failure is None or failure.reason in _NOT_REFUSALS:
+        if failure is None:
             return None
-        # Our own refusal of a node that is not the one dialed is not_allowed.
-        return "not_allowed" if failure.reason == "wrong_node" else failure.reason
+        if failure.reason == "wrong_node":
+            return "not_allowed"  # our own refusal of a node that is not the one dialed
+        if failure.reason in REFUSAL_REASONS or failure.reason == "tls":
+            return failure.reason
+        return None
 
     async def _resolve(self, node: str) -> tuple[str, int] | None:
         if self._discovery is None:
@@ -457,10 +461,6 @@ class Node(AsyncIOBackend):
             return bool(await self.rpc(node, "ping", timeout=self.setup_time) == "pong")
         except (NodeUnreachable, TimeoutError, RpcError):
             return False
-
-
-#: Failure reasons that are not handshake refusals (``connect_refusal`` says None).
-_NOT_REFUSALS = frozenset({"no_address", "refused", "unreachable", "timeout", "closed", "error"})
 
 
 #: The name this class had before ``Node``; kept so existing code runs.
