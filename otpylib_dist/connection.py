@@ -509,7 +509,7 @@ class Connection(asyncio.Protocol):
                     try:
                         entry.deliver_encoded(msg.to, msg.payload, decode_term)
                     except RemoteProtocolError as exc:
-                        self._dropped(msg, exc)
+                        self._dropped(msg.to, exc)
                 elif type(msg) is SendRun:
                     received += self._deliver_run(entry, msg)
                 elif type(msg) is RegSend:
@@ -518,7 +518,7 @@ class Connection(asyncio.Protocol):
                     try:
                         entry.deliver_named_encoded(msg.name, msg.payload, decode_term)
                     except RemoteProtocolError as exc:
-                        self._dropped(msg, exc)
+                        self._dropped(msg.name, exc)
                 else:
                     dispatch(self, msg)
         except RemoteProtocolError as exc:
@@ -553,18 +553,11 @@ class Connection(asyncio.Protocol):
             try:
                 good.append(decode_term(Term(msg.shape, raw)))
             except RemoteProtocolError as exc:
-                to = msg.to
-                self._dropped(
-                    Send(to, Term(msg.shape, raw))
-                    if type(to) is Pid
-                    else RegSend(None, str(to), Term(msg.shape, raw)),
-                    exc,
-                )
+                self._dropped(msg.to, exc)
         return entry.deliver_run(msg.to, good, list)
 
-    def _dropped(self, msg: Send | RegSend, exc: RemoteProtocolError) -> None:
-        """Log a message dropped because its payload could not be decoded."""
-        target = msg.to if isinstance(msg, Send) else msg.name
+    def _dropped(self, target: Pid | str, exc: RemoteProtocolError) -> None:
+        """Log a message to ``target`` (a pid or a name) dropped: its payload did not decode."""
         log_refusal(
             logger,
             self.peer_name or self.address,
