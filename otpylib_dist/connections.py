@@ -47,7 +47,7 @@ import contextlib
 import errno
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from otpylib.runtime.atoms import NOCONNECTION
@@ -179,10 +179,14 @@ class ConnectionTable:
         if attempt is None:
             attempt = asyncio.get_running_loop().create_future()
             self._connecting[node] = attempt
-            task = asyncio.get_running_loop().create_task(self._connect(node, host, port, attempt))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._in_background(self._connect(node, host, port, attempt))
         return await asyncio.shield(attempt)
+
+    def _in_background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` as a task the table keeps (close_all cancels what is left)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _fail(
         self, node: str, reason: ConnectFailureReason, detail: str, address: str | None
@@ -491,12 +495,7 @@ class ConnectionTable:
             if port and other_host and name not in self.addresses:
                 self.addresses[name] = (other_host, port)
             if self.settings.connect_all and name not in self.up and not self.stopping:
-                self._background_connect(name)
-
-    def _background_connect(self, node: str) -> None:
-        task = asyncio.get_running_loop().create_task(self.connect(node))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+                self._in_background(self.connect(name))
 
     def connection_ended(self, conn: Connection, reason: Any) -> None:
         """A connection ended; for the up one, fire everything across it."""
