@@ -321,17 +321,14 @@ class ControlEncoder:
         mark = len(out)
         try:
             self._encode_into(term, out, -1)
-        except OverflowError:  # an int beyond 64 bits: the tagged form (a plain Send)
+        except BaseException as exc:
+            # Undo this item only: the run keeps the messages it has.
             del out[mark:]
             self._close_or_drop_run(out)
-            return False
-        except (TypeError, ValueError) as exc:
-            del out[mark:]
-            self._close_or_drop_run(out)
-            raise encode_failure(exc) from None
-        except BaseException:
-            del out[mark:]
-            self._close_or_drop_run(out)
+            if isinstance(exc, OverflowError):
+                return False  # an int beyond 64 bits: the tagged form (a plain Send)
+            if isinstance(exc, TypeError | ValueError):
+                raise encode_failure(exc) from None
             raise
         if len(out) - self._run_start - HEADER_SIZE > self._max:
             # Too big for one frame with the others: close the run before it
