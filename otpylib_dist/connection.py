@@ -37,6 +37,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, cast
 
@@ -44,17 +45,24 @@ import msgspec
 
 from otpylib.runtime.atoms import Atom, AtomLimitExceeded, atom
 from otpylib.runtime.backends.base import RuntimeEntry
+from otpylib.runtime.context import current_process
 from otpylib.runtime.data import Pid
 from otpylib_dist.busy_wait import BusyWait
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import Term, decode_term
-from otpylib_dist.protocol.control import RegSend, Send, SendRun
+from otpylib_dist.protocol.control import Fragment, FragmentAck, RegSend, Send, SendRun
 from otpylib_dist.protocol.errors import (
     AtomLimitReached,
     HandshakeRefused,
     ProtocolError,
     RefusalReason,
     RemoteProtocolError,
+)
+from otpylib_dist.protocol.fragments import (
+    DEFAULT_MAX_MESSAGE,
+    FRAGMENT_ABOVE,
+    Outbox,
+    Reassembly,
 )
 from otpylib_dist.protocol.framing import (
     DEFAULT_MAX_FRAME,
@@ -129,6 +137,7 @@ class ConnectionSettings:
         busy_wait: the node's busy-wait poker (``busy_wait.py``).
         listen_port: where this node accepts connections (told to peers).
         connect_all: connect to the nodes peers tell us of (Erlang's default).
+        max_message_size: largest message sent or reassembled (``fragments.py``).
     """
 
     name: str
@@ -140,6 +149,7 @@ class ConnectionSettings:
     busy_wait: BusyWait = field(default_factory=lambda: BusyWait(0.0))
     listen_port: int = 0
     connect_all: bool = True
+    max_message_size: int = DEFAULT_MAX_MESSAGE
 
 
 class ConnectionOwner(Protocol):
@@ -227,6 +237,12 @@ class Connection(asyncio.Protocol):
         self._reader: FrameReader | None = None
         self._encoder = control.ControlEncoder()
         self._decoder = control.ControlDecoder()
+        #: Large messages going out in fragments (``fragments.py``), and
+        #: the one coming in; used once both ends set Flags.FRAGMENTS.
+        self._outbox = Outbox(self._encoder.encode_into)
+        self._reassembly: Reassembly | None = None
+        #: Fragments taken in this read and not yet acknowledged.
+        self._acks = 0
         self._up = False
         self._out = bytearray()
         self._flush_handle: asyncio.Handle | None = None
@@ -284,7 +300,7 @@ class Connection(asyncio.Protocol):
             hidden=settings.hidden,
             expected_peer=self.expected_peer,
             setup_time=settings.setup_time,
-            flags=Flags.PEERS | Flags.RUNS,
+            flags=Flags.PEERS | Flags.RUNS | Flags.FRAGMENTS,
         )
         self._write_raw(hs.start())
         self._arm_setup_timer(hs.deadline)
@@ -457,6 +473,10 @@ class Connection(asyncio.Protocol):
         self.peer_hidden = event.peer_hidden
         self.peer_flags = event.peer_flags
         self._runs = bool(event.peer_flags & Flags.RUNS)
+        if event.peer_flags & Flags.FRAGMENTS:
+            limit = self._settings.max_message_size
+            self._encoder.split_above(FRAGMENT_ABOVE, limit)
+            self._reassembly = Reassembly(limit)
         if self._setup_timer is not None:
             self._setup_timer.cancel()
             self._setup_timer = None
@@ -493,12 +513,19 @@ class Connection(asyncio.Protocol):
         entry = self._entry
         dispatch = self._owner.dispatch
         received = 0
+        acked = False
         try:
             reader.receive_data(data)
             for frame in reader.frames():
                 if frame is TICK:
                     continue
                 msg = decode(frame)
+                if type(msg) is Fragment:
+                    # A piece of a large message: handled as a whole once complete.
+                    whole = self._reassembled(msg)
+                    if whole is None:
+                        continue
+                    msg = whole
                 # The two message kinds that carry nearly all traffic are
                 # handled inline; everything else goes through the table.
                 if type(msg) is Send:
@@ -519,8 +546,15 @@ class Connection(asyncio.Protocol):
                         entry.deliver_named_encoded(msg.name, msg.payload, decode_term)
                     except RemoteProtocolError as exc:
                         self._dropped(msg.name, exc)
+                elif type(msg) is FragmentAck:
+                    self._outbox.acked(msg.count)
+                    acked = True
                 else:
                     dispatch(self, msg)
+            if self._acks:
+                self._acknowledge()
+            if acked and self._outbox.streams:
+                self._flush()  # the window opened: the next fragments leave now
         except RemoteProtocolError as exc:
             logger.warning(
                 "closing connection to %s: it sent something illegal: %s",
@@ -531,6 +565,40 @@ class Connection(asyncio.Protocol):
             self.close(PROTOCOL_ERROR)
         finally:
             self._messages_in += received
+
+    def _reassembled(self, msg: Fragment) -> control.ControlMessage | None:
+        """Take one fragment; the whole message once its last one is in, else ``None``."""
+        reassembly = self._reassembly
+        if reassembly is None:
+            raise RemoteProtocolError("a Fragment from a peer that did not say it sends them")
+        self._acks += 1
+        body = reassembly.add(msg)
+        if body is None:
+            return None
+        if not body:  # fragments.TOO_LARGE: the first fragment of a message over the limit
+            log_refusal(
+                logger,
+                self.peer_name or self.address,
+                "dropping a message of %d bytes from %s: over max_message_size (%d bytes); "
+                "set the same max_message_size on every node",
+                msg.total,
+                self.peer_name,
+                reassembly.limit,
+                level=logging.ERROR,
+                extra=self._fields("message_dropped", "too_large"),
+            )
+            return None
+        whole = self._decoder.decode(body)
+        if type(whole) is Fragment:
+            raise RemoteProtocolError("a fragmented message made of fragments")
+        return whole
+
+    def _acknowledge(self) -> None:
+        """Tell the peer how many fragments this read took (its window opens)."""
+        self._encoder.encode_into(FragmentAck(self._acks), self._out)
+        self._acks = 0
+        if self._flush_handle is None:
+            self._write_first()
 
     def _deliver_run(self, entry: RuntimeEntry, msg: SendRun) -> int:
         """Deliver a run of messages; how many. A bad item drops only itself.
@@ -582,7 +650,14 @@ class Connection(asyncio.Protocol):
         """
         if self._transport is None or self._close_reason is not None:
             return
-        self._encoder.encode_into(msg, self._out)
+        if self._outbox.streams:
+            # Slow path while a large message goes out: the signal may have to
+            # wait behind its sender's (see _aside).
+            self._aside(_signal_sender(msg), lambda out: self._encoder.encode_into(msg, out))
+        else:
+            self._encoder.encode_into(msg, self._out)
+            if self._encoder.big >= 0:
+                self._fragment(self._out, _signal_sender(msg))
         if self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self._flush)
 
@@ -596,6 +671,10 @@ class Connection(asyncio.Protocol):
         """
         if self._transport is None or self._close_reason is not None:
             return False
+        if self._outbox.streams:
+            # Slow path while a large message goes out (see _aside).
+            self._messages_out += 1
+            return self._aside(_sender(), lambda out: self._encoder.send_into(to, term, out))
         # While this loop step's batch is open (the first message of a step
         # left at once), consecutive messages of one shape to one pid join a
         # run frame: one header, one target and one typed decode for all of
@@ -607,12 +686,19 @@ class Connection(asyncio.Protocol):
         ):
             self._encoder.send_into(to, term, self._out)
         self._messages_out += 1
+        if self._encoder.big >= 0:
+            return self._fragment(self._out, _sender())
         return self._queued()
 
     def reg_send_term(self, sender: Pid | None, name: str, term: Any) -> bool:
         """Queue a message to ``name`` on the peer, encoded in one pass; as :meth:`send_term`."""
         if self._transport is None or self._close_reason is not None:
             return False
+        if self._outbox.streams:
+            self._messages_out += 1
+            return self._aside(
+                sender, lambda out: self._encoder.reg_send_into(sender, name, term, out)
+            )
         # As send_term: a burst to one name joins a run (the name travels once).
         if not (
             self._runs
@@ -621,7 +707,46 @@ class Connection(asyncio.Protocol):
         ):
             self._encoder.reg_send_into(sender, name, term, self._out)
         self._messages_out += 1
+        if self._encoder.big >= 0:
+            return self._fragment(self._out, sender)
         return self._queued()
+
+    def _aside(self, key: Pid | None, encode: Callable[[bytearray], object]) -> bool:
+        """Queue a frame while large messages go out; return must_drain.
+
+        A frame of a sender (``key``) whose large message is still going out
+        waits behind it, so the peer sees that sender's frames in order; any
+        other sender's frame goes at once, between the fragments (no runs
+        are formed meanwhile: the rare path stays simple).
+        """
+        held = self._outbox.held_for(key)
+        self._encoder.close_run(self._out)
+        out = self._out if held is None else held
+        encode(out)
+        if self._encoder.big >= 0:
+            return self._fragment(out, key)
+        if held is None:
+            return self._queued()
+        return self._outbox.pending > HIGH_WATER
+
+    def _fragment(self, out: bytearray, key: Pid | None) -> bool:
+        """The frame just encoded into ``out`` is large: send it in fragments; must_drain.
+
+        The sender is told to drain: it waits until most of its message is
+        out (bounded memory for a loop of large sends), while other senders'
+        frames keep going.
+        """
+        body, before = self._encoder.take_big(out)
+        # ``out`` now backs the message's body: the frames before it move
+        # to a fresh buffer, which takes its place.
+        if out is self._out:
+            self._out = before
+        else:
+            self._outbox.replace_held(out, before)
+        self._outbox.add(key, body)
+        if self._flush_handle is None:
+            self._write_first()
+        return True
 
     def _queued(self) -> bool:
         """A message was appended to the buffer: write or batch it; return must_drain."""
@@ -630,14 +755,26 @@ class Connection(asyncio.Protocol):
         return self._paused or len(self._out) > HIGH_WATER
 
     async def drain(self) -> None:
-        """Wait until the peer has taken enough of what we queued."""
+        """Wait until the peer has taken enough of what we queued.
+
+        A sender whose large message is going out waits until most of what
+        it queued is written (other senders do not wait for it).
+        """
         if len(self._out) > HIGH_WATER:
             self._flush()
+        outbox = self._outbox
+        if outbox.streams:
+            key = _sender()
+            while outbox.holds(key) and outbox.pending > HIGH_WATER and self._transport is not None:
+                await self._wait_for_room()
         if not self._paused or self._transport is None:
             return
+        await self._wait_for_room()
+
+    def _wait_for_room(self) -> asyncio.Future[None]:
         waiter = self._loop.create_future()
         self._drain_waiters.append(waiter)
-        await waiter
+        return waiter
 
     def _write_first(self) -> None:
         """Write what is queued now and open a batch for the rest of this loop step.
@@ -652,6 +789,15 @@ class Connection(asyncio.Protocol):
     def _flush(self) -> None:
         self._flush_handle = None
         self._encoder.close_run(self._out)
+        # Fragments go after the small frames queued this step, as many as
+        # the window allows; the rest leave as the peer acknowledges.
+        if (
+            self._outbox.streams
+            and not self._paused
+            and self._outbox.pump(self._out)
+            and self._drain_waiters
+        ):
+            self._wake_drainers()
         if self._out and self._transport is not None:
             self._write_raw(bytes(self._out))
             self._out.clear()
@@ -683,6 +829,8 @@ class Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._paused = False
         self._wake_drainers()
+        if self._outbox.streams and self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
 
     def _wake_drainers(self) -> None:
         waiters, self._drain_waiters = self._drain_waiters, []
@@ -767,6 +915,7 @@ class Connection(asyncio.Protocol):
                 timer.cancel()
         self._out.clear()
         self._encoder.discard_run()
+        self._outbox.clear()
         self._wake_drainers()
         self._owner.connection_ended(self, reason)
         if not self.closed.done():
@@ -824,3 +973,25 @@ class Connection(asyncio.Protocol):
     def __repr__(self) -> str:
         state = "up" if self._up else "handshaking"
         return f"<Connection {self.role.name} {self.peer_name or self.expected_peer} {state}>"
+
+
+def _sender() -> Pid | None:
+    """The pid of the process running now (``None`` outside any): whose frame this is."""
+    proc = current_process.get()
+    return proc.pid if proc is not None else None
+
+
+def _signal_sender(msg: Any) -> Pid | None:
+    """The process a control message speaks for (``None``: the node itself).
+
+    Every signal names its sender except the node's own messages (spawn
+    replies, rpc, peers, the ``noproc`` DOWN for a name nobody holds). A
+    DOWN names the process that ended (the router sends its pid even for a
+    monitor by name), so it follows that process's large message.
+    """
+    sender = getattr(msg, "from_", None) or getattr(msg, "owner", None)
+    if sender is None:
+        sender = getattr(msg, "sender", None)
+    if type(msg) is control.MonitorExit:
+        sender = msg.target if type(msg.target) is Pid else None
+    return sender if type(sender) is Pid else None

@@ -38,6 +38,7 @@ from otpylib_dist.node_monitors import NodeMonitors
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import encode_term
 from otpylib_dist.protocol.errors import REFUSAL_REASONS
+from otpylib_dist.protocol.fragments import DEFAULT_MAX_MESSAGE, FRAGMENT_ABOVE
 from otpylib_dist.protocol.handshake import DEFAULT_SETUP_TIME
 from otpylib_dist.protocol.ticks import DEFAULT_NET_TICKTIME
 from otpylib_dist.remote_requests import PendingRequests
@@ -87,6 +88,11 @@ class Node(AsyncIOBackend):
         connect_all: connect to every visible node a peer is connected to,
             so a cluster becomes a full mesh however it was joined (Erlang's
             ``connect_all``, on by default).
+        max_message_size: largest message (encoded) this node sends or
+            accepts, in bytes (default 256 MiB). Messages over 256 KiB travel
+            in fragments, so they do not hold up small ones; a larger message
+            raises ``EncodeError`` at its sender, and one arriving is dropped
+            with a log line. Set the same value on every node.
     """
 
     def __init__(
@@ -105,12 +111,17 @@ class Node(AsyncIOBackend):
         busy_wait: float | None = None,
         spawn_allow: tuple[str, ...] | None = None,
         connect_all: bool = True,
+        max_message_size: int = DEFAULT_MAX_MESSAGE,
     ) -> None:
         super().__init__()
         full = make_node_name(name)
         _, host = split_node_name(full)
         if net_ticktime < 1.0:
             raise ValueError(f"net_ticktime must be at least 1 second, got {net_ticktime}")
+        if max_message_size < FRAGMENT_ABOVE:
+            raise ValueError(
+                f"max_message_size must be at least {FRAGMENT_ABOVE} bytes, got {max_message_size}"
+            )
         self._wanted_name = full
         self._host = host
         self._listen_host = listen_host if listen_host is not None else host
@@ -127,6 +138,7 @@ class Node(AsyncIOBackend):
         )
         self._spawn_policy = SpawnPolicy(spawn_allow)
         self.connect_all = connect_all
+        self.max_message_size = max_message_size
         self._port = 0
         self._server: asyncio.Server | None = None
         self._table: ConnectionTable | None = None
@@ -194,6 +206,7 @@ class Node(AsyncIOBackend):
             net_ticktime=self.net_ticktime,
             busy_wait=self.busy_wait,
             connect_all=self.connect_all and not self.hidden,
+            max_message_size=self.max_message_size,
         )
         # The seam: the router goes in, the runtime's entry points come out.
         router = NodeRouter(self._requests, self.make_ref)

@@ -44,6 +44,8 @@ __all__ = [
     "Demonitor",
     "Exit",
     "Exit2",
+    "Fragment",
+    "FragmentAck",
     "Link",
     "Monitor",
     "MonitorExit",
@@ -228,6 +230,34 @@ class SendRun(_Control, tag=67, frozen=True):
     items: msgspec.Raw
 
 
+class Fragment(_Control, tag=68, frozen=True):
+    """A piece of one large frame body (``fragments.py``).
+
+    ``seq`` numbers the message (from 1, per connection), ``total`` is its
+    whole body's size (the same in every fragment), ``data`` the next
+    bytes of it. The receiver decodes the joined body as one control
+    message once ``total`` bytes arrived. Sent only to a peer whose
+    handshake flags include ``Flags.FRAGMENTS``.
+
+    Differs from Erlang, whose fragment header counts fragments down and
+    carries the control message in the first one only.
+    """
+
+    seq: int
+    total: int
+    data: memoryview  # decoded as a view of the frame: no copy until reassembly
+
+
+class FragmentAck(_Control, tag=69, frozen=True):
+    """The receiver took ``count`` more fragments: the sender may send as many more.
+
+    The window that keeps a large message from filling the socket buffers
+    (``fragments.WINDOW``); Erlang has no equivalent.
+    """
+
+    count: int
+
+
 #: Every control message a peer may send.
 ControlMessage = (
     Link
@@ -245,6 +275,8 @@ ControlMessage = (
     | NodeRpcReply
     | Peers
     | SendRun
+    | Fragment
+    | FragmentAck
 )
 
 
@@ -268,9 +300,16 @@ class ControlEncoder:
         max_frame_size: largest frame body the peer accepts; a larger
             message raises :class:`EncodeError` at the sender instead of
             making the peer drop the connection.
+
+    Attributes:
+        big: where, in the buffer just written to, a frame starts whose body
+            is over the split size (:meth:`split_above`), else -1. The
+            connection takes it out (:meth:`take_big`) and sends it in
+            fragments; it is always the last frame of that buffer.
     """
 
     __slots__ = (
+        "_big_head",
         "_encode",
         "_encode_into",
         "_max",
@@ -279,6 +318,8 @@ class ControlEncoder:
         "_run_shape",
         "_run_start",
         "_run_to",
+        "_split",
+        "big",
     )
 
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME) -> None:
@@ -286,6 +327,9 @@ class ControlEncoder:
         self._encode = encoder.encode
         self._encode_into = encoder.encode_into
         self._max = max_frame_size
+        self._split = max_frame_size
+        self.big = -1
+        self._big_head: bytes | None = None
         # The open run (see SendRun): where its frame starts in the buffer
         # (-1: none), where its item count goes, its target, shape and count.
         self._run_start = -1
@@ -330,14 +374,81 @@ class ControlEncoder:
             if isinstance(exc, TypeError | ValueError):
                 raise encode_failure(exc) from None
             raise
-        if len(out) - self._run_start - HEADER_SIZE > self._max:
-            # Too big for one frame with the others: close the run before it
-            # and let a plain Send carry this one (and its own size check).
-            del out[mark:]
-            self.close_run(out)
-            return False
+        if len(out) - self._run_start - HEADER_SIZE > self._split:
+            # Too big to share a frame with the others: the run closes before
+            # this item and the item goes in a run of its own.
+            # Its size alone, in a run of its own: the run's head, then the item.
+            alone = self._run_count_at + 4 - self._run_start - HEADER_SIZE + len(out) - mark
+            if self._run_count and alone > self._split:
+                self._big_run(to, shape, out, mark)  # large: sent in fragments, not moved
+                return True
+            if self._run_count:  # not large alone: moved to open the next run (a small copy)
+                item = bytes(memoryview(out)[mark:])
+                del out[mark:]
+                self.close_run(out)
+                self._open_run(to, shape, out)
+                out += item
+            if len(out) - self._run_start - HEADER_SIZE > self._split:
+                start = self._run_start  # alone in its run and still large: fragments
+                self._run_count = 1
+                self.close_run(out)
+                self._over_split(out, start, len(out) - start - HEADER_SIZE, "SendRun")
+                return True
         self._run_count += 1
         return True
+
+    def _big_run(self, to: Pid | str, shape: bytes, out: bytearray, mark: int) -> None:
+        """Close the run before the large item at ``mark``; mark the item ``big``, as a run.
+
+        The item's own run header is built apart (``_big_head``) so that
+        the item's bytes are sent from where they are.
+        """
+        item_size = len(out) - mark
+        self.close_run(out, mark)
+        head = bytearray()
+        self._open_run(to, shape, head)
+        self._run_start = -1
+        _pack_count_into(head, self._run_count_at, 1)
+        size = len(head) - HEADER_SIZE + item_size
+        if size > self._max:
+            del out[mark:]
+            self._over_split(out, mark, size, "SendRun")  # raises EncodeError
+        self.big = mark
+        self._big_head = bytes(head[HEADER_SIZE:])  # the body's start (no length header)
+
+    def split_above(self, size: int, max_message: int) -> None:
+        """Mark frames over ``size`` bytes as ``big`` and accept up to ``max_message``.
+
+        Called once the peer said it reads fragments: a larger message is
+        then sent in pieces rather than refused.
+        """
+        self._split = size
+        self._max = max_message
+
+    def take_big(self, out: bytearray) -> tuple[list[memoryview], bytearray]:
+        """Split ``out`` at its ``big`` frame: the frame's body and the frames before it.
+
+        Returns the body as views of ``out`` (no copy of a large message)
+        and a new buffer holding the frames before it: the caller must use
+        that buffer from now on and never grow ``out`` again.
+        """
+        start, self.big = self.big, -1
+        head, self._big_head = self._big_head, None
+        view = memoryview(out)
+        before = bytearray(view[:start])
+        if head is None:
+            return [view[start + HEADER_SIZE :]], before
+        return [memoryview(head), view[start:]], before
+
+    def _over_split(self, out: bytearray, start: int, size: int, name: str) -> None:
+        """A frame of ``size`` bytes at ``start`` is over the split size: refuse it or mark it."""
+        if size > self._max:
+            del out[start:]
+            raise EncodeError(
+                f"a {name} message of {size} bytes exceeds the limit of {self._max} bytes; "
+                "send large data in parts, or raise max_message_size on both nodes"
+            )
+        self.big = start
 
     def _open_run(self, to: Pid | str, shape: bytes, out: bytearray) -> None:
         self._run_start = len(out)
@@ -361,21 +472,24 @@ class ControlEncoder:
         """Forget the open run: its buffer was thrown away (the connection died)."""
         self._run_start = -1
 
-    def close_run(self, out: bytearray) -> None:
+    def close_run(self, out: bytearray, end: int = -1) -> None:
         """Finish the open run in ``out`` (its count and length); call before writing ``out``.
 
         Every other ``*_into`` method of this encoder calls it first, so a
-        run never straddles another frame.
+        run never straddles another frame. ``end``: where the run ends, when
+        bytes after it in ``out`` are not part of it (default: ``out``'s end).
         """
         start = self._run_start
         if start < 0:
             return
         self._run_start = -1
+        if end < 0:
+            end = len(out)
         if self._run_count == 0:
-            del out[start:]
+            del out[start:end]
             return
         _pack_count_into(out, self._run_count_at, self._run_count)
-        _pack_header_into(out, start, len(out) - start - HEADER_SIZE)
+        _pack_header_into(out, start, end - start - HEADER_SIZE)
 
     def encode(self, msg: ControlMessage) -> bytes:
         """Return the frame body of ``msg`` (no length header)."""
@@ -449,20 +563,15 @@ class ControlEncoder:
             del out[start:]
             raise
         size = len(out) - start - HEADER_SIZE
-        if size > self._max:
-            return self._finish(out, start, name)  # raises EncodeError
+        if size > self._split:
+            self._over_split(out, start, size, name)  # raises EncodeError over the limit
         _pack_header_into(out, start, size)
         return size + HEADER_SIZE
 
     def _finish(self, out: bytearray, start: int, name: str) -> int:
         size = len(out) - start - HEADER_SIZE
-        if size > self._max:
-            del out[start:]
-            raise EncodeError(
-                f"a {name} message of {size} bytes exceeds "
-                f"the frame limit of {self._max} bytes; send large data in parts, or raise "
-                "max_frame_size on both nodes"
-            )
+        if size > self._split:
+            self._over_split(out, start, size, name)
         _pack_header_into(out, start, size)
         return size + HEADER_SIZE
 

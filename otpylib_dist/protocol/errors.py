@@ -121,7 +121,7 @@ class FrameTooLarge(RemoteProtocolError):
         self.limit = limit
         super().__init__(
             f"peer announced a frame of {size} bytes; the limit is {limit} bytes "
-            "(raise it with max_frame_size on both nodes if such messages are expected)"
+            "(larger messages travel in fragments between nodes that both support them)"
         )
 
 

@@ -78,6 +78,7 @@ class Flags(enum.IntFlag):
     HIDDEN = 1  # a hidden node: not listed by nodes(), not told of other nodes
     PEERS = 2  # understands the Peers control message (connect_all)
     RUNS = 4  # understands SendRun frames (several messages to one pid in one frame)
+    FRAGMENTS = 8  # sends and reads large messages in Fragment frames, acknowledged
 
 
 class _Wire(msgspec.Struct, array_like=True, frozen=True, gc=False):

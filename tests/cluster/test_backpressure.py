@@ -1,4 +1,10 @@
-"""A peer that stops reading makes senders wait; memory stays bounded; nothing is lost."""
+"""A peer that stops reading makes senders wait; memory stays bounded; nothing is lost.
+
+Two ways a sender waits: messages of up to 256 KiB fill our buffer and the
+transport's until the transport pauses us; larger ones go in fragments
+(``protocol/fragments.py``) that stop when the peer stops acknowledging,
+and their sender waits while over a megabyte of its own is queued.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from cluster_helpers import DEADLINE
 from waiting import wait_until
 
@@ -15,14 +22,16 @@ from otpylib_dist.connection import HIGH_WATER, TRANSPORT_HIGH_WATER
 
 ClusterFactory = Callable[..., Awaitable[list[DistributedBackend]]]
 
-CHUNK = 256 * 1024
-#: 64 MiB in all: far more than the kernel's socket buffers on loopback
-#: (a few MiB each way) plus our own buffers, so the sender must block.
-COUNT = 256
+#: Message sizes: whole frames, and fragmented ones. 64 MiB in all: far
+#: more than the kernel's socket buffers on loopback (a few MiB each way)
+#: plus our own buffers, so the sender must block.
+SIZES = [(128 * 1024, 512), (1 << 20, 64)]
+CHUNK, COUNT = SIZES[0]
 
 
+@pytest.mark.parametrize(("chunk", "count"), SIZES, ids=["whole", "fragmented"])
 async def test_sender_waits_for_a_slow_peer_and_every_message_arrives_in_order(
-    make_cluster: ClusterFactory,
+    make_cluster: ClusterFactory, chunk: int, count: int
 ) -> None:
     a, b = await make_cluster(2)
     received: list[int] = []
@@ -30,9 +39,9 @@ async def test_sender_waits_for_a_slow_peer_and_every_message_arrives_in_order(
 
     async def sink() -> None:
         await process.register("sink")
-        while len(received) < COUNT:
+        while len(received) < count:
             i, data = await process.receive()
-            assert len(data) == CHUNK
+            assert len(data) == chunk
             received.append(i)
         all_in.set_result(None)
 
@@ -49,26 +58,28 @@ async def test_sender_waits_for_a_slow_peer_and_every_message_arrives_in_order(
 
     async def sender() -> None:
         nonlocal sent, peak
-        payload = b"x" * CHUNK
-        for i in range(COUNT):
+        payload = b"x" * chunk
+        for i in range(count):
             await process.send(("sink", b.node_name), (i, payload))
             sent += 1
             assert conn._transport is not None
-            buffered = len(conn._out) + conn._transport.get_write_buffer_size()
+            buffered = (
+                len(conn._out) + conn._transport.get_write_buffer_size() + conn._outbox.pending
+            )
             peak = max(peak, buffered)
 
     await a.spawn(sender)
-    await wait_until(lambda: conn._paused, "the transport to pause the sender")
+    await wait_until(lambda: bool(conn._drain_waiters), "the sender to wait for room")
     stalled_at = sent
     await asyncio.sleep(0.3)  # the sender stays blocked while nobody reads
-    assert sent == stalled_at < COUNT
-    bound = HIGH_WATER + TRANSPORT_HIGH_WATER + 2 * CHUNK
+    assert sent == stalled_at < count
+    bound = HIGH_WATER + TRANSPORT_HIGH_WATER + 2 * chunk
     assert peak <= bound, f"buffered {peak} bytes, more than the {bound} allowed"
 
     b_side._transport.resume_reading()
     await asyncio.wait_for(all_in, DEADLINE * 3)
-    assert received == list(range(COUNT))
-    assert sent == COUNT
+    assert received == list(range(count))
+    assert sent == count
 
 
 async def test_sender_blocked_on_a_peer_that_dies_is_released(

@@ -121,8 +121,8 @@ def test_message_over_the_frame_limit_is_refused_at_the_sender() -> None:
     out = bytearray(b"queued")
     with pytest.raises(
         EncodeError,
-        match=r"^a Send message of 1\d\d\d bytes exceeds the frame limit of 100 bytes; send "
-        r"large data in parts, or raise max_frame_size on both nodes$",
+        match=r"^a Send message of 1\d\d\d bytes exceeds the limit of 100 bytes; send "
+        r"large data in parts, or raise max_message_size on both nodes$",
     ):
         encoder.send_into(B, b"x" * 1000, out)
     with pytest.raises(EncodeError, match=r"^a Send message of"):

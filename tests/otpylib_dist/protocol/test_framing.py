@@ -119,7 +119,7 @@ def test_oversized_frame_is_rejected_from_its_header_alone() -> None:
     with pytest.raises(
         FrameTooLarge,
         match=r"^peer announced a frame of 101 bytes; the limit is 100 bytes "
-        r"\(raise it with max_frame_size on both nodes if such messages are expected\)$",
+        r"\(larger messages travel in fragments between nodes that both support them\)$",
     ):
         reader.next_frame()
 

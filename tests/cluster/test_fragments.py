@@ -1,0 +1,248 @@
+"""Large messages travel in fragments: they arrive whole and do not hold up small ones.
+
+What must hold (``protocol/fragments.py``): a large message arrives
+byte-exact; a small message of another process, sent after a large one,
+does not wait for it; one process's frames (messages and signals) stay in
+order behind its own large message; the size limit is enforced at both
+ends with a clear outcome; a peer that did not ask for fragments gets none;
+the window holds when the peer does not acknowledge; fragments that do not
+add up close the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from cluster_helpers import DEADLINE, run_in
+from raw_peer import authenticated
+from waiting import wait_until
+
+from otpylib import EXIT, process
+from otpylib.runtime.atoms import atom
+from otpylib.runtime.data import Pid
+from otpylib_dist import DistributedBackend
+from otpylib_dist.protocol import control
+from otpylib_dist.protocol.codec import decode_term
+from otpylib_dist.protocol.errors import EncodeError
+from otpylib_dist.protocol.fragments import FRAGMENT_SIZE, WINDOW
+from otpylib_dist.protocol.framing import TICK, FrameReader
+from otpylib_dist.protocol.handshake import Flags
+
+ClusterFactory = Callable[..., Awaitable[list[DistributedBackend]]]
+COOKIE = "cluster-test-cookie"
+MSG = atom.ensure("msg")
+
+
+async def _collector(
+    node: DistributedBackend, count: int, log: list[Any] | None = None
+) -> tuple[Any, asyncio.Future[list[Any]]]:
+    done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+
+    async def collect() -> None:
+        process.flag("trap_exit", True)
+        got = []
+        while len(got) < count:
+            msg = await process.receive()
+            got.append(msg)
+            if log is not None:
+                log.append(msg)
+        done.set_result(got)
+
+    return await node.spawn(collect), done
+
+
+async def test_large_messages_arrive_whole_by_pid_and_by_name(make_cluster: ClusterFactory) -> None:
+    a, b = await make_cluster(2)
+    sink, done = await _collector(b, 3)
+    await b.register("big_sink", sink)
+    payloads = [bytes(range(256)) * 1200, b"n" * (3 << 20) + b"end", "t" * (1 << 20)]
+
+    async def send() -> None:
+        await process.send(sink, (MSG, payloads[0]))
+        await process.send(("big_sink", b.node_name), (MSG, payloads[1]))
+        await process.send(sink, (MSG, payloads[2]))
+
+    await run_in(a, send)
+    got = await asyncio.wait_for(done, DEADLINE)
+    assert got == [(MSG, p) for p in payloads]
+
+
+async def test_a_small_message_of_another_process_does_not_wait_for_a_large_one(
+    make_cluster: ClusterFactory,
+) -> None:
+    a, b = await make_cluster(2)
+    arrivals: list[Any] = []
+    big_sink, big_done = await _collector(b, 1, arrivals)
+    small_sink, small_done = await _collector(b, 1, arrivals)
+    big_started = asyncio.Event()
+
+    async def big_sender() -> None:
+        big_started.set()  # the send below encodes, queues and waits for room
+        await process.send(big_sink, ("big", bytes(32 << 20)))
+
+    async def small_sender() -> None:
+        await big_started.wait()
+        await process.send(small_sink, ("small", 1))
+
+    await a.spawn(big_sender)
+    await a.spawn(small_sender)
+    await asyncio.wait_for(big_done, DEADLINE)
+    await asyncio.wait_for(small_done, DEADLINE)
+    assert [m[0] for m in arrivals] == ["small", "big"]
+
+
+async def test_one_process_frames_stay_in_order_behind_its_large_message(
+    make_cluster: ClusterFactory,
+) -> None:
+    a, b = await make_cluster(2)
+    sink, done = await _collector(b, 4)
+
+    async def sender() -> None:
+        await process.link(sink)
+        await process.send(sink, (MSG, "small before"))
+        await process.send(sink, (MSG, bytes(4 << 20)))
+        await process.send(sink, (MSG, "small after"))
+        await process.exit(sink, "after the large one")  # a signal: after it too
+
+    await run_in(a, sender)
+    got = await asyncio.wait_for(done, DEADLINE)
+    assert got[0] == (MSG, "small before")
+    assert got[1][0] is MSG and len(got[1][1]) == 4 << 20
+    assert got[2] == (MSG, "small after")
+    assert got[3][0] is EXIT and got[3][2] == "after the large one"
+
+
+async def test_a_message_over_max_message_size_raises_at_its_sender(
+    make_cluster: ClusterFactory,
+) -> None:
+    a, b = await make_cluster(2, max_message_size=1 << 20)
+    sink, done = await _collector(b, 1)
+
+    async def send() -> None:
+        with pytest.raises(EncodeError, match=r"exceeds the limit of 1048576 bytes.*max_message"):
+            await process.send(sink, (MSG, bytes(2 << 20)))
+        await process.send(sink, (MSG, "still connected"))
+
+    await run_in(a, send)
+    assert await asyncio.wait_for(done, DEADLINE) == [(MSG, "still connected")]
+
+
+async def test_a_receiver_with_a_lower_limit_drops_the_message_and_says_so(
+    make_cluster: ClusterFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR)
+    (a,) = await make_cluster(1, max_message_size=8 << 20)
+    (b,) = await make_cluster(1, max_message_size=1 << 20)
+    sink, done = await _collector(b, 1)
+
+    async def send() -> None:
+        await process.send(sink, (MSG, bytes(2 << 20)))
+        await process.send(sink, (MSG, "next"))
+
+    await run_in(a, send)
+    assert await asyncio.wait_for(done, DEADLINE) == [(MSG, "next")]
+    await wait_until(lambda: "over max_message_size" in caplog.text, "the drop logged")
+    assert a.node_name in b.nodes()
+
+
+async def _raw_peer(
+    node: DistributedBackend, flags: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Pid]:
+    """An authenticated raw peer with ``flags``, and a pid of its own to send to."""
+    name = f"raw{flags}@127.0.0.1"
+    reader, writer = await authenticated(node, name, COOKIE, flags=flags)
+    return reader, writer, Pid(name, 1, 7)  # creation 7, as in the raw peer's Hello
+
+
+async def _read_frames(
+    reader: asyncio.StreamReader, frames: FrameReader, until: Callable[[list[Any]], bool]
+) -> list[Any]:
+    decoder = control.ControlDecoder()
+    got: list[Any] = []
+    while not until(got):
+        frames.receive_data(await asyncio.wait_for(reader.read(1 << 20), DEADLINE))
+        got += [decoder.decode(f) for f in frames.frames() if f is not TICK]
+    return got
+
+
+async def test_a_peer_that_did_not_ask_for_fragments_gets_whole_frames(
+    make_cluster: ClusterFactory,
+) -> None:
+    (node,) = await make_cluster(1)
+    reader, writer, to = await _raw_peer(node, int(Flags.RUNS))
+
+    async def send() -> None:
+        await process.send(to, (MSG, bytes(1 << 20)))
+        with pytest.raises(EncodeError, match="exceeds the limit of 67108864 bytes"):
+            await process.send(to, (MSG, bytes(64 << 20)))
+
+    await run_in(node, send)
+    (msg,) = await _read_frames(reader, FrameReader(1 << 26), lambda got: bool(got))
+    assert type(msg) is control.Send and decode_term(msg.payload) == (MSG, bytes(1 << 20))
+    writer.close()
+
+
+async def test_the_window_holds_until_the_peer_acknowledges_and_others_pass(
+    make_cluster: ClusterFactory,
+) -> None:
+    (node,) = await make_cluster(1)
+    reader, writer, to = await _raw_peer(node, int(Flags.RUNS | Flags.FRAGMENTS))
+    payload = bytes(range(256)) * ((WINDOW + 4) * FRAGMENT_SIZE // 256)
+    frames = FrameReader(1 << 26)
+
+    def fragments(got: list[Any]) -> int:
+        return sum(type(m) is control.Fragment for m in got)
+
+    async def big() -> None:
+        await process.send(to, (MSG, payload))
+
+    await node.spawn(big)
+    got = await _read_frames(reader, frames, lambda got: fragments(got) >= WINDOW)
+    assert fragments(got) == WINDOW
+
+    async def small() -> None:
+        await process.send(to, (MSG, "small"))
+
+    await run_in(node, small)
+    got += await _read_frames(reader, frames, lambda more: bool(more))
+    assert type(got[-1]) is control.Send  # passed the stalled large message
+    assert fragments(got) == WINDOW  # and no fragment came without an acknowledgement
+    total = got[0].total
+    while sum(len(m.data) for m in got if type(m) is control.Fragment) < total:
+        out = bytearray()  # acknowledge each window, as a receiver does
+        control.ControlEncoder().encode_into(control.FragmentAck(WINDOW), out)
+        writer.write(bytes(out))
+        got += await _read_frames(reader, frames, lambda more: fragments(more) > 0)
+    body = b"".join(bytes(m.data) for m in got if type(m) is control.Fragment)
+    whole = control.ControlDecoder().decode(body)
+    assert type(whole) is control.Send and decode_term(whole.payload) == (MSG, payload)
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragments"),
+    [
+        (Flags.FRAGMENTS, [(1, 100, b"abc"), (2, 100, b"def")]),  # another message in between
+        (Flags.FRAGMENTS, [(1, 4, b"abc"), (1, 4, b"de")]),  # more than announced
+        (0, [(1, 100, b"abc")]),  # fragments from a peer that did not say it sends them
+    ],
+)
+async def test_fragments_that_do_not_add_up_close_the_connection(
+    make_cluster: ClusterFactory, flags: int, fragments: list[tuple[int, int, bytes]]
+) -> None:
+    (node,) = await make_cluster(1)
+    reader, writer, to = await _raw_peer(node, int(flags))
+    await wait_until(lambda: to.node in node.nodes(), "the raw peer is up")
+    out = bytearray()
+    encoder = control.ControlEncoder()
+    for seq, total, data in fragments:
+        encoder.encode_into(control.Fragment(seq, total, memoryview(data)), out)
+    writer.write(bytes(out))
+    while await asyncio.wait_for(reader.read(65536), DEADLINE):
+        pass  # the node closes the connection: EOF
+    await wait_until(lambda: to.node not in node.nodes(), "the peer is down")
+    writer.close()
