@@ -13,16 +13,17 @@ Head-of-line blocking: a small message's round trip alone, then the same
 round trip started right after a large message (the largest size) was
 sent to another process of the same node, over the same connection, by
 the same process and by another one. The *excess* (behind minus alone) is
-how long the large message held the small one up; with one frame per
-message it is about the large message's whole transfer time. Erlang 22+
-fragments large messages and interleaves the fragments of different
-senders, so its *other sender* row shows what fragmentation buys (its
-*same sender* row stays blocked: one process's messages go out in order).
+how long the large message held the small one up. Messages over 256 KiB
+travel in fragments (``otpylib_dist/protocol/fragments.py``) paced by an
+acknowledged window, so another sender's small message waits behind at
+most a few fragments; Erlang 22+ fragments too, without a window (its
+small message waits behind whatever fills the socket buffers). The *same
+sender* rows stay blocked in both: one process's messages go out in order.
 The issue's target: excess <= ~1 ms.
 
-Today a message must fit in one frame (64 MiB, ``DEFAULT_MAX_FRAME``):
-when the largest size does not, the largest that does is used and
-printed.
+A node refuses a message over its ``max_message_size`` (256 MiB by
+default) at the sender: when the largest size does not fit, the largest
+that does is used and printed.
 
 Usage: ``python -m bench.sizes [--max-size BYTES] [--budget BYTES] [--asyncio]
 [--no-erlang] [--quick]``.
@@ -169,10 +170,9 @@ async def _serve_node(port_file: str) -> None:
 
 
 async def _fitting(send: Any, target: Any, size: int) -> tuple[bytes, str]:
-    """A ``size``-byte payload sent once to ``target``, or the largest under it that fits a frame.
+    """A ``size``-byte payload sent once to ``target``, or 1 KiB less if that is refused.
 
-    Today a message is one frame of at most 64 MiB, so a 64 MiB payload
-    plus its header is refused at the sender: then 1 KiB less is used.
+    A message over the node's ``max_message_size`` is refused at the sender.
     """
     try:
         payload = bytes(size)

@@ -11,6 +11,7 @@ from typing import Any, Final, NoReturn
 
 from otpylib_dist.cli_config import EXIT_USAGE, SUBCOMMANDS
 from otpylib_dist.logformat import FORMATS
+from otpylib_dist.protocol.fragments import DEFAULT_MAX_MESSAGE, FRAGMENT_ABOVE
 from otpylib_dist.protocol.ticks import DEFAULT_NET_TICKTIME
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,23 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         message = message.removeprefix("argument ")
         self.exit(EXIT_USAGE, f"otpy-node: {message}; see {self.prog} --help\n")
+
+
+_UNITS: Final = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _byte_size(text: str) -> int:
+    """An argparse type: a byte count of at least 256K, with an optional K, M or G suffix."""
+    number, unit = text.rstrip("KMGkmg"), text[len(text.rstrip("KMGkmg")) :].upper()
+    try:
+        value = int(number) * _UNITS[unit]
+    except (ValueError, KeyError):
+        value = -1
+    if value < FRAGMENT_ABOVE:
+        raise argparse.ArgumentTypeError(
+            f"expected a size of at least 256K such as 64M, got {text!r}"
+        )
+    return value
 
 
 def _port_number(lowest: int) -> Callable[[str], int]:
@@ -254,6 +272,14 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         metavar="PREFIX",
         help="let peers spawn only functions of modules under this prefix (repeat for more; "
         "otpylib's own are always allowed); default: any importable async function",
+    )
+    run.add_argument(
+        "--max-message-size",
+        type=_byte_size,
+        default=DEFAULT_MAX_MESSAGE,
+        metavar="BYTES",
+        help="largest message this node sends or accepts, e.g. 64M or 1G (default 256M; "
+        "set the same on every node); messages over 256K travel in fragments",
     )
 
 

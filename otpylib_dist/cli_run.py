@@ -77,6 +77,7 @@ async def _run_node(args: argparse.Namespace, log: LogfmtFormatter | JsonFormatt
         busy_wait=args.busy_wait,
         connect_all=args.connect_all,
         spawn_allow=tuple(args.spawn_allow) if args.spawn_allow is not None else None,
+        max_message_size=args.max_message_size,
     )
     stop = asyncio.Event()
     stop_metrics: Callable[[], Coroutine[Any, Any, None]] | None = None

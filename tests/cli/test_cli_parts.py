@@ -102,6 +102,11 @@ def test_static_and_connect_take_one_node_each_and_leave_the_positional_alone() 
             "otpy-node: the following arguments are required: --name; see otpy-node run --help",
         ),
         (
+            ["run", "--name", "a", "--max-message-size", "12K"],
+            "otpy-node: --max-message-size: expected a size of at least 256K such as 64M, "
+            "got '12K'; see otpy-node run --help",
+        ),
+        (
             ["run", "--name", "a", "--connect", "b@h:1", "c@h:2"],
             "otpy-node: unrecognized arguments: c@h:2; see otpy-node --help",
         ),
@@ -115,6 +120,14 @@ def test_bad_command_lines_are_one_line_and_exit_2(
     assert stopped.value.code == 2
     captured = capsys.readouterr()
     assert (captured.out, captured.err) == ("", message + "\n")
+
+
+def test_max_message_size_takes_a_unit() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["run", "--name", "a"]).max_message_size == 256 << 20
+    for text, value in (("64M", 64 << 20), ("1g", 1 << 30), ("300000", 300000)):
+        args = parser.parse_args(["run", "--name", "a", "--max-message-size", text])
+        assert args.max_message_size == value
 
 
 def _closed_port() -> int:
