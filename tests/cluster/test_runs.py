@@ -159,3 +159,33 @@ async def test_a_bad_item_in_a_run_drops_only_itself(
     await wait_until(lambda: "dropped a message" in caplog.text, "the bad item logged")
     assert node.nodes(hidden=True)  # the connection stays
     writer.close()
+
+
+async def test_the_first_message_of_a_step_is_written_before_send_returns(
+    make_cluster: ClusterFactory,
+) -> None:
+    """One event-loop pass per hop: the frame is handed to the transport inside ``send``.
+
+    Only later messages of the same step are batched (and written at the end of the
+    step), so a reply never waits a loop iteration for its write.
+    """
+    a, b = await make_cluster(2)
+    sink, done = await _collector(b, 2)
+    assert await a.connect(b.node_name)
+    conn = a.connections.up[b.node_name]
+
+    async def send() -> tuple[int, int, int]:
+        await asyncio.sleep(0)  # start a fresh loop step: no batch open
+        before = conn.bytes_out
+        first = process.send(sink, (MSG, 0))
+        after_first = conn.bytes_out
+        second = process.send(sink, (MSG, 1))
+        after_second = conn.bytes_out
+        await first
+        await second
+        return before, after_first, after_second
+
+    before, after_first, after_second = await run_in(a, send)
+    assert after_first > before  # written at once
+    assert after_second == after_first  # batched until the end of the step
+    assert await asyncio.wait_for(done, DEADLINE) == [(MSG, 0), (MSG, 1)]
