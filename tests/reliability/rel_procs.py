@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -63,3 +64,23 @@ async def counter_sender() -> None:
         for i in range(n):
             await process.send(sink, (me, i))
         await process.send(sink, ("done", me))
+
+
+async def _small_after(sink: tuple[str, str], queued: asyncio.Event) -> None:
+    await queued.wait()
+    await process.send(sink, ("small", 1))
+
+
+async def big_then_small() -> None:
+    """Register as ``bigsmall``; on ``(sender, "send", sink_node, size)`` send
+    ``("big", payload)`` of ``size`` bytes to ``sink`` there and, from another process
+    once the big one is queued, ``("small", 1)``."""
+    await process.register("bigsmall")
+    while True:
+        _, _, sink_node, size = await process.receive()
+        sink = ("sink", sink_node)
+        queued = asyncio.Event()
+        await process.spawn(_small_after, (sink, queued))
+        payload = bytes(range(256)) * (size // 256)
+        queued.set()  # the send below encodes and queues before it first waits
+        await process.send(sink, ("big", payload))
