@@ -330,8 +330,14 @@ def _say(text: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``otpy-node``; returns the exit code (0, 1 or 2, see the module)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    verbs = (*SUBCOMMANDS, *_CALL_VERBS, "epmd", "run", "-h", "--help", "--version")
-    if not argv or argv[0] not in verbs:
+    commands = ("run", *SUBCOMMANDS, *_CALL_VERBS, "epmd")
+    if argv and not argv[0].startswith("-") and argv[0] not in commands:
+        _say(
+            f"unknown command {argv[0]!r}; the commands are {', '.join(commands)} "
+            "(run is the default when the first argument is an option); see otpy-node --help"
+        )
+        return EXIT_USAGE
+    if not argv or argv[0] not in (*commands, "-h", "--help", "--version"):
         argv.insert(0, "run")
     args = build_parser().parse_args(argv)
     try:

@@ -122,6 +122,15 @@ def test_bad_command_lines_are_one_line_and_exit_2(
     assert (captured.out, captured.err) == ("", message + "\n")
 
 
+def test_an_unknown_command_is_named_with_the_list_of_commands(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["strat", "--name", "a"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("otpy-node: unknown command 'strat'; the commands are run, ping, ")
+    assert err.endswith("see otpy-node --help\n") and err.count("\n") == 1
+
+
 def test_max_message_size_takes_a_unit() -> None:
     parser = build_parser()
     assert parser.parse_args(["run", "--name", "a"]).max_message_size == 256 << 20
