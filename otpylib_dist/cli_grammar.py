@@ -327,7 +327,15 @@ def _view_options(p: argparse.ArgumentParser, verb: str) -> None:
     from otpylib_dist.cli_output import PS_SORTS
     from otpylib_dist.top import TOP_SORTS
 
-    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    if verb in _CALL_VERBS:
+        p.add_argument(
+            "--json",
+            action="store_true",
+            help="accepted for scripts that pass it to every verb: call and rpc always "
+            "print their answer as JSON",
+        )
+    else:
+        p.add_argument("--json", action="store_true", help="print the answer as JSON")
     if verb == "ps":
         p.add_argument(
             "--sort", choices=PS_SORTS, help="longest queue, most messages received, or name"
