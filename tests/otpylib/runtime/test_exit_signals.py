@@ -47,7 +47,8 @@ from otpylib.runtime.backends.asyncio_backend import AsyncIOBackend
 from otpylib.runtime.data import LOCAL_NODE, Pid
 from otpylib.runtime.errors import NotInProcessError, ProcessExit
 
-BACKEND_LOGGER = "otpylib.runtime.backends.asyncio_backend.backend"
+#: Crash records come from the module that runs processes.
+BACKEND_LOGGER = "otpylib.runtime.backends.asyncio_backend.spawning"
 CUSTOM = ("custom", 1)
 BOOM = atom.ensure("boom")
 

@@ -17,7 +17,8 @@ returns still ends ``killed`` (``kill`` cannot be trapped), and
 ``is_alive`` is already false for it.
 
 Links, monitors, exit signals and termination live in ``signals.py``
-(``SignalEngine``, mixed in here); what the distribution layer may do to
+(``SignalEngine``), process creation in ``spawning.py`` (``Spawner``, built
+on it and mixed in here); what the distribution layer may do to
 local processes lives in ``entry.py``. A pid whose node is not ours is
 handed to the router attached by the distribution layer
 (``attach_router``); without one, such a pid is treated as dead.
@@ -41,25 +42,20 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Self
 
 from otpylib.runtime.atoms import (
-    KILLED,
-    NORMAL,
     SHUTDOWN,
     TRAP_EXIT,
     Atom,
-    normalize_reason,
 )
 from otpylib.runtime.backends.asyncio_backend.entry import Entry
 from otpylib.runtime.backends.asyncio_backend.mailbox import receive as _receive_next
 from otpylib.runtime.backends.asyncio_backend.process import Process
-from otpylib.runtime.backends.asyncio_backend.signals import SignalEngine
+from otpylib.runtime.backends.asyncio_backend.spawning import Spawner
 from otpylib.runtime.backends.base import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     Name,
-    ProcessFunction,
     RemoteRouter,
     RuntimeBackend,
     RuntimeEntry,
-    SpawnOptions,
     Target,
 )
 from otpylib.runtime.context import current_process
@@ -74,12 +70,11 @@ from otpylib.runtime.data import (
 from otpylib.runtime.errors import (
     NameAlreadyRegistered,
     NotInProcessError,
-    ProcessExit,
     RuntimeClosedError,
     RuntimeStateError,
     UnknownNameError,
 )
-from otpylib.runtime.function_ref import reference_of, resolve_function
+from otpylib.runtime.function_ref import resolve_function
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +105,7 @@ class _AlreadyDone:
 _ALREADY_DONE: Awaitable[None] = _AlreadyDone()
 
 
-class AsyncIOBackend(SignalEngine, RuntimeBackend):
+class AsyncIOBackend(Spawner, RuntimeBackend):
     """The local runtime: processes, mailboxes, registry, links and monitors.
 
     Create one per node, ``await initialize()`` inside a running event loop,
@@ -277,126 +272,7 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
             )
         return loop
 
-    # ----------------------------------------------------------------- spawn
-
-    async def spawn(
-        self,
-        fn: ProcessFunction,
-        args: list[Any] | tuple[Any, ...] | None = None,
-        kwargs: dict[str, Any] | None = None,
-        *,
-        name: str | None = None,
-        trap_exits: bool = False,
-        node: str | None = None,
-    ) -> Pid:
-        """Start a process running ``await fn(*args, **kwargs)``; return its pid.
-
-        Args:
-            fn: an async function, or ``"package.module:function"``.
-            args, kwargs: passed to ``fn``.
-            name: register the new process under this name before it runs.
-            trap_exits: start with exit trapping on (see ``process_flag``).
-            node: run it on another node (distributed runtimes only).
-
-        Raises:
-            NameAlreadyRegistered: ``name`` is taken.
-            RuntimeClosedError: the runtime is not running.
-        """
-        if node is None or node == self._node_name:
-            return self._spawn(fn, args, kwargs, name, trap_exits).pid
-        pid, _ = await self.spawn_opt(fn, args, kwargs, name=name, trap_exits=trap_exits, node=node)
-        return pid
-
-    async def spawn_link(
-        self,
-        fn: ProcessFunction,
-        args: list[Any] | tuple[Any, ...] | None = None,
-        kwargs: dict[str, Any] | None = None,
-        *,
-        name: str | None = None,
-        trap_exits: bool = False,
-        node: str | None = None,
-    ) -> Pid:
-        """Spawn and link to the caller atomically (Erlang's ``spawn_link``)."""
-        self._caller("spawn_link")
-        pid, _ = await self.spawn_opt(
-            fn, args, kwargs, name=name, trap_exits=trap_exits, link=True, node=node
-        )
-        return pid
-
-    async def spawn_monitor(
-        self,
-        fn: ProcessFunction,
-        args: list[Any] | tuple[Any, ...] | None = None,
-        kwargs: dict[str, Any] | None = None,
-        *,
-        name: str | None = None,
-        trap_exits: bool = False,
-        node: str | None = None,
-    ) -> tuple[Pid, Ref]:
-        """Spawn and monitor atomically; returns ``(pid, ref)`` (``spawn_monitor``)."""
-        self._caller("spawn_monitor")
-        pid, ref = await self.spawn_opt(
-            fn, args, kwargs, name=name, trap_exits=trap_exits, monitor=True, node=node
-        )
-        assert ref is not None
-        return pid, ref
-
-    async def spawn_opt(
-        self,
-        fn: ProcessFunction,
-        args: list[Any] | tuple[Any, ...] | None = None,
-        kwargs: dict[str, Any] | None = None,
-        *,
-        name: str | None = None,
-        trap_exits: bool = False,
-        link: bool = False,
-        monitor: bool = False,
-        node: str | None = None,
-    ) -> tuple[Pid, Ref | None]:
-        """Spawn with any of link and monitor, atomically (Erlang's ``spawn_opt``).
-
-        Returns ``(pid, ref)``; ``ref`` is the monitor's ref, ``None`` without
-        ``monitor``. The child cannot end before the link or monitor exists,
-        here or on another node. ``link`` and ``monitor`` need a calling
-        process (they relate the child to it).
-
-        Raises:
-            NameAlreadyRegistered: ``name`` is taken (``.holder`` is its pid).
-            NotInProcessError: ``link``/``monitor`` outside a process.
-            OtpError: on another node: ``noconnection`` when it cannot be
-                reached, or its reason for refusing the spawn.
-        """
-        caller = self._caller("spawn_opt") if link or monitor else None
-        if node is not None and node != self._node_name:
-            router = self._router_for(node)
-            if router is None:
-                raise RuntimeClosedError(
-                    f"cannot spawn on node {node!r}: this runtime is not distributed "
-                    "(use otpylib_dist.DistributedBackend)"
-                )
-            ref = self.make_ref() if monitor else None
-            options = SpawnOptions(
-                sender=caller.pid if caller is not None else self._sender_pid(),
-                name=name,
-                trap_exits=trap_exits,
-                link=link,
-                monitor=ref,
-            )
-            pid = await router.spawn(
-                node, reference_of(fn), tuple(args or ()), dict(kwargs or {}), options
-            )
-            return pid, ref
-        proc = self._spawn(fn, args, kwargs, name, trap_exits)
-        if caller is None:
-            return proc.pid, None
-        if link:
-            self._add_link(caller, proc)
-        if not monitor:
-            return proc.pid, None
-        ref = self.make_ref()
-        self._add_monitor(caller, proc, ref, proc.pid)
-        return proc.pid, ref
+    # ---------------------------------------------------------- distribution
 
     def attach_router(self, router: RemoteRouter) -> RuntimeEntry:
         """Connect the distribution layer: the seam, both ways.
@@ -414,91 +290,6 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
         """Whether a pid, a ref or a node name belongs to this node."""
         node = where if isinstance(where, str) else where.node
         return node == self._node_name
-
-    def _spawn(
-        self,
-        fn: ProcessFunction,
-        args: list[Any] | tuple[Any, ...] | None,
-        kwargs: dict[str, Any] | None,
-        name: str | None,
-        trap_exits: bool,
-    ) -> Process:
-        loop = self._check_open()
-        func: Callable[..., Any] = resolve_function(fn) if isinstance(fn, str) else fn
-        if not callable(func):
-            raise TypeError(f"spawn() needs an async function, got {type(func).__name__}")
-        if name is not None:
-            name = self._check_name(name)
-            holder = self._registry.get(name)
-            if holder is not None:
-                raise NameAlreadyRegistered(
-                    f"cannot spawn with name {name!r}: it is registered to {holder!r}",
-                    holder=holder,
-                )
-        pid = Pid(self._node_name, next(self._pid_counter), self._creation)
-        proc = Process(pid, self, bool(trap_exits), time.time(), fn)
-        self._processes[pid] = proc
-        if name is not None:
-            self._registry[name] = pid
-            proc.name = name
-        self._total_spawned += 1
-        # No ``kwargs or {}``: an empty dict per spawn is memory for nothing.
-        proc.task = loop.create_task(self._run(proc, func, args or (), kwargs))
-        if self._closing:
-            # Spawned while the runtime shuts down (a supervisor restarting a
-            # child): it gets the same shutdown signal as everyone else did.
-            self._exit_signal(proc, self._runtime_pid, SHUTDOWN, link=False)
-        return proc
-
-    async def _run(
-        self,
-        proc: Process,
-        fn: Callable[..., Any],
-        args: list[Any] | tuple[Any, ...],
-        kwargs: dict[str, Any] | None,
-    ) -> None:
-        """The task body of every process: run ``fn``, then turn its end into a reason.
-
-        Once the process has been told to die (``kill_reason`` set), that is
-        its reason however the function ended: a killed process that catches
-        the cancellation and returns still ends ``killed``, since ``kill``
-        cannot be trapped.
-        """
-        proc.started = True
-        current_process.set(proc)
-        try:
-            await (fn(*args, **kwargs) if kwargs else fn(*args))
-        except asyncio.CancelledError:
-            reason = proc.kill_reason if proc.kill_reason is not None else KILLED
-        except ProcessExit as exc:
-            reason = proc.kill_reason
-            if reason is None:
-                reason = normalize_reason(exc.exit_reason)
-                if exc.crash:
-                    self._log_crash(proc, exc)
-        except BaseException as exc:
-            # SystemExit and KeyboardInterrupt too: a process (maybe spawned
-            # by a peer) ends, with the exception as its reason; the node
-            # does not. Ctrl-C reaches asyncio.run through its own handler.
-            reason = proc.kill_reason
-            if reason is None:
-                reason = exc
-                self._log_crash(proc, exc)
-        else:
-            reason = proc.kill_reason if proc.kill_reason is not None else NORMAL
-        self._terminate(proc, reason)
-
-    @staticmethod
-    def _log_crash(proc: Process, exc: BaseException) -> None:
-        logger.error(
-            "process %r (%s) crashed: %s: %s",
-            proc.pid,
-            proc.function,
-            type(exc).__name__,
-            exc,
-            exc_info=exc,
-            extra={"event": "crash", "pid": str(proc.pid), "reason": type(exc).__name__},
-        )
 
     # ---------------------------------------------------------------- self
 
