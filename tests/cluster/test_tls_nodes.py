@@ -81,6 +81,29 @@ async def test_messages_links_and_monitors_work_over_mutual_tls(
     assert dict(item[0] for item in cert["subject"])["commonName"] == "b"
 
 
+async def test_a_large_message_travels_in_fragments_over_tls(
+    pki: GeneratedPki, nodes: list[DistributedBackend]
+) -> None:
+    b = await _tls_node("b", pki, [])
+    nodes.append(b)
+    a = await _tls_node("a", pki, [b])
+    nodes.append(a)
+    payload = bytes(range(256)) * (3 << 12)  # 3 MiB: about 48 fragments
+
+    async def sink() -> None:
+        await process.register("sink")
+        sender, data = await process.receive()
+        await process.send(sender, len(data) == len(payload) and data == payload)
+
+    await b.spawn(sink)
+
+    async def send() -> Any:
+        await process.send(("sink", b.node_name), (process.self(), payload))
+        return await process.receive(timeout=DEADLINE)
+
+    assert await run_in(a, send) is True
+
+
 async def test_a_node_without_tls_cannot_join_a_tls_node(
     pki: GeneratedPki, nodes: list[DistributedBackend], caplog: pytest.LogCaptureFixture
 ) -> None:
