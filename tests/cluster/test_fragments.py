@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -246,3 +247,31 @@ async def test_fragments_that_do_not_add_up_close_the_connection(
         pass  # the node closes the connection: EOF
     await wait_until(lambda: to.node not in node.nodes(), "the peer is down")
     writer.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_random_mixes_of_large_and_small_keep_every_pair_in_order(
+    make_cluster: ClusterFactory, seed: int
+) -> None:
+    """Four senders, three receivers, sizes from 10 B to 1.5 MiB: every message
+    arrives, and each (sender, receiver) pair sees its messages in sending order."""
+    rng = random.Random(seed)
+    a, b = await make_cluster(2)
+    plans = [
+        [(rng.randrange(3), rng.choice((10, 100, 5000, 300_000, 1_500_000))) for _ in range(25)]
+        for _ in range(4)
+    ]
+    counts = [sum(1 for plan in plans for to, _ in plan if to == r) for r in range(3)]
+    sinks = [await _collector(b, count) for count in counts]
+
+    async def sender(me: int) -> None:
+        for i, (to, size) in enumerate(plans[me]):
+            await process.send(sinks[to][0], (me, i, b"x" * size))
+
+    for me in range(4):
+        await a.spawn(sender, (me,))
+    for r, (_pid, done) in enumerate(sinks):
+        got = await asyncio.wait_for(done, DEADLINE * 3)
+        for me in range(4):
+            sent = [(i, size) for i, (to, size) in enumerate(plans[me]) if to == r]
+            assert [(i, len(data)) for who, i, data in got if who == me] == sent
