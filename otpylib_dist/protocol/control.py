@@ -276,9 +276,10 @@ class ControlEncoder:
         "_max",
         "_run_count",
         "_run_count_at",
-        "_run_shape",
+        "_run_end",
         "_run_start",
         "_run_to",
+        "_run_types",
     )
 
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME) -> None:
@@ -287,12 +288,15 @@ class ControlEncoder:
         self._encode_into = encoder.encode_into
         self._max = max_frame_size
         # The open run (see SendRun): where its frame starts in the buffer
-        # (-1: none), where its item count goes, its target, shape and count.
+        # (-1: none), where its item count goes, its target, its items'
+        # element types (None: no run open), its count, and the buffer
+        # length past which its frame would exceed the limit.
         self._run_start = -1
         self._run_count_at = 0
         self._run_to: Pid | str | None = None
-        self._run_shape: bytes | None = None
+        self._run_types: tuple[type, ...] | None = None
         self._run_count = 0
+        self._run_end = 0
 
     # ---------------------------------------------------------------- runs
 
@@ -310,14 +314,20 @@ class ControlEncoder:
             EncodeError: ``term`` cannot be sent; ``out`` and the run are as
                 before (the other messages of the run are kept).
         """
+        # The check that the item fits the open run is its element types
+        # against the run's, one tuple compare (no shape lookup), and the
+        # target by identity first (a sender loop passes the same object).
+        # Written out: every opcode here is paid per message of a burst.
         if type(term) is not tuple:
             return False
-        shape = FLAT_SHAPES.get(tuple(map(type, term)))
-        if shape is None:
-            return False
-        if self._run_start < 0 or self._run_shape is not shape or self._run_to != to:
+        types = tuple(map(type, term))
+        run_to = self._run_to
+        if types != self._run_types or (run_to is not to and run_to != to):
+            shape = FLAT_SHAPES.get(types)
+            if shape is None:
+                return False
             self.close_run(out)
-            self._open_run(to, shape, out)
+            self._open_run(to, types, shape, out)
         mark = len(out)
         try:
             self._encode_into(term, out, -1)
@@ -330,7 +340,7 @@ class ControlEncoder:
             if isinstance(exc, TypeError | ValueError):
                 raise encode_failure(exc) from None
             raise
-        if len(out) - self._run_start - HEADER_SIZE > self._max:
+        if len(out) > self._run_end:
             # Too big for one frame with the others: close the run before it
             # and let a plain Send carry this one (and its own size check).
             del out[mark:]
@@ -339,15 +349,16 @@ class ControlEncoder:
         self._run_count += 1
         return True
 
-    def _open_run(self, to: Pid | str, shape: bytes, out: bytearray) -> None:
-        self._run_start = len(out)
+    def _open_run(self, to: Pid | str, types: tuple[type, ...], shape: bytes, out: bytearray) -> None:
+        self._run_start = start = len(out)
         out += TICK_FRAME  # the frame's length header, filled in by close_run
         out += _RUN_HEAD  # fixarray of 4 fields, then the tag
         self._encode_into(to, out, -1)
         self._encode_into(shape, out, -1)
         self._run_count_at = len(out) + 1
         out += _ARRAY32  # the items' count, filled in by close_run
-        self._run_to, self._run_shape, self._run_count = to, shape, 0
+        self._run_to, self._run_types, self._run_count = to, types, 0
+        self._run_end = start + HEADER_SIZE + self._max
 
     def _close_or_drop_run(self, out: bytearray) -> None:
         """After a failed item: close a run that has items, drop one that has none."""
@@ -356,10 +367,12 @@ class ControlEncoder:
         else:
             del out[self._run_start :]
             self._run_start = -1
+            self._run_types = None
 
     def discard_run(self) -> None:
         """Forget the open run: its buffer was thrown away (the connection died)."""
         self._run_start = -1
+        self._run_types = None
 
     def close_run(self, out: bytearray) -> None:
         """Finish the open run in ``out`` (its count and length); call before writing ``out``.
@@ -371,6 +384,7 @@ class ControlEncoder:
         if start < 0:
             return
         self._run_start = -1
+        self._run_types = None  # no item matches a closed run
         if self._run_count == 0:
             del out[start:]
             return
