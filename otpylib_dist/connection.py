@@ -594,37 +594,42 @@ class Connection(asyncio.Protocol):
         Raises:
             EncodeError: ``term`` cannot be sent (nothing is queued).
         """
-        if self._transport is None or self._close_reason is not None:
-            return False
         # While this loop step's batch is open (the first message of a step
         # left at once), consecutive messages of one shape to one pid join a
         # run frame: one header, one target and one typed decode for all of
-        # them. Any other frame closes the run first, so order holds.
-        if not (
-            self._runs
-            and self._flush_handle is not None
+        # them. Any other frame closes the run first, so order holds. A
+        # batch is open only on a live connection (close flushes it, and
+        # connection_lost forgets it), so this path skips the liveness check.
+        if (
+            self._flush_handle is not None
+            and self._runs
             and self._encoder.send_run_into(to, term, self._out)
         ):
-            self._encoder.send_into(to, term, self._out)
-        self._messages_out += 1
-        # _queued inlined (one frame less per message): write or batch it.
-        if self._flush_handle is None:
-            self._write_first()
-        return self._paused or len(self._out) > HIGH_WATER
+            self._messages_out += 1
+            return self._paused or len(self._out) > HIGH_WATER
+        if self._transport is None or self._close_reason is not None:
+            return False
+        self._encoder.send_into(to, term, self._out)
+        return self._queued()
 
     def reg_send_term(self, sender: Pid | None, name: str, term: Any) -> bool:
         """Queue a message to ``name`` on the peer, encoded in one pass; as :meth:`send_term`."""
-        if self._transport is None or self._close_reason is not None:
-            return False
         # As send_term: a burst to one name joins a run (the name travels once).
-        if not (
-            self._runs
-            and self._flush_handle is not None
+        if (
+            self._flush_handle is not None
+            and self._runs
             and self._encoder.send_run_into(name, term, self._out)
         ):
-            self._encoder.reg_send_into(sender, name, term, self._out)
+            self._messages_out += 1
+            return self._paused or len(self._out) > HIGH_WATER
+        if self._transport is None or self._close_reason is not None:
+            return False
+        self._encoder.reg_send_into(sender, name, term, self._out)
+        return self._queued()
+
+    def _queued(self) -> bool:
+        """A message was appended as a frame of its own: write or batch it; return must_drain."""
         self._messages_out += 1
-        # _queued inlined (one frame less per message): write or batch it.
         if self._flush_handle is None:
             self._write_first()
         return self._paused or len(self._out) > HIGH_WATER
@@ -765,6 +770,7 @@ class Connection(asyncio.Protocol):
         for timer in (self._setup_timer, self._tick_timer, self._flush_handle):
             if timer is not None:
                 timer.cancel()
+        self._flush_handle = None  # no batch open: sends take the checked path
         self._out.clear()
         self._encoder.discard_run()
         self._wake_drainers()
