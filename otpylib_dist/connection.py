@@ -600,13 +600,10 @@ class Connection(asyncio.Protocol):
         # them. Any other frame closes the run first, so order holds. A
         # batch is open only on a live connection (close flushes it, and
         # connection_lost forgets it), so this path skips the liveness check.
-        if (
-            self._flush_handle is not None
-            and self._runs
-            and self._encoder.send_run_into(to, term, self._out)
-        ):
-            self._messages_out += 1
-            return self._paused or len(self._out) > HIGH_WATER
+        if self._flush_handle is not None and self._runs:
+            queued = self._encoder.send_run_into(to, term, self._out)
+            if queued:  # the buffer's length (the encoder counts run messages)
+                return self._paused or queued > HIGH_WATER
         if self._transport is None or self._close_reason is not None:
             return False
         self._encoder.send_into(to, term, self._out)
@@ -615,13 +612,10 @@ class Connection(asyncio.Protocol):
     def reg_send_term(self, sender: Pid | None, name: str, term: Any) -> bool:
         """Queue a message to ``name`` on the peer, encoded in one pass; as :meth:`send_term`."""
         # As send_term: a burst to one name joins a run (the name travels once).
-        if (
-            self._flush_handle is not None
-            and self._runs
-            and self._encoder.send_run_into(name, term, self._out)
-        ):
-            self._messages_out += 1
-            return self._paused or len(self._out) > HIGH_WATER
+        if self._flush_handle is not None and self._runs:
+            queued = self._encoder.send_run_into(name, term, self._out)
+            if queued:  # the buffer's length (the encoder counts run messages)
+                return self._paused or queued > HIGH_WATER
         if self._transport is None or self._close_reason is not None:
             return False
         self._encoder.reg_send_into(sender, name, term, self._out)
@@ -798,7 +792,7 @@ class Connection(asyncio.Protocol):
             bytes_in=self._bytes_in,
             bytes_out=self._bytes_out,
             messages_in=self._messages_in,
-            messages_out=self._messages_out,
+            messages_out=self._messages_out + self._encoder.run_messages,
             ticks_missed=self._ticks_missed,
             seconds_since_heard=now - self.last_heard,
             connected_seconds=now - self._up_since if self._up else 0.0,

@@ -277,6 +277,8 @@ class ControlEncoder:
         "_run_count",
         "_run_count_at",
         "_run_end",
+        "_run_items",
+        "_run_mark",
         "_run_start",
         "_run_to",
         "_run_types",
@@ -297,18 +299,22 @@ class ControlEncoder:
         self._run_types: list[type] | None = None
         self._run_count = 0
         self._run_end = 0
+        # Where the open run's next item starts; items of runs closed so far.
+        self._run_mark = 0
+        self._run_items = 0
 
     # ---------------------------------------------------------------- runs
 
-    def send_run_into(self, to: Pid | str, term: Any, out: bytearray) -> bool:
+    def send_run_into(self, to: Pid | str, term: Any, out: bytearray) -> int:
         """Append ``term`` to a run of messages to ``to`` (a pid or a registered name).
 
-        Returns False (nothing appended) when ``term`` has no cached flat
-        shape: the caller sends it as a plain Send (which closes the run).
-        A message of another target or shape closes the open run and opens
-        a new one. The fast path of a burst of sends: what it skips per
-        message is the frame header, the control struct and the target pid,
-        which the run carries once.
+        Returns the length of ``out`` after it (true), or 0 (nothing
+        appended) when ``term`` has no cached flat shape: the caller sends
+        it as a plain Send (which closes the run). A message of another
+        target or shape closes the open run and opens a new one. The fast
+        path of a burst of sends: what it skips per message is the frame
+        header, the control struct and the target pid, which the run
+        carries once.
 
         Raises:
             EncodeError: ``term`` cannot be sent; ``out`` and the run are as
@@ -317,38 +323,41 @@ class ControlEncoder:
         # The check that the item fits the open run is its element types
         # against the run's, one list compare (no shape lookup; a list of
         # them builds faster than a tuple), and the target by identity first
-        # (a sender loop passes the same object). Written out: every opcode
-        # here is paid per message of a burst.
+        # (a sender loop passes the same object). Where the item starts is
+        # where the last one ended (_run_mark): nothing else writes to
+        # ``out`` while a run is open. Written out: every opcode here is
+        # paid per message of a burst.
         if type(term) is not tuple:
-            return False
+            return 0
         types = [*map(type, term)]
         run_to = self._run_to
         if types != self._run_types or (run_to is not to and run_to != to):
             shape = FLAT_SHAPES.get(tuple(types))
             if shape is None:
-                return False
+                return 0
             self.close_run(out)
             self._open_run(to, types, shape, out)
-        mark = len(out)
         try:
             self._encode_into(term, out, -1)
         except BaseException as exc:
             # Undo this item only: the run keeps the messages it has.
-            del out[mark:]
+            del out[self._run_mark :]
             self._close_or_drop_run(out)
             if isinstance(exc, OverflowError):
-                return False  # an int beyond 64 bits: the tagged form (a plain Send)
+                return 0  # an int beyond 64 bits: the tagged form (a plain Send)
             if isinstance(exc, TypeError | ValueError):
                 raise encode_failure(exc) from None
             raise
-        if len(out) > self._run_end:
+        end = len(out)
+        if end > self._run_end:
             # Too big for one frame with the others: close the run before it
             # and let a plain Send carry this one (and its own size check).
-            del out[mark:]
+            del out[self._run_mark :]
             self.close_run(out)
-            return False
+            return 0
+        self._run_mark = end
         self._run_count += 1
-        return True
+        return end
 
     def _open_run(self, to: Pid | str, types: list[type], shape: bytes, out: bytearray) -> None:
         self._run_start = start = len(out)
@@ -359,6 +368,7 @@ class ControlEncoder:
         self._run_count_at = len(out) + 1
         out += _ARRAY32  # the items' count, filled in by close_run
         self._run_to, self._run_types, self._run_count = to, types, 0
+        self._run_mark = len(out)
         self._run_end = start + HEADER_SIZE + self._max
 
     def _close_or_drop_run(self, out: bytearray) -> None:
@@ -372,6 +382,8 @@ class ControlEncoder:
 
     def discard_run(self) -> None:
         """Forget the open run: its buffer was thrown away (the connection died)."""
+        if self._run_start >= 0:
+            self._run_items += self._run_count
         self._run_start = -1
         self._run_types = None
 
@@ -389,8 +401,14 @@ class ControlEncoder:
         if self._run_count == 0:
             del out[start:]
             return
+        self._run_items += self._run_count
         _pack_count_into(out, self._run_count_at, self._run_count)
         _pack_header_into(out, start, len(out) - start - HEADER_SIZE)
+
+    @property
+    def run_messages(self) -> int:
+        """Messages queued in runs so far (counted here, not per message by the connection)."""
+        return self._run_items + (self._run_count if self._run_start >= 0 else 0)
 
     def encode(self, msg: ControlMessage) -> bytes:
         """Return the frame body of ``msg`` (no length header)."""
