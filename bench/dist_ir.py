@@ -18,7 +18,8 @@ Workloads: ``pid`` (to the sink's pid), ``name`` (to ``("sink", node)``,
 as ``bench.dist`` sends), and ``batch`` (to the pid; the sink takes them
 with ``receive_batch``), ``unread`` (to a name nobody holds there, then
 one message to the sink: the sender's whole cost and the receiver's cost
-of a frame it need not decode). Add ``--uvloop`` to run on uvloop.
+of a frame it need not decode), and ``round-trip`` (``(self, i)`` to an
+echo process on ``b`` and back, one at a time; per round trip). Add ``--uvloop`` to run on uvloop.
 
 Differs from ``bench.dist``: one process and one loop, so the sender's
 bursts and the receiver's reads interleave as that loop schedules them;
@@ -48,6 +49,11 @@ async def _run(n: int, workload: str) -> None:
 
     async def sink() -> None:
         seen = 0
+        if workload == "round-trip":
+            send, receive = process.send, process.receive
+            while True:
+                sender, x = await receive()
+                await send(sender, x)
         if workload == "unread":
             await process.receive()
         elif workload == "batch":
@@ -69,6 +75,13 @@ async def _run(n: int, workload: str) -> None:
     async def client() -> None:
         send = process.send
         me = process.self()
+        if workload == "round-trip":
+            receive = process.receive
+            for i in range(n):
+                await send(target, (me, i))
+                await receive()
+            done.set_result(None)
+            return
         for i in range(n):
             await send(target, (MSG, me, i, "payload"))
         if workload == "unread":
@@ -84,7 +97,7 @@ async def _run(n: int, workload: str) -> None:
 def main() -> None:
     """Run one workload of N messages (asyncio's default loop unless ``--uvloop``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("workload", choices=("pid", "name", "batch", "unread"))
+    parser.add_argument("workload", choices=("pid", "name", "batch", "unread", "round-trip"))
     parser.add_argument("n", type=int, nargs="?", default=100_000)
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop (must be installed)")
     args = parser.parse_args()

@@ -607,7 +607,11 @@ class Connection(asyncio.Protocol):
         if self._transport is None or self._close_reason is not None:
             return False
         self._encoder.send_into(to, term, self._out)
-        return self._queued()
+        self._messages_out += 1
+        # The first message of a loop step leaves at once (_write_first).
+        if self._flush_handle is None:
+            self._write_first()
+        return self._paused or len(self._out) > HIGH_WATER
 
     def reg_send_term(self, sender: Pid | None, name: str, term: Any) -> bool:
         """Queue a message to ``name`` on the peer, encoded in one pass; as :meth:`send_term`."""
@@ -619,11 +623,8 @@ class Connection(asyncio.Protocol):
         if self._transport is None or self._close_reason is not None:
             return False
         self._encoder.reg_send_into(sender, name, term, self._out)
-        return self._queued()
-
-    def _queued(self) -> bool:
-        """A message was appended as a frame of its own: write or batch it; return must_drain."""
         self._messages_out += 1
+        # The first message of a loop step leaves at once (_write_first).
         if self._flush_handle is None:
             self._write_first()
         return self._paused or len(self._out) > HIGH_WATER
