@@ -279,6 +279,7 @@ class ControlEncoder:
         "_run_end",
         "_run_items",
         "_run_mark",
+        "_run_shape",
         "_run_start",
         "_run_to",
         "_run_types",
@@ -297,6 +298,7 @@ class ControlEncoder:
         self._run_count_at = 0
         self._run_to: Pid | str | None = None
         self._run_types: list[type] | None = None
+        self._run_shape = b""
         self._run_count = 0
         self._run_end = 0
         # Where the open run's next item starts; items of runs closed so far.
@@ -335,8 +337,11 @@ class ControlEncoder:
             shape = FLAT_SHAPES.get(tuple(types))
             if shape is None:
                 return 0
-            self.close_run(out)
-            self._open_run(to, types, shape, out)
+            if self._run_types is not None and shape == self._run_shape and run_to == to:
+                self._run_types = types  # other types of the same shape (a bool for an int)
+            else:
+                self.close_run(out)
+                self._open_run(to, types, shape, out)
         try:
             self._encode_into(term, out, -1)
         except BaseException as exc:
@@ -368,6 +373,7 @@ class ControlEncoder:
         self._run_count_at = len(out) + 1
         out += _ARRAY32  # the items' count, filled in by close_run
         self._run_to, self._run_types, self._run_count = to, types, 0
+        self._run_shape = shape
         self._run_mark = len(out)
         self._run_end = start + HEADER_SIZE + self._max
 

@@ -159,3 +159,21 @@ async def test_a_bad_item_in_a_run_drops_only_itself(
     await wait_until(lambda: "dropped a message" in caplog.text, "the bad item logged")
     assert node.nodes(hidden=True)  # the connection stays
     writer.close()
+
+
+async def test_peer_counters_count_every_message_of_a_run(make_cluster: ClusterFactory) -> None:
+    # Run items are counted by the encoder, not per message by the
+    # connection: a burst's statistics must still add up on both sides.
+    a, b = await make_cluster(2)
+    sink, done = await _collector(b, 1000)
+
+    async def burst() -> None:
+        for i in range(1000):
+            await process.send(sink, (MSG, i))
+
+    await run_in(a, burst)
+    assert len(await asyncio.wait_for(done, DEADLINE)) == 1000
+    [sent] = [p for p in a.peer_statistics() if p.peer == b.node_name]
+    [got] = [p for p in b.peer_statistics() if p.peer == a.node_name]
+    assert sent.messages_out == 1000
+    assert got.messages_in == 1000

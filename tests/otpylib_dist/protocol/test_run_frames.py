@@ -134,3 +134,66 @@ def test_a_run_never_grows_past_the_frame_limit() -> None:
     reader.receive_data(bytes(out))
     assert all(len(f) <= 1000 for f in reader.frames())
     assert runs > 0
+
+
+def _frames(out: bytearray) -> list[Any]:
+    reader = FrameReader(1 << 26)
+    reader.receive_data(bytes(out))
+    decoder = control.ControlDecoder()
+    return [decoder.decode(frame) for frame in reader.frames()]
+
+
+def test_other_element_types_of_the_same_shape_stay_in_the_run() -> None:
+    # The run checks element types, not shapes, per item; a bool where an
+    # int was has the same shape ("x"), so it must not cost a new frame.
+    encoder = control.ControlEncoder()
+    out = bytearray()
+    items = [(MSG, 1), (MSG, True), (MSG, 2), (MSG, None), (MSG, "three")]
+    for item in items:
+        encoder.send_into(TARGETS[0], item, out)  # a plain Send caches each item's shape
+    first = len(out)
+    for item in items:
+        assert encoder.send_run_into(TARGETS[0], item, out)
+    encoder.close_run(out)
+    [run] = _frames(out[first:])
+    assert type(run) is control.SendRun
+    assert run_decoder_for(run.shape).decode(run.items) == items
+
+
+def test_another_shape_or_target_opens_a_new_run() -> None:
+    encoder = control.ControlEncoder()
+    out = bytearray()
+    encoder.send_into(TARGETS[0], (MSG, 0), out)
+    encoder.send_into(TARGETS[0], (MSG, TARGETS[1]), out)  # caches (ap)
+    first = len(out)
+    assert encoder.send_run_into(TARGETS[0], (MSG, 1), out)
+    assert encoder.send_run_into(TARGETS[0], (MSG, TARGETS[1]), out)  # other shape
+    assert encoder.send_run_into(TARGETS[2], (MSG, TARGETS[1]), out)  # other target
+    encoder.close_run(out)
+    runs = _frames(out[first:])
+    assert [(r.to, r.shape) for r in runs] == [
+        (TARGETS[0], b"(ax)"),
+        (TARGETS[0], b"(ap)"),
+        (TARGETS[2], b"(ap)"),
+    ]
+
+
+def test_run_messages_counts_every_item_of_open_and_closed_runs() -> None:
+    encoder = control.ControlEncoder()
+    out = bytearray()
+    encoder.send_into(TARGETS[0], (MSG, 0), out)  # a plain Send: not counted here
+    assert encoder.run_messages == 0
+    for i in range(5):
+        assert encoder.send_run_into(TARGETS[0], (MSG, i), out)
+    assert encoder.run_messages == 5  # the run is still open
+    for i in range(3):
+        assert encoder.send_run_into(TARGETS[2], (MSG, i), out)  # closes the first run
+    with pytest.raises(EncodeError):
+        encoder.send_run_into(TARGETS[2], (MSG, "\ud800"), out)  # not queued: not counted
+    assert encoder.run_messages == 8
+    encoder.close_run(out)
+    encoder.close_run(out)  # closing twice counts nothing twice
+    assert encoder.run_messages == 8
+    assert encoder.send_run_into(TARGETS[0], (MSG, 9), out)
+    encoder.discard_run()  # the connection died with it queued: it was queued all the same
+    assert encoder.run_messages == 9
