@@ -32,6 +32,7 @@ import argparse
 import asyncio
 from typing import Any
 
+from bench.harness import run_loop
 from otpylib import atom, process
 from otpylib_dist import Node
 
@@ -101,13 +102,7 @@ def main() -> None:
     parser.add_argument("n", type=int, nargs="?", default=100_000)
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop (must be installed)")
     args = parser.parse_args()
-    coro = _run(args.n, args.workload)
-    if args.uvloop:
-        import uvloop
-
-        uvloop.run(coro)
-    else:
-        asyncio.run(coro)
+    run_loop(_run(args.n, args.workload), args.uvloop)
 
 
 if __name__ == "__main__":

@@ -607,11 +607,7 @@ class Connection(asyncio.Protocol):
         if self._transport is None or self._close_reason is not None:
             return False
         self._encoder.send_into(to, term, self._out)
-        self._messages_out += 1
-        # The first message of a loop step leaves at once (_write_first).
-        if self._flush_handle is None:
-            self._write_first()
-        return self._paused or len(self._out) > HIGH_WATER
+        return self._queued()
 
     def reg_send_term(self, sender: Pid | None, name: str, term: Any) -> bool:
         """Queue a message to ``name`` on the peer, encoded in one pass; as :meth:`send_term`."""
@@ -623,8 +619,14 @@ class Connection(asyncio.Protocol):
         if self._transport is None or self._close_reason is not None:
             return False
         self._encoder.reg_send_into(sender, name, term, self._out)
+        return self._queued()
+
+    def _queued(self) -> bool:
+        """A message went out as a frame of its own: write or batch it; return must_drain.
+
+        The first message of a loop step leaves at once (:meth:`_write_first`).
+        """
         self._messages_out += 1
-        # The first message of a loop step leaves at once (_write_first).
         if self._flush_handle is None:
             self._write_first()
         return self._paused or len(self._out) > HIGH_WATER
