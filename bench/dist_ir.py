@@ -38,6 +38,8 @@ from otpylib_dist import Node
 
 MSG = atom.ensure("msg")
 COOKIE = "bench-ir-cookie"
+#: Seconds a workload may take at most (valgrind slows it ~50x).
+DEADLINE = 600.0
 
 
 async def _run(n: int, workload: str) -> None:
@@ -90,7 +92,8 @@ async def _run(n: int, workload: str) -> None:
 
     assert await a.connect(b.node_name)
     await a.spawn(client)
-    await done
+    # A lost message fails the run instead of hanging it (tests/bench runs it).
+    await asyncio.wait_for(done, DEADLINE)
     await a.shutdown()
     await b.shutdown()
 

@@ -32,6 +32,13 @@ def test_bench_dist_prints_raw_floor_and_ours_with_ratios() -> None:
     assert "otpylib / raw floor:" in out
 
 
+@pytest.mark.parametrize("workload", ["pid", "name", "batch", "unread", "round-trip"])
+def test_bench_dist_ir_workload_delivers_every_message(workload: str) -> None:
+    # dist_ir ends only once the sink has every message (or the echo every
+    # reply), so a clean exit means nothing was lost on the way.
+    _run("bench.dist_ir", workload, "300")
+
+
 def test_bench_gen_server_prints_call_beside_raw() -> None:
     out = _run("bench.gen_server", "--round-trips", "500", "--repeat", "1", "--no-remote")
     assert "raw send/receive" in out and "call, default 5 s" in out
