@@ -38,6 +38,7 @@ from otpylib_dist.protocol.shapes import FLAT_SHAPES, tuple_shape
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "RUN_BYTES",
     "ControlDecoder",
     "ControlEncoder",
     "ControlMessage",
@@ -375,7 +376,7 @@ class ControlEncoder:
         self._run_to, self._run_types, self._run_count = to, types, 0
         self._run_shape = shape
         self._run_mark = len(out)
-        self._run_end = start + HEADER_SIZE + self._max
+        self._run_end = start + HEADER_SIZE + min(self._max, RUN_BYTES)
 
     def _close_or_drop_run(self, out: bytearray) -> None:
         """After a failed item: close a run that has items, drop one that has none."""
@@ -506,6 +507,10 @@ class ControlEncoder:
         return size + HEADER_SIZE
 
 
+#: Largest run frame body: a longer burst goes as several runs, so the
+#: receiver decodes and delivers the first of them while the rest are still
+#: on the way (and the first message of a burst waits for at most this much).
+RUN_BYTES: Final = 64 << 10
 _pack_header_into = struct.Struct(">I").pack_into
 _pack_count_into = struct.Struct(">I").pack_into
 #: A SendRun's start: msgpack fixarray of 4 fields, then its tag (67, a fixint).

@@ -197,3 +197,28 @@ def test_run_messages_counts_every_item_of_open_and_closed_runs() -> None:
     assert encoder.send_run_into(TARGETS[0], (MSG, 9), out)
     encoder.discard_run()  # the connection died with it queued: it was queued all the same
     assert encoder.run_messages == 9
+
+
+def test_a_long_burst_goes_as_several_runs_of_bounded_size() -> None:
+    # A run is capped (RUN_BYTES) so the receiver can decode the first part
+    # of a long burst while the rest is still on the way.
+    encoder = control.ControlEncoder()
+    out = bytearray()
+    encoder.send_into(TARGETS[0], (MSG, 0), out)
+    first = len(out)
+    sent = [(MSG, i) for i in range(1, 20_000)]
+    for item in sent:
+        if not encoder.send_run_into(TARGETS[0], item, out):
+            encoder.send_into(TARGETS[0], item, out)  # the item that did not fit
+    encoder.close_run(out)
+    frames = _frames(out[first:])
+    runs = [f for f in frames if type(f) is control.SendRun]
+    assert len(runs) >= 2
+    assert all(len(r.items) <= control.RUN_BYTES for r in runs)
+    got: list[Any] = []
+    for f in frames:
+        if type(f) is control.SendRun:
+            got += run_decoder_for(f.shape).decode(f.items)
+        else:
+            got.append(decode_term(f.payload))
+    assert got == sent
