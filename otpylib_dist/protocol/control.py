@@ -356,13 +356,25 @@ class ControlEncoder:
             raise
         end = len(out)
         if end > self._run_end:
-            # Too big for one frame with the others: close the run before it
-            # and let a plain Send carry this one (and its own size check).
-            del out[self._run_mark :]
-            self.close_run(out)
-            return 0
+            return self._run_full(out, end)
         self._run_mark = end
         self._run_count += 1
+        return end
+
+    def _run_full(self, out: bytearray, end: int) -> int:
+        """The item just appended took the open run past :data:`RUN_BYTES`.
+
+        Up to the frame limit it stays, and the run closes behind it: the
+        next message opens a new run, and no item is encoded or copied
+        twice. Past the frame limit it leaves the run (returns 0): the
+        caller's plain Send carries it, or refuses it with the size message.
+        """
+        if end - self._run_start - HEADER_SIZE > self._max:
+            del out[self._run_mark :]
+            self._close_or_drop_run(out)
+            return 0
+        self._run_count += 1
+        self.close_run(out)
         return end
 
     def _open_run(self, to: Pid | str, types: list[type], shape: bytes, out: bytearray) -> None:
@@ -507,9 +519,10 @@ class ControlEncoder:
         return size + HEADER_SIZE
 
 
-#: Largest run frame body: a longer burst goes as several runs, so the
+#: Bytes after which a run closes (its frame body; the message that crosses
+#: the mark is the run's last): a longer burst goes as several runs, so the
 #: receiver decodes and delivers the first of them while the rest are still
-#: on the way (and the first message of a burst waits for at most this much).
+#: on the way, and the first message of a burst waits for about this much.
 RUN_BYTES: Final = 64 << 10
 _pack_header_into = struct.Struct(">I").pack_into
 _pack_count_into = struct.Struct(">I").pack_into

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -213,8 +214,9 @@ def test_a_long_burst_goes_as_several_runs_of_bounded_size() -> None:
     encoder.close_run(out)
     frames = _frames(out[first:])
     runs = [f for f in frames if type(f) is control.SendRun]
-    assert len(runs) >= 2
-    assert all(len(r.items) <= control.RUN_BYTES for r in runs)
+    assert len(runs) >= 2 and len(runs) == len(frames)  # a full run closes behind its last
+    item = len(msgspec.msgpack.encode(("msg", len(sent))))  # the largest item, as sent
+    assert all(len(r.items) <= control.RUN_BYTES + item for r in runs)
     got: list[Any] = []
     for f in frames:
         if type(f) is control.SendRun:
@@ -222,3 +224,25 @@ def test_a_long_burst_goes_as_several_runs_of_bounded_size() -> None:
         else:
             got.append(decode_term(f.payload))
     assert got == sent
+
+
+def test_a_message_larger_than_a_run_closes_it_and_is_encoded_once() -> None:
+    encoder = control.ControlEncoder(max_frame_size=1 << 20)
+    out = bytearray()
+    big = "x" * (control.RUN_BYTES + 1)
+    sent = [(MSG, "small"), (MSG, big), (MSG, big), (MSG, "small"), (MSG, "y" * (1 << 20))]
+    encoder.send_into(TARGETS[0], (MSG, "first"), out)
+    first = len(out)
+    refused = 0
+    for item in sent:
+        if not encoder.send_run_into(TARGETS[0], item, out):
+            with pytest.raises(EncodeError, match="exceeds the frame limit"):
+                encoder.send_into(TARGETS[0], item, out)  # too big for any frame
+            refused += 1
+    encoder.close_run(out)
+    frames = _frames(out[first:])
+    assert refused == 1
+    runs = [run_decoder_for(f.shape).decode(f.items) for f in frames]
+    assert [len(r) for r in runs] == [2, 1, 1]  # each big one is the last of its run
+    assert [m for r in runs for m in r] == sent[:4]
+    assert len(out) - first < 3 * len(big)  # no item is in the buffer twice
