@@ -19,7 +19,8 @@ as ``bench.dist`` sends), and ``batch`` (to the pid; the sink takes them
 with ``receive_batch``), ``unread`` (to a name nobody holds there, then
 one message to the sink: the sender's whole cost and the receiver's cost
 of a frame it need not decode), and ``round-trip`` (``(self, i)`` to an
-echo process on ``b`` and back, one at a time; per round trip). Add ``--uvloop`` to run on uvloop.
+echo process on ``b`` and back, one at a time; per round trip). Add
+``--uvloop`` to run on uvloop.
 
 Differs from ``bench.dist``: one process and one loop, so the sender's
 bursts and the receiver's reads interleave as that loop schedules them;
@@ -104,7 +105,7 @@ def main() -> None:
     parser.add_argument("workload", choices=("pid", "name", "batch", "unread", "round-trip"))
     parser.add_argument("n", type=int, nargs="?", default=100_000)
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop (must be installed)")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # --uvloop before or after the sizes
     run_loop(_run(args.n, args.workload), args.uvloop)
 
 
