@@ -223,6 +223,9 @@ class Connection(asyncio.Protocol):
         self.peer_flags = 0
         #: The peer reads SendRun frames: bursts to one pid go as runs.
         self._runs = False
+        #: Runs are formed now: the peer reads them and no large message is
+        #: going out (then frames may have to wait behind it: see _aside).
+        self._runs_now = False
         self.refusal: str | None = None
         self.failure: str | None = None
         self.address = "?"
@@ -472,7 +475,7 @@ class Connection(asyncio.Protocol):
         self.peer_creation = event.peer_creation
         self.peer_hidden = event.peer_hidden
         self.peer_flags = event.peer_flags
-        self._runs = bool(event.peer_flags & Flags.RUNS)
+        self._runs = self._runs_now = bool(event.peer_flags & Flags.RUNS)
         if event.peer_flags & Flags.FRAGMENTS:
             limit = self._settings.max_message_size
             self._encoder.split_above(FRAGMENT_ABOVE, limit)
@@ -653,7 +656,7 @@ class Connection(asyncio.Protocol):
         if self._outbox.streams:
             # Slow path while a large message goes out: the signal may have to
             # wait behind its sender's (see _aside).
-            self._aside(_signal_sender(msg), lambda out: self._encoder.encode_into(msg, out))
+            self._aside(_signal_sender(msg), lambda out: self._encoder.encode_into(msg, out), False)
         else:
             self._encoder.encode_into(msg, self._out)
             if self._encoder.big >= 0:
@@ -669,50 +672,55 @@ class Connection(asyncio.Protocol):
         Raises:
             EncodeError: ``term`` cannot be sent (nothing is queued).
         """
+        # While this loop step's batch is open (the first message of a step
+        # left at once), consecutive messages of one shape to one pid join a
+        # run frame: one header, one target and one typed decode for all of
+        # them. Any other frame closes the run first, so order holds. A
+        # batch is open only on a live connection (close flushes it, and
+        # connection_lost forgets it), so this path skips the liveness check.
+        # No runs while a large message goes out (_runs_now is off: see _aside).
+        if self._flush_handle is not None and self._runs_now:
+            queued = self._encoder.send_run_into(to, term, self._out)
+            if queued > 0:  # the buffer's length (the encoder counts run messages)
+                return self._paused or queued > HIGH_WATER
+            if queued:  # a large message, marked to go in fragments
+                return self._fragment(self._out, _sender())
         if self._transport is None or self._close_reason is not None:
             return False
         if self._outbox.streams:
             # Slow path while a large message goes out (see _aside).
-            self._messages_out += 1
             return self._aside(_sender(), lambda out: self._encoder.send_into(to, term, out))
-        # While this loop step's batch is open (the first message of a step
-        # left at once), consecutive messages of one shape to one pid join a
-        # run frame: one header, one target and one typed decode for all of
-        # them. Any other frame closes the run first, so order holds.
-        if not (
-            self._runs
-            and self._flush_handle is not None
-            and self._encoder.send_run_into(to, term, self._out)
-        ):
-            self._encoder.send_into(to, term, self._out)
-        self._messages_out += 1
+        self._encoder.send_into(to, term, self._out)
         if self._encoder.big >= 0:
+            self._messages_out += 1
             return self._fragment(self._out, _sender())
         return self._queued()
 
     def reg_send_term(self, sender: Pid | None, name: str, term: Any) -> bool:
         """Queue a message to ``name`` on the peer, encoded in one pass; as :meth:`send_term`."""
+        # As send_term: a burst to one name joins a run (the name travels once).
+        if self._flush_handle is not None and self._runs_now:
+            queued = self._encoder.send_run_into(name, term, self._out)
+            if queued > 0:  # the buffer's length (the encoder counts run messages)
+                return self._paused or queued > HIGH_WATER
+            if queued:  # a large message, marked to go in fragments
+                return self._fragment(self._out, sender)
         if self._transport is None or self._close_reason is not None:
             return False
         if self._outbox.streams:
-            self._messages_out += 1
             return self._aside(
                 sender, lambda out: self._encoder.reg_send_into(sender, name, term, out)
             )
-        # As send_term: a burst to one name joins a run (the name travels once).
-        if not (
-            self._runs
-            and self._flush_handle is not None
-            and self._encoder.send_run_into(name, term, self._out)
-        ):
-            self._encoder.reg_send_into(sender, name, term, self._out)
-        self._messages_out += 1
+        self._encoder.reg_send_into(sender, name, term, self._out)
         if self._encoder.big >= 0:
+            self._messages_out += 1
             return self._fragment(self._out, sender)
         return self._queued()
 
-    def _aside(self, key: Pid | None, encode: Callable[[bytearray], object]) -> bool:
-        """Queue a frame while large messages go out; return must_drain.
+    def _aside(
+        self, key: Pid | None, encode: Callable[[bytearray], object], message: bool = True
+    ) -> bool:
+        """Queue a frame (a message, or a signal) while large messages go out; must_drain.
 
         A frame of a sender (``key``) whose large message is still going out
         waits behind it, so the peer sees that sender's frames in order; any
@@ -723,11 +731,15 @@ class Connection(asyncio.Protocol):
         self._encoder.close_run(self._out)
         out = self._out if held is None else held
         encode(out)
+        if message:
+            self._messages_out += 1
         if self._encoder.big >= 0:
             return self._fragment(out, key)
-        if held is None:
-            return self._queued()
-        return self._outbox.pending > HIGH_WATER
+        if held is not None:
+            return self._outbox.pending > HIGH_WATER
+        if self._flush_handle is None:
+            self._write_first()
+        return self._paused or len(self._out) > HIGH_WATER
 
     def _fragment(self, out: bytearray, key: Pid | None) -> bool:
         """The frame just encoded into ``out`` is large: send it in fragments; must_drain.
@@ -744,12 +756,17 @@ class Connection(asyncio.Protocol):
         else:
             self._outbox.replace_held(out, before)
         self._outbox.add(key, body)
+        self._runs_now = False  # until the outbox is empty (see _flush)
         if self._flush_handle is None:
             self._write_first()
         return True
 
     def _queued(self) -> bool:
-        """A message was appended to the buffer: write or batch it; return must_drain."""
+        """A message went out as a frame of its own: write or batch it; return must_drain.
+
+        The first message of a loop step leaves at once (:meth:`_write_first`).
+        """
+        self._messages_out += 1
         if self._flush_handle is None:
             self._write_first()
         return self._paused or len(self._out) > HIGH_WATER
@@ -791,13 +808,11 @@ class Connection(asyncio.Protocol):
         self._encoder.close_run(self._out)
         # Fragments go after the small frames queued this step, as many as
         # the window allows; the rest leave as the peer acknowledges.
-        if (
-            self._outbox.streams
-            and not self._paused
-            and self._outbox.pump(self._out)
-            and self._drain_waiters
-        ):
-            self._wake_drainers()
+        if self._outbox.streams and not self._paused and self._outbox.pump(self._out):
+            if not self._outbox.streams:
+                self._runs_now = self._runs  # the last large message is out: runs again
+            if self._drain_waiters:
+                self._wake_drainers()
         if self._out and self._transport is not None:
             self._write_raw(bytes(self._out))
             self._out.clear()
@@ -913,6 +928,7 @@ class Connection(asyncio.Protocol):
         for timer in (self._setup_timer, self._tick_timer, self._flush_handle):
             if timer is not None:
                 timer.cancel()
+        self._flush_handle = None  # no batch open: sends take the checked path
         self._out.clear()
         self._encoder.discard_run()
         self._outbox.clear()
@@ -941,7 +957,7 @@ class Connection(asyncio.Protocol):
             bytes_in=self._bytes_in,
             bytes_out=self._bytes_out,
             messages_in=self._messages_in,
-            messages_out=self._messages_out,
+            messages_out=self._messages_out + self._encoder.run_messages,
             ticks_missed=self._ticks_missed,
             seconds_since_heard=now - self.last_heard,
             connected_seconds=now - self._up_since if self._up else 0.0,

@@ -38,6 +38,7 @@ from otpylib_dist.protocol.shapes import FLAT_SHAPES, tuple_shape
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "RUN_BYTES",
     "ControlDecoder",
     "ControlEncoder",
     "ControlMessage",
@@ -315,9 +316,13 @@ class ControlEncoder:
         "_max",
         "_run_count",
         "_run_count_at",
+        "_run_end",
+        "_run_items",
+        "_run_mark",
         "_run_shape",
         "_run_start",
         "_run_to",
+        "_run_types",
         "_split",
         "big",
     )
@@ -331,90 +336,125 @@ class ControlEncoder:
         self.big = -1
         self._big_head: bytes | None = None
         # The open run (see SendRun): where its frame starts in the buffer
-        # (-1: none), where its item count goes, its target, shape and count.
+        # (-1: none), where its item count goes, its target, its items'
+        # element types (None: no run open), its count, and the buffer
+        # length past which its frame would exceed the limit.
         self._run_start = -1
         self._run_count_at = 0
         self._run_to: Pid | str | None = None
-        self._run_shape: bytes | None = None
+        self._run_types: list[type] | None = None
+        self._run_shape = b""
         self._run_count = 0
+        self._run_end = 0
+        # Where the open run's next item starts; items of runs closed so far.
+        self._run_mark = 0
+        self._run_items = 0
 
     # ---------------------------------------------------------------- runs
 
-    def send_run_into(self, to: Pid | str, term: Any, out: bytearray) -> bool:
+    def send_run_into(self, to: Pid | str, term: Any, out: bytearray) -> int:
         """Append ``term`` to a run of messages to ``to`` (a pid or a registered name).
 
-        Returns False (nothing appended) when ``term`` has no cached flat
-        shape: the caller sends it as a plain Send (which closes the run).
-        A message of another target or shape closes the open run and opens
-        a new one. The fast path of a burst of sends: what it skips per
-        message is the frame header, the control struct and the target pid,
-        which the run carries once.
+        Returns the length of ``out`` after it (true), or 0 (nothing
+        appended) when ``term`` has no cached flat shape: the caller sends
+        it as a plain Send (which closes the run); -1 when it was appended
+        as a frame too large for one (``big``: the caller sends it in
+        fragments, :meth:`take_big`). A message of another
+        target or shape closes the open run and opens a new one. The fast
+        path of a burst of sends: what it skips per message is the frame
+        header, the control struct and the target pid, which the run
+        carries once.
 
         Raises:
             EncodeError: ``term`` cannot be sent; ``out`` and the run are as
                 before (the other messages of the run are kept).
         """
+        # The check that the item fits the open run is its element types
+        # against the run's, one list compare (no shape lookup; a list of
+        # them builds faster than a tuple), and the target by identity first
+        # (a sender loop passes the same object). Where the item starts is
+        # where the last one ended (_run_mark): nothing else writes to
+        # ``out`` while a run is open. Written out: every opcode here is
+        # paid per message of a burst.
         if type(term) is not tuple:
-            return False
-        shape = FLAT_SHAPES.get(tuple(map(type, term)))
-        if shape is None:
-            return False
-        if self._run_start < 0 or self._run_shape is not shape or self._run_to != to:
-            self.close_run(out)
-            self._open_run(to, shape, out)
-        mark = len(out)
+            return 0
+        types = [*map(type, term)]
+        run_to = self._run_to
+        if types != self._run_types or (run_to is not to and run_to != to):
+            shape = FLAT_SHAPES.get(tuple(types))
+            if shape is None:
+                return 0
+            if self._run_types is not None and shape == self._run_shape and run_to == to:
+                self._run_types = types  # other types of the same shape (a bool for an int)
+            else:
+                self.close_run(out)
+                self._open_run(to, types, shape, out)
         try:
             self._encode_into(term, out, -1)
         except BaseException as exc:
             # Undo this item only: the run keeps the messages it has.
-            del out[mark:]
+            del out[self._run_mark :]
             self._close_or_drop_run(out)
             if isinstance(exc, OverflowError):
-                return False  # an int beyond 64 bits: the tagged form (a plain Send)
+                return 0  # an int beyond 64 bits: the tagged form (a plain Send)
             if isinstance(exc, TypeError | ValueError):
                 raise encode_failure(exc) from None
             raise
-        if len(out) - self._run_start - HEADER_SIZE > self._split:
-            # Too big to share a frame with the others: the run closes before
-            # this item and the item goes in a run of its own.
-            # Its size alone, in a run of its own: the run's head, then the item.
-            alone = self._run_count_at + 4 - self._run_start - HEADER_SIZE + len(out) - mark
-            if self._run_count and alone > self._split:
-                self._big_run(to, shape, out, mark)  # large: sent in fragments, not moved
-                return True
-            if self._run_count:  # not large alone: moved to open the next run (a small copy)
-                item = bytes(memoryview(out)[mark:])
-                del out[mark:]
-                self.close_run(out)
-                self._open_run(to, shape, out)
-                out += item
-            if len(out) - self._run_start - HEADER_SIZE > self._split:
-                start = self._run_start  # alone in its run and still large: fragments
-                self._run_count = 1
-                self.close_run(out)
-                self._over_split(out, start, len(out) - start - HEADER_SIZE, "SendRun")
-                return True
+        end = len(out)
+        if end > self._run_end:
+            return self._run_full(out, end)
+        self._run_mark = end
         self._run_count += 1
-        return True
+        return end
 
-    def _big_run(self, to: Pid | str, shape: bytes, out: bytearray, mark: int) -> None:
-        """Close the run before the large item at ``mark``; mark the item ``big``, as a run.
+    def _run_full(self, out: bytearray, end: int) -> int:
+        """The item just appended took the open run past :data:`RUN_BYTES`.
 
-        The item's own run header is built apart (``_big_head``) so that
-        the item's bytes are sent from where they are.
+        Up to the split size (fragments) or the frame limit it stays, and the
+        run closes behind it: the next message opens a new run, and no item
+        is encoded or copied twice. An item large on its own goes alone in
+        fragments (:meth:`_big_run`). Otherwise it leaves the run (returns
+        0): the caller's plain Send carries it, or refuses it with the size
+        message.
         """
-        item_size = len(out) - mark
+        if end - self._run_start - HEADER_SIZE <= self._split:
+            self._run_count += 1
+            self.close_run(out)
+            return end
+        # The item's size in a run of its own: the run's head, then the item.
+        mark = self._run_mark
+        alone = self._run_count_at + 4 - self._run_start - HEADER_SIZE + end - mark
+        if self._split < alone <= self._max:
+            return self._big_run(out, mark)
+        del out[mark:]
+        self._close_or_drop_run(out)
+        return 0
+
+    def _big_run(self, out: bytearray, mark: int) -> int:
+        """Mark the large item at ``mark`` ``big``: it leaves in fragments, as a run of its own.
+
+        The run before it closes with the items it has (their senders'
+        frames must not wait in another sender's fragments); the item's own
+        run head is built apart (``_big_head``), so the item's bytes are
+        sent from where they were encoded: no copy, no second encoding.
+        """
+        if not self._run_count:  # alone in its run already: the whole frame goes
+            self.big = self._run_start
+            self._run_count = 1
+            self.close_run(out)
+            return -1
+        to, types, shape = self._run_to, self._run_types, self._run_shape
+        assert to is not None and types is not None
         self.close_run(out, mark)
         head = bytearray()
-        self._open_run(to, shape, head)
+        self._open_run(to, types, shape, head)
         self._run_start = -1
+        self._run_types = None
         _pack_count_into(head, self._run_count_at, 1)
-        size = len(head) - HEADER_SIZE + item_size
-        if size > self._max:
-            del out[mark:]
-            self._over_split(out, mark, size, "SendRun")  # raises EncodeError
+        self._run_items += 1
         self.big = mark
         self._big_head = bytes(head[HEADER_SIZE:])  # the body's start (no length header)
+        return -1
 
     def split_above(self, size: int, max_message: int) -> None:
         """Mark frames over ``size`` bytes as ``big`` and accept up to ``max_message``.
@@ -450,15 +490,18 @@ class ControlEncoder:
             )
         self.big = start
 
-    def _open_run(self, to: Pid | str, shape: bytes, out: bytearray) -> None:
-        self._run_start = len(out)
+    def _open_run(self, to: Pid | str, types: list[type], shape: bytes, out: bytearray) -> None:
+        self._run_start = start = len(out)
         out += TICK_FRAME  # the frame's length header, filled in by close_run
         out += _RUN_HEAD  # fixarray of 4 fields, then the tag
         self._encode_into(to, out, -1)
         self._encode_into(shape, out, -1)
         self._run_count_at = len(out) + 1
         out += _ARRAY32  # the items' count, filled in by close_run
-        self._run_to, self._run_shape, self._run_count = to, shape, 0
+        self._run_to, self._run_types, self._run_count = to, types, 0
+        self._run_shape = shape
+        self._run_mark = len(out)
+        self._run_end = start + HEADER_SIZE + min(self._max, RUN_BYTES)
 
     def _close_or_drop_run(self, out: bytearray) -> None:
         """After a failed item: close a run that has items, drop one that has none."""
@@ -467,10 +510,14 @@ class ControlEncoder:
         else:
             del out[self._run_start :]
             self._run_start = -1
+            self._run_types = None
 
     def discard_run(self) -> None:
         """Forget the open run: its buffer was thrown away (the connection died)."""
+        if self._run_start >= 0:
+            self._run_items += self._run_count
         self._run_start = -1
+        self._run_types = None
 
     def close_run(self, out: bytearray, end: int = -1) -> None:
         """Finish the open run in ``out`` (its count and length); call before writing ``out``.
@@ -483,13 +530,20 @@ class ControlEncoder:
         if start < 0:
             return
         self._run_start = -1
+        self._run_types = None  # no item matches a closed run
         if end < 0:
             end = len(out)
         if self._run_count == 0:
             del out[start:end]
             return
+        self._run_items += self._run_count
         _pack_count_into(out, self._run_count_at, self._run_count)
         _pack_header_into(out, start, end - start - HEADER_SIZE)
+
+    @property
+    def run_messages(self) -> int:
+        """Messages queued in runs so far (counted here, not per message by the connection)."""
+        return self._run_items + (self._run_count if self._run_start >= 0 else 0)
 
     def encode(self, msg: ControlMessage) -> bytes:
         """Return the frame body of ``msg`` (no length header)."""
@@ -576,6 +630,11 @@ class ControlEncoder:
         return size + HEADER_SIZE
 
 
+#: Bytes after which a run closes (its frame body; the message that crosses
+#: the mark is the run's last): a longer burst goes as several runs, so the
+#: receiver decodes and delivers the first of them while the rest are still
+#: on the way, and the first message of a burst waits for about this much.
+RUN_BYTES: Final = 64 << 10
 _pack_header_into = struct.Struct(">I").pack_into
 _pack_count_into = struct.Struct(">I").pack_into
 #: A SendRun's start: msgpack fixarray of 4 fields, then its tag (67, a fixint).

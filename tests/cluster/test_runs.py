@@ -189,3 +189,21 @@ async def test_the_first_message_of_a_step_is_written_before_send_returns(
     assert after_first > before  # written at once
     assert after_second == after_first  # batched until the end of the step
     assert await asyncio.wait_for(done, DEADLINE) == [(MSG, 0), (MSG, 1)]
+
+
+async def test_peer_counters_count_every_message_of_a_run(make_cluster: ClusterFactory) -> None:
+    # Run items are counted by the encoder, not per message by the
+    # connection: a burst's statistics must still add up on both sides.
+    a, b = await make_cluster(2)
+    sink, done = await _collector(b, 1000)
+
+    async def burst() -> None:
+        for i in range(1000):
+            await process.send(sink, (MSG, i))
+
+    await run_in(a, burst)
+    assert len(await asyncio.wait_for(done, DEADLINE)) == 1000
+    [sent] = [p for p in a.peer_statistics() if p.peer == b.node_name]
+    [got] = [p for p in b.peer_statistics() if p.peer == a.node_name]
+    assert sent.messages_out == 1000
+    assert got.messages_in == 1000

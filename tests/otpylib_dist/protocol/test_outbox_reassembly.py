@@ -201,10 +201,12 @@ def test_a_message_over_the_limit_raises_and_leaves_the_buffer_as_it_was() -> No
     out = bytearray(b"queued")
     with pytest.raises(EncodeError, match="exceeds the limit of 1048576 bytes"):
         encoder.send_into(B, (MSG, bytes(2 << 20)), out)
-    encoder.send_into(B, (MSG, 0), bytearray())
-    encoder.send_run_into(B, (MSG, 1), out)
+    encoder.send_into(B, (MSG, "y"), bytearray())  # caches the (as) shape
+    assert encoder.send_run_into(B, (MSG, "1"), out)
+    # Over the limit, a run item leaves the run: the plain Send refuses it.
+    assert encoder.send_run_into(B, (MSG, "y" * (2 << 20)), out) == 0
     with pytest.raises(EncodeError, match="exceeds the limit"):
-        encoder.send_run_into(B, (MSG, "y" * (2 << 20)), out)
+        encoder.send_into(B, (MSG, "y" * (2 << 20)), out)
     encoder.close_run(out)
     assert out.startswith(b"queued") and encoder.big == -1
     assert [type(m) for m in _frames(out[6:])] == [control.SendRun]

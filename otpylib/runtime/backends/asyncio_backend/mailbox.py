@@ -70,15 +70,12 @@ def send(target: Target, message: Any) -> Awaitable[None]:
     elif type(target) is str:
         pid = rt._registry.get(target)
         dest = None if pid is None else rt._processes.get(pid)
-    elif (
-        type(target) is tuple
-        and len(target) == 2
-        and type(target[0]) is str
-        and target[1] != rt._node_name
-        and rt._router is not None
-    ):
-        # (name, node) on another node: straight to the router, as above.
-        return rt._router.send_registered(proc.pid, target[0], target[1], message)
+    elif type(target) is tuple and len(target) == 2:
+        name, node = target
+        if type(name) is str and node != rt._node_name and rt._router is not None:
+            # (name, node) on another node: straight to the router, as above.
+            return rt._router.send_registered(proc.pid, name, node, message)
+        dest = None
     else:
         dest = None
     if dest is not None:
