@@ -8,10 +8,9 @@ House rules (after h11 and Trio's ``StrictFIFOLock`` lesson):
   between; the only awaits are in ``drain`` (backpressure).
 - Reads: asyncio hands us whatever the socket had; every complete frame in
   it is decoded and dispatched to the node in the same step, in order.
-- Writes: control messages queued during one loop iteration are appended to
-  one buffer and written with one ``transport.write`` (coalescing); a
-  sender awaits ``drain`` only while the buffer is over the high-water mark
-  or the transport has paused us (the ``FlowControlMixin`` pattern).
+- Writes live in ``outgoing.py`` (the ``Outgoing`` mixin): one buffer per
+  loop step written with one ``transport.write``, run frames, fragments
+  for large messages, ``drain`` for backpressure.
 - Every way a connection ends maps to exactly one reason, passed to the
   owner: ``connection_closed`` (peer closed or socket error),
   ``net_tick_timeout`` (peer silent), ``disconnect`` (we closed it),
@@ -35,9 +34,7 @@ import logging
 import secrets
 import socket
 import ssl
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, cast
 
@@ -45,9 +42,9 @@ import msgspec
 
 from otpylib.runtime.atoms import Atom, AtomLimitExceeded, atom
 from otpylib.runtime.backends.base import RuntimeEntry
-from otpylib.runtime.context import current_process
 from otpylib.runtime.data import Pid
 from otpylib_dist.busy_wait import BusyWait
+from otpylib_dist.outgoing import Outgoing
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import Term, decode_term
 from otpylib_dist.protocol.control import Fragment, FragmentAck, RegSend, Send, SendRun
@@ -61,7 +58,6 @@ from otpylib_dist.protocol.errors import (
 from otpylib_dist.protocol.fragments import (
     DEFAULT_MAX_MESSAGE,
     FRAGMENT_ABOVE,
-    Outbox,
     Reassembly,
 )
 from otpylib_dist.protocol.framing import (
@@ -100,9 +96,6 @@ __all__ = [
     "Role",
 ]
 
-#: Bytes queued before a sender must await ``drain``. 1 MiB keeps a fast
-#: sender busy for several write calls while bounding memory per peer.
-HIGH_WATER: Final = 1 << 20
 #: The transport's own write-buffer limits (kernel buffer full -> pause).
 TRANSPORT_HIGH_WATER: Final = 4 << 20
 TRANSPORT_LOW_WATER: Final = 1 << 20
@@ -183,7 +176,7 @@ class ConnectionOwner(Protocol):
         """Act on one control message other than Send/RegSend (no awaits)."""
 
 
-class Connection(asyncio.Protocol):
+class Connection(Outgoing, asyncio.Protocol):
     """An asyncio protocol for one node-to-node connection.
 
     Attributes:
@@ -221,11 +214,6 @@ class Connection(asyncio.Protocol):
         self.peer_hidden = False
         #: The peer's capability flags (``protocol.handshake.Flags``), once up.
         self.peer_flags = 0
-        #: The peer reads SendRun frames: bursts to one pid go as runs.
-        self._runs = False
-        #: Runs are formed now: the peer reads them and no large message is
-        #: going out (then frames may have to wait behind it: see _aside).
-        self._runs_now = False
         self.refusal: str | None = None
         self.failure: str | None = None
         self.address = "?"
@@ -238,34 +226,23 @@ class Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._handshake: Handshake | None = None
         self._reader: FrameReader | None = None
-        self._encoder = control.ControlEncoder()
         self._decoder = control.ControlDecoder()
-        #: Large messages going out in fragments (``fragments.py``), and
-        #: the one coming in; used once both ends set Flags.FRAGMENTS.
-        self._outbox = Outbox(self._encoder.encode_into)
+        #: The large message coming in (fragments), once both ends set Flags.FRAGMENTS.
         self._reassembly: Reassembly | None = None
         #: Fragments taken in this read and not yet acknowledged.
         self._acks = 0
         self._up = False
-        self._out = bytearray()
-        self._flush_handle: asyncio.Handle | None = None
-        self._paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
         self._close_reason: Any = None
         self._setup_timer: asyncio.TimerHandle | None = None
         self._tick_timer: asyncio.TimerHandle | None = None
         self._ticker: Ticker | None = None
         self._bytes_in = 0
-        self._bytes_out = 0
         # Observability counters (read by statistics(); plain ints).
         self._messages_in = 0
-        self._messages_out = 0
         self._ticks_missed = 0
         self._up_since = 0.0
-        #: Held around every transport.write: the tick guard thread writes
-        #: between frames only (see tick_guard.py).
-        self._wlock = threading.RLock()
         self._guard: GuardedLink | None = None
+        self._init_outgoing()
 
     # ------------------------------------------------------------ handshake
 
@@ -643,215 +620,9 @@ class Connection(asyncio.Protocol):
             extra=self._fields("message_dropped", "undecodable"),
         )
 
-    def send_control(self, msg: Any) -> None:
-        """Queue one control message; it leaves with this loop step's batch.
-
-        Signals (link, monitor, ...) wait for the end of the step rather than
-        being written at once: they are usually followed by a message in the
-        same step (a gen_server call is a monitor then a send), and both then
-        leave in one write.
-        """
-        if self._transport is None or self._close_reason is not None:
-            return
-        if self._outbox.streams:
-            # Slow path while a large message goes out: the signal may have to
-            # wait behind its sender's (see _aside).
-            self._aside(_signal_sender(msg), lambda out: self._encoder.encode_into(msg, out), False)
-        else:
-            self._encoder.encode_into(msg, self._out)
-            if self._encoder.big >= 0:
-                self._fragment(self._out, _signal_sender(msg))
-        if self._flush_handle is None:
-            self._flush_handle = self._loop.call_soon(self._flush)
-
-    def send_term(self, to: Pid, term: Any) -> bool:
-        """Queue a message to the remote ``to``, encoded in one pass (the send fast path).
-
-        Returns whether the sender must ``await drain()`` before queueing more.
-
-        Raises:
-            EncodeError: ``term`` cannot be sent (nothing is queued).
-        """
-        # While this loop step's batch is open (the first message of a step
-        # left at once), consecutive messages of one shape to one pid join a
-        # run frame: one header, one target and one typed decode for all of
-        # them. Any other frame closes the run first, so order holds. A
-        # batch is open only on a live connection (close flushes it, and
-        # connection_lost forgets it), so this path skips the liveness check.
-        # No runs while a large message goes out (_runs_now is off: see _aside).
-        if self._flush_handle is not None and self._runs_now:
-            queued = self._encoder.send_run_into(to, term, self._out)
-            if queued > 0:  # the buffer's length (the encoder counts run messages)
-                return self._paused or queued > HIGH_WATER
-            if queued:  # a large message, marked to go in fragments
-                return self._fragment(self._out, _sender())
-        if self._transport is None or self._close_reason is not None:
-            return False
-        if self._outbox.streams:
-            # Slow path while a large message goes out (see _aside).
-            return self._aside(_sender(), lambda out: self._encoder.send_into(to, term, out))
-        self._encoder.send_into(to, term, self._out)
-        if self._encoder.big >= 0:
-            self._messages_out += 1
-            return self._fragment(self._out, _sender())
-        return self._queued()
-
-    def reg_send_term(self, sender: Pid | None, name: str, term: Any) -> bool:
-        """Queue a message to ``name`` on the peer, encoded in one pass; as :meth:`send_term`."""
-        # As send_term: a burst to one name joins a run (the name travels once).
-        if self._flush_handle is not None and self._runs_now:
-            queued = self._encoder.send_run_into(name, term, self._out)
-            if queued > 0:  # the buffer's length (the encoder counts run messages)
-                return self._paused or queued > HIGH_WATER
-            if queued:  # a large message, marked to go in fragments
-                return self._fragment(self._out, sender)
-        if self._transport is None or self._close_reason is not None:
-            return False
-        if self._outbox.streams:
-            return self._aside(
-                sender, lambda out: self._encoder.reg_send_into(sender, name, term, out)
-            )
-        self._encoder.reg_send_into(sender, name, term, self._out)
-        if self._encoder.big >= 0:
-            self._messages_out += 1
-            return self._fragment(self._out, sender)
-        return self._queued()
-
-    def _aside(
-        self, key: Pid | None, encode: Callable[[bytearray], object], message: bool = True
-    ) -> bool:
-        """Queue a frame (a message, or a signal) while large messages go out; must_drain.
-
-        A frame of a sender (``key``) whose large message is still going out
-        waits behind it, so the peer sees that sender's frames in order; any
-        other sender's frame goes at once, between the fragments (no runs
-        are formed meanwhile: the rare path stays simple).
-        """
-        held = self._outbox.held_for(key)
-        self._encoder.close_run(self._out)
-        out = self._out if held is None else held
-        encode(out)
-        if message:
-            self._messages_out += 1
-        if self._encoder.big >= 0:
-            return self._fragment(out, key)
-        if held is not None:
-            return self._outbox.pending > HIGH_WATER
-        if self._flush_handle is None:
-            self._write_first()
-        return self._paused or len(self._out) > HIGH_WATER
-
-    def _fragment(self, out: bytearray, key: Pid | None) -> bool:
-        """The frame just encoded into ``out`` is large: send it in fragments; must_drain.
-
-        The sender is told to drain: it waits until most of its message is
-        out (bounded memory for a loop of large sends), while other senders'
-        frames keep going.
-        """
-        body, before = self._encoder.take_big(out)
-        # ``out`` now backs the message's body: the frames before it move
-        # to a fresh buffer, which takes its place.
-        if out is self._out:
-            self._out = before
-        else:
-            self._outbox.replace_held(out, before)
-        self._outbox.add(key, body)
-        self._runs_now = False  # until the outbox is empty (see _flush)
-        if self._flush_handle is None:
-            self._write_first()
-        return True
-
-    def _queued(self) -> bool:
-        """A message went out as a frame of its own: write or batch it; return must_drain.
-
-        The first message of a loop step leaves at once (:meth:`_write_first`).
-        """
-        self._messages_out += 1
-        if self._flush_handle is None:
-            self._write_first()
-        return self._paused or len(self._out) > HIGH_WATER
-
-    async def drain(self) -> None:
-        """Wait until the peer has taken enough of what we queued.
-
-        A sender whose large message is going out waits until most of what
-        it queued is written (other senders do not wait for it).
-        """
-        if len(self._out) > HIGH_WATER:
-            self._flush()
-        outbox = self._outbox
-        if outbox.streams:
-            key = _sender()
-            while outbox.holds(key) and outbox.pending > HIGH_WATER and self._transport is not None:
-                await self._wait_for_room()
-        if not self._paused or self._transport is None:
-            return
-        await self._wait_for_room()
-
-    def _wait_for_room(self) -> asyncio.Future[None]:
-        waiter = self._loop.create_future()
-        self._drain_waiters.append(waiter)
-        return waiter
-
-    def _write_first(self) -> None:
-        """Write what is queued now and open a batch for the rest of this loop step.
-
-        The first message of a loop step leaves at once (latency: a reply
-        does not wait for another loop iteration); messages queued after it
-        in the same step are coalesced into one write by :meth:`_flush`.
-        """
-        self._flush()
-        self._flush_handle = self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_handle = None
-        self._encoder.close_run(self._out)
-        # Fragments go after the small frames queued this step, as many as
-        # the window allows; the rest leave as the peer acknowledges.
-        if self._outbox.streams and not self._paused and self._outbox.pump(self._out):
-            if not self._outbox.streams:
-                self._runs_now = self._runs  # the last large message is out: runs again
-            if self._drain_waiters:
-                self._wake_drainers()
-        if self._out and self._transport is not None:
-            self._write_raw(bytes(self._out))
-            self._out.clear()
-            self._busy.poke()
-
-    def _write_raw(self, data: bytes) -> None:
-        """Write protocol bytes (encrypted first when the connection uses TLS)."""
-        if self._transport is not None and data and not self._tls_broken:
-            self._bytes_out += len(data)
-            if self._tls is not None:
-                self._tls.send(data)
-                data = self._tls.data_to_send()
-            with self._wlock:
-                self._transport.write(data)
-
-    def _write_wire(self, data: bytes) -> None:
-        """Write bytes as they are (TLS records)."""
-        if self._transport is not None and data:
-            with self._wlock:
-                self._transport.write(data)
-
     def peer_certificate(self) -> dict[str, Any] | None:
         """The peer's verified TLS certificate, or ``None`` without TLS."""
         return self._tls.peer_certificate() if self._tls is not None else None
-
-    def pause_writing(self) -> None:
-        self._paused = True
-
-    def resume_writing(self) -> None:
-        self._paused = False
-        self._wake_drainers()
-        if self._outbox.streams and self._flush_handle is None:
-            self._flush_handle = self._loop.call_soon(self._flush)
-
-    def _wake_drainers(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for w in waiters:
-            if not w.done():
-                w.set_result(None)
 
     # ----------------------------------------------------------------- ticks
 
@@ -989,25 +760,3 @@ class Connection(asyncio.Protocol):
     def __repr__(self) -> str:
         state = "up" if self._up else "handshaking"
         return f"<Connection {self.role.name} {self.peer_name or self.expected_peer} {state}>"
-
-
-def _sender() -> Pid | None:
-    """The pid of the process running now (``None`` outside any): whose frame this is."""
-    proc = current_process.get()
-    return proc.pid if proc is not None else None
-
-
-def _signal_sender(msg: Any) -> Pid | None:
-    """The process a control message speaks for (``None``: the node itself).
-
-    Every signal names its sender except the node's own messages (spawn
-    replies, rpc, peers, the ``noproc`` DOWN for a name nobody holds). A
-    DOWN names the process that ended (the router sends its pid even for a
-    monitor by name), so it follows that process's large message.
-    """
-    sender = getattr(msg, "from_", None) or getattr(msg, "owner", None)
-    if sender is None:
-        sender = getattr(msg, "sender", None)
-    if type(msg) is control.MonitorExit:
-        sender = msg.target if type(msg.target) is Pid else None
-    return sender if type(sender) is Pid else None

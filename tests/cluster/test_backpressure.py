@@ -18,7 +18,8 @@ from waiting import wait_until
 
 from otpylib import process
 from otpylib_dist import DistributedBackend
-from otpylib_dist.connection import HIGH_WATER, TRANSPORT_HIGH_WATER
+from otpylib_dist.connection import TRANSPORT_HIGH_WATER
+from otpylib_dist.outgoing import HIGH_WATER
 
 ClusterFactory = Callable[..., Awaitable[list[DistributedBackend]]]
 

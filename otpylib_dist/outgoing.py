@@ -1,0 +1,306 @@
+"""The writing half of a connection: frames out, batching, fragments, backpressure.
+
+Mixed into ``Connection`` (``connection.py``), which owns the transport
+and the handshake; the state here (the output buffer, the encoder, the
+outbox of large messages, the drain waiters) is set up by
+:meth:`Outgoing._init_outgoing` and touched only by these methods and by
+the connection's close and read paths.
+
+House rules (the connection module's, for writes):
+
+- Control messages queued during one loop step are appended to one buffer
+  and written with one ``transport.write`` (coalescing). The first frame of
+  a step is written at once (a reply does not wait a loop iteration).
+- Consecutive messages of one shape to one target within a step join a run
+  frame (``SendRun``); any other frame closes the run first, so order holds.
+- A frame over 256 KiB goes in fragments (``protocol/fragments.py``); while
+  one is going out, a frame of its sender waits behind it (``_aside``).
+- A sender awaits ``drain`` only while the buffer is over the high-water
+  mark, the transport has paused us, or its own large message is still
+  mostly queued (the ``FlowControlMixin`` pattern).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Final
+
+from otpylib.runtime.context import current_process
+from otpylib.runtime.data import Pid
+from otpylib_dist.busy_wait import BusyWait
+from otpylib_dist.protocol import control
+from otpylib_dist.protocol.fragments import Outbox
+from otpylib_dist.protocol.tls_layer import TlsLayer
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["HIGH_WATER", "Outgoing"]
+
+#: Bytes queued before a sender must await ``drain``. 1 MiB keeps a fast
+#: sender busy for several write calls while bounding memory per peer.
+HIGH_WATER: Final = 1 << 20
+
+
+class Outgoing:
+    """Frames out for one connection (a mixin of ``Connection``).
+
+    The connection's own state this reads is declared here for the type
+    checker.
+    """
+
+    _busy: BusyWait
+    _close_reason: Any
+    _loop: asyncio.AbstractEventLoop
+    _tls: TlsLayer | None
+    _tls_broken: bool
+    _transport: asyncio.Transport | None
+
+    def _init_outgoing(self) -> None:
+        self._out = bytearray()
+        self._encoder = control.ControlEncoder()
+        #: Large messages going out in fragments (once both ends set Flags.FRAGMENTS).
+        self._outbox = Outbox(self._encoder.encode_into)
+        self._flush_handle: asyncio.Handle | None = None
+        self._paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        #: The peer reads SendRun frames: bursts to one pid go as runs.
+        self._runs = False
+        #: Runs are formed now: the peer reads them and no large message is
+        #: going out (then frames may have to wait behind it: see _aside).
+        self._runs_now = False
+        self._bytes_out = 0
+        self._messages_out = 0
+        #: Held around every transport.write: the tick guard thread writes
+        #: between frames only (see tick_guard.py).
+        self._wlock = threading.RLock()
+
+    def send_control(self, msg: Any) -> None:
+        """Queue one control message; it leaves with this loop step's batch.
+
+        Signals (link, monitor, ...) wait for the end of the step rather than
+        being written at once: they are usually followed by a message in the
+        same step (a gen_server call is a monitor then a send), and both then
+        leave in one write.
+        """
+        if self._transport is None or self._close_reason is not None:
+            return
+        if self._outbox.streams:
+            # Slow path while a large message goes out: the signal may have to
+            # wait behind its sender's (see _aside).
+            self._aside(_signal_sender(msg), lambda out: self._encoder.encode_into(msg, out), False)
+        else:
+            self._encoder.encode_into(msg, self._out)
+            if self._encoder.big >= 0:
+                self._fragment(self._out, _signal_sender(msg))
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def send_term(self, to: Pid, term: Any) -> bool:
+        """Queue a message to the remote ``to``, encoded in one pass (the send fast path).
+
+        Returns whether the sender must ``await drain()`` before queueing more.
+
+        Raises:
+            EncodeError: ``term`` cannot be sent (nothing is queued).
+        """
+        # While this loop step's batch is open (the first message of a step
+        # left at once), consecutive messages of one shape to one pid join a
+        # run frame: one header, one target and one typed decode for all of
+        # them. Any other frame closes the run first, so order holds. A
+        # batch is open only on a live connection (close flushes it, and
+        # connection_lost forgets it), so this path skips the liveness check.
+        # No runs while a large message goes out (_runs_now is off: see _aside).
+        if self._flush_handle is not None and self._runs_now:
+            queued = self._encoder.send_run_into(to, term, self._out)
+            if queued > 0:  # the buffer's length (the encoder counts run messages)
+                return self._paused or queued > HIGH_WATER
+            if queued:  # a large message, marked to go in fragments
+                return self._fragment(self._out, _sender())
+        if self._transport is None or self._close_reason is not None:
+            return False
+        if self._outbox.streams:
+            # Slow path while a large message goes out (see _aside).
+            return self._aside(_sender(), lambda out: self._encoder.send_into(to, term, out))
+        self._encoder.send_into(to, term, self._out)
+        if self._encoder.big >= 0:
+            self._messages_out += 1
+            return self._fragment(self._out, _sender())
+        return self._queued()
+
+    def reg_send_term(self, sender: Pid | None, name: str, term: Any) -> bool:
+        """Queue a message to ``name`` on the peer, encoded in one pass; as :meth:`send_term`."""
+        # As send_term: a burst to one name joins a run (the name travels once).
+        if self._flush_handle is not None and self._runs_now:
+            queued = self._encoder.send_run_into(name, term, self._out)
+            if queued > 0:  # the buffer's length (the encoder counts run messages)
+                return self._paused or queued > HIGH_WATER
+            if queued:  # a large message, marked to go in fragments
+                return self._fragment(self._out, sender)
+        if self._transport is None or self._close_reason is not None:
+            return False
+        if self._outbox.streams:
+            return self._aside(
+                sender, lambda out: self._encoder.reg_send_into(sender, name, term, out)
+            )
+        self._encoder.reg_send_into(sender, name, term, self._out)
+        if self._encoder.big >= 0:
+            self._messages_out += 1
+            return self._fragment(self._out, sender)
+        return self._queued()
+
+    def _aside(
+        self, key: Pid | None, encode: Callable[[bytearray], object], message: bool = True
+    ) -> bool:
+        """Queue a frame (a message, or a signal) while large messages go out; must_drain.
+
+        A frame of a sender (``key``) whose large message is still going out
+        waits behind it, so the peer sees that sender's frames in order; any
+        other sender's frame goes at once, between the fragments (no runs
+        are formed meanwhile: the rare path stays simple).
+        """
+        held = self._outbox.held_for(key)
+        self._encoder.close_run(self._out)
+        out = self._out if held is None else held
+        encode(out)
+        if message:
+            self._messages_out += 1
+        if self._encoder.big >= 0:
+            return self._fragment(out, key)
+        if held is not None:
+            return self._outbox.pending > HIGH_WATER
+        if self._flush_handle is None:
+            self._write_first()
+        return self._paused or len(self._out) > HIGH_WATER
+
+    def _fragment(self, out: bytearray, key: Pid | None) -> bool:
+        """The frame just encoded into ``out`` is large: send it in fragments; must_drain.
+
+        The sender is told to drain: it waits until most of its message is
+        out (bounded memory for a loop of large sends), while other senders'
+        frames keep going.
+        """
+        body, before = self._encoder.take_big(out)
+        # ``out`` now backs the message's body: the frames before it move
+        # to a fresh buffer, which takes its place.
+        if out is self._out:
+            self._out = before
+        else:
+            self._outbox.replace_held(out, before)
+        self._outbox.add(key, body)
+        self._runs_now = False  # until the outbox is empty (see _flush)
+        if self._flush_handle is None:
+            self._write_first()
+        return True
+
+    def _queued(self) -> bool:
+        """A message went out as a frame of its own: write or batch it; return must_drain.
+
+        The first message of a loop step leaves at once (:meth:`_write_first`).
+        """
+        self._messages_out += 1
+        if self._flush_handle is None:
+            self._write_first()
+        return self._paused or len(self._out) > HIGH_WATER
+
+    async def drain(self) -> None:
+        """Wait until the peer has taken enough of what we queued.
+
+        A sender whose large message is going out waits until most of what
+        it queued is written (other senders do not wait for it).
+        """
+        if len(self._out) > HIGH_WATER:
+            self._flush()
+        outbox = self._outbox
+        if outbox.streams:
+            key = _sender()
+            while outbox.holds(key) and outbox.pending > HIGH_WATER and self._transport is not None:
+                await self._wait_for_room()
+        if not self._paused or self._transport is None:
+            return
+        await self._wait_for_room()
+
+    def _wait_for_room(self) -> asyncio.Future[None]:
+        waiter = self._loop.create_future()
+        self._drain_waiters.append(waiter)
+        return waiter
+
+    def _write_first(self) -> None:
+        """Write what is queued now and open a batch for the rest of this loop step.
+
+        The first message of a loop step leaves at once (latency: a reply
+        does not wait for another loop iteration); messages queued after it
+        in the same step are coalesced into one write by :meth:`_flush`.
+        """
+        self._flush()
+        self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        self._encoder.close_run(self._out)
+        # Fragments go after the small frames queued this step, as many as
+        # the window allows; the rest leave as the peer acknowledges.
+        if self._outbox.streams and not self._paused and self._outbox.pump(self._out):
+            if not self._outbox.streams:
+                self._runs_now = self._runs  # the last large message is out: runs again
+            if self._drain_waiters:
+                self._wake_drainers()
+        if self._out and self._transport is not None:
+            self._write_raw(bytes(self._out))
+            self._out.clear()
+            self._busy.poke()
+
+    def _write_raw(self, data: bytes) -> None:
+        """Write protocol bytes (encrypted first when the connection uses TLS)."""
+        if self._transport is not None and data and not self._tls_broken:
+            self._bytes_out += len(data)
+            if self._tls is not None:
+                self._tls.send(data)
+                data = self._tls.data_to_send()
+            with self._wlock:
+                self._transport.write(data)
+
+    def _write_wire(self, data: bytes) -> None:
+        """Write bytes as they are (TLS records)."""
+        if self._transport is not None and data:
+            with self._wlock:
+                self._transport.write(data)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._wake_drainers()
+        if self._outbox.streams and self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _wake_drainers(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+
+def _sender() -> Pid | None:
+    """The pid of the process running now (``None`` outside any): whose frame this is."""
+    proc = current_process.get()
+    return proc.pid if proc is not None else None
+
+
+def _signal_sender(msg: Any) -> Pid | None:
+    """The process a control message speaks for (``None``: the node itself).
+
+    Every signal names its sender except the node's own messages (spawn
+    replies, rpc, peers, the ``noproc`` DOWN for a name nobody holds). A
+    DOWN names the process that ended (the router sends its pid even for a
+    monitor by name), so it follows that process's large message.
+    """
+    sender = getattr(msg, "from_", None) or getattr(msg, "owner", None)
+    if sender is None:
+        sender = getattr(msg, "sender", None)
+    if type(msg) is control.MonitorExit:
+        sender = msg.target if type(msg.target) is Pid else None
+    return sender if type(sender) is Pid else None
