@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from otpylib import _child_spec, process
-from otpylib._gen import CALL, CAST, describe_reason, is_quiet
+from otpylib._gen import CALL, CAST, MONITOR_ENDED, From, describe_reason, is_quiet, send_reply
 from otpylib.runtime.atoms import EXIT, NORMAL, atom, normalize_reason
 from otpylib.runtime.backends.base import RuntimeBackend
 from otpylib.runtime.data import Pid
@@ -108,13 +108,15 @@ async def _loop(
     """Receive and dispatch until a callback stops, the parent exits or a callback raises."""
     receive = rt.receive
     send = rt.send
+    watched_by = rt.watched_by
+    release_monitor = rt.release_monitor
     handle_call = server.handle_call
     handle_cast = server.handle_cast
     handle_info = server.handle_info
     node = rt.node_name
     msg: Any = None
     reason: Any = NORMAL
-    stop_reply: tuple[tuple[Pid, Any], Any] | None = None
+    stop_reply: tuple[From, Any] | None = None
     try:
         while True:
             msg = await receive()
@@ -127,8 +129,15 @@ async def _loop(
                         head = result[0]
                         n = len(result)
                         if head is REPLY and n == 3:
+                            # _gen.send_reply inlined (once per call).
+                            owner = from_[0]
                             reply_to, ref = from_[1]
-                            await send(reply_to, (ref, result[1]))
+                            if watched_by(owner, ref):
+                                sent = send(reply_to, (ref, result[1], MONITOR_ENDED))
+                                release_monitor(owner, ref)  # after the answer is queued
+                                await sent
+                            else:
+                                await send(reply_to, (ref, result[1]))
                             state = result[2]
                             continue
                         if head is NOREPLY and n == 2:
@@ -137,7 +146,7 @@ async def _loop(
                         if head is STOP and n == 4:
                             # The reply goes after terminate (as OTP): the
                             # caller must not act before the clean-up is done.
-                            stop_reply = (from_[1], result[2])
+                            stop_reply = (from_, result[2])
                             reason, state = result[1], result[3]
                             break
                         if head is STOP and n == 3:
@@ -199,8 +208,7 @@ async def _loop(
         await server.terminate(reason, state)
     finally:
         if stop_reply is not None:
-            (reply_to, ref), value = stop_reply
-            await send(reply_to, (ref, value))
+            await send_reply(rt, *stop_reply)
     if reason is not NORMAL:
         raise ProcessExit(reason)
 

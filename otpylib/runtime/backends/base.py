@@ -391,6 +391,19 @@ class RuntimeBackend(ABC):
         """Remove a monitor; with ``flush`` also drop its DOWN message if queued."""
 
     @abstractmethod
+    def watched_by(self, owner: Pid, ref: Ref) -> bool:
+        """Whether ``owner`` holds the monitor ``ref`` on the calling process."""
+
+    @abstractmethod
+    def release_monitor(self, owner: Pid, ref: Ref) -> None:
+        """End the calling process's half of ``owner``'s monitor ``ref`` on it: no
+        ``DOWN`` for it, no signal; the caller tells ``owner`` (a call's answer)."""
+
+    @abstractmethod
+    def forget_monitor(self, ref: Ref) -> bool:
+        """End the caller's monitor ``ref`` whose target released its half (no signal)."""
+
+    @abstractmethod
     async def exit(self, pid: Pid, reason: Any) -> None:
         """Send an exit signal to ``pid`` (Erlang's ``exit/2``); a pid, never a name."""
 

@@ -254,6 +254,44 @@ class SignalEngine:
             self._flush_down(proc, ref)
         return active
 
+    # The two halves of ending a call's monitor without a DEMONITOR signal
+    # (see ``otpylib._gen``): the server releases its half when it answers,
+    # and says so in the answer; the caller then forgets its own half.
+
+    def watched_by(self, owner: Pid, ref: Ref) -> bool:
+        """Whether ``owner`` holds the monitor ``ref`` on the calling process."""
+        monitored_by = self._caller("watched_by").monitored_by
+        return monitored_by is not None and monitored_by.get(ref) == owner
+
+    def release_monitor(self, owner: Pid, ref: Ref) -> None:
+        """End our half of the monitor ``ref`` that ``owner`` holds on the calling process.
+
+        No ``DOWN`` will be sent for it, and nothing tells ``owner``: the
+        caller must tell it in its own message (a call's answer does, and
+        the owner then calls :meth:`forget_monitor`). A monitor that is not
+        ``owner``'s is left alone.
+        """
+        monitored_by = self._caller("release_monitor").monitored_by
+        if monitored_by is not None and monitored_by.get(ref) == owner:
+            del monitored_by[ref]
+
+    def forget_monitor(self, ref: Ref) -> bool:
+        """End the caller's monitor ``ref`` whose target already released its half.
+
+        As ``demonitor(ref, flush=True)`` without the signal to the target's
+        node, which the target made unnecessary (:meth:`release_monitor`).
+        Returns whether the monitor was still held. A plain ``def``: no
+        coroutine and no message per call.
+        """
+        proc = self._caller("forget_monitor")
+        monitors = proc.monitors
+        if monitors and monitors.pop(ref, MISSING) is not MISSING:
+            self._monitors -= 1
+            return True
+        # Already gone: its DOWN (a lost connection, say) may be queued.
+        self._flush_down(proc, ref)
+        return False
+
     @staticmethod
     def _flush_down(proc: Process, ref: Ref) -> None:
         mailbox = proc.mailbox
