@@ -383,8 +383,11 @@ class RuntimeBackend(ABC):
         """Remove the link between the caller and ``pid``, if any."""
 
     @abstractmethod
-    async def monitor(self, target: Pid | Name | tuple[str, str]) -> Ref:
-        """Monitor ``target``; a ``(DOWN, ref, pid, reason)`` message follows its end."""
+    def monitor(self, target: Pid | Name | tuple[str, str]) -> Awaitable[Ref]:
+        """Monitor ``target``; a ``(DOWN, ref, pid, reason)`` message follows its end.
+
+        Returns an awaitable of the ref: always ``await`` it (a plain ``def``,
+        as :meth:`send`, so the common case costs no coroutine)."""
 
     @abstractmethod
     async def demonitor(self, ref: Ref, flush: bool = False) -> bool:

@@ -49,7 +49,7 @@ from otpylib.runtime.backends.base import Name, RemoteRouter
 from otpylib.runtime.data import Pid, Ref, exit_kind
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ class SignalEngine:
     _caller: Callable[[str], Process]
     _sender_pid: Callable[[], Pid]
     _check_name: Callable[[Any], str]
+    _loop: asyncio.AbstractEventLoop | None
     make_ref: Callable[[], Ref]
 
     def _router_for(self, node: str) -> RemoteRouter | None:
@@ -175,13 +176,18 @@ class SignalEngine:
 
     # ------------------------------------------------------------ monitors
 
-    async def monitor(self, target: Pid | Name | tuple[str, str]) -> Ref:
-        """Monitor ``target`` (``monitor(process, T)``) and return the monitor's ref.
+    def monitor(self, target: Pid | Name | tuple[str, str]) -> Awaitable[Ref]:
+        """Monitor ``target`` (``monitor(process, T)``); await it for the monitor's ref.
 
         When the target ends (or is already dead, or the name is not
         registered), the caller gets ``(DOWN, ref, pid_or_name, reason)``;
         ``noproc`` for a target that did not exist. Monitoring is one-way and
         stackable: each call makes a new, independent monitor.
+
+        A plain ``def`` returning an awaitable, as ``send``: for a local
+        target, and for a remote one on an up connection (every remote
+        ``gen_server.call`` starts here), the monitor is in place when it
+        returns and the awaitable is already done, with no coroutine.
         """
         proc = self._caller("monitor")
         ref = self.make_ref()
@@ -189,13 +195,13 @@ class SignalEngine:
             other = self._processes.get(target)
             if other is not None:
                 self._add_monitor(proc, other, ref, target)
-                return ref
+                return self._done_with(ref)
             router = self._router_for(target.node)
             if router is None:
                 self._messages += 1
                 proc.deliver((DOWN, ref, target, NOPROC))
-                return ref
-            return await self._monitor_remote(router, proc, target, ref)
+                return self._done_with(ref)
+            return self._monitor_remote(router, proc, target, ref)
         if isinstance(target, tuple):
             name, node = target
             if node != self._node_name:
@@ -203,8 +209,8 @@ class SignalEngine:
                 if router is None:
                     self._messages += 1
                     proc.deliver((DOWN, ref, target, NOCONNECTION))
-                    return ref
-                return await self._monitor_remote(router, proc, (name, node), ref)
+                    return self._done_with(ref)
+                return self._monitor_remote(router, proc, (name, node), ref)
             target = name
         name = self._check_name(target)
         pid = self._registry.get(name)
@@ -212,16 +218,36 @@ class SignalEngine:
         if other is None:
             self._messages += 1
             proc.deliver((DOWN, ref, name, NOPROC))
-            return ref
-        self._add_monitor(proc, other, ref, other.pid)
-        return ref
+        else:
+            self._add_monitor(proc, other, ref, other.pid)
+        return self._done_with(ref)
 
-    async def _monitor_remote(
+    def _done_with(self, ref: Ref) -> Awaitable[Ref]:
+        """An already-done awaitable whose result is ``ref``."""
+        loop = self._loop
+        assert loop is not None  # a process is calling: the runtime is initialized
+        done: asyncio.Future[Ref] = loop.create_future()
+        done.set_result(ref)
+        return done
+
+    def _monitor_remote(
         self, router: RemoteRouter, proc: Process, target: Pid | tuple[str, str], ref: Ref
-    ) -> Ref:
+    ) -> Awaitable[Ref]:
         """Monitor a target on another node; a failure reason becomes an immediate DOWN."""
         self._own_monitor(proc, ref, target)
-        failure = await router.monitor(proc.pid, target, ref)
+        asked = router.monitor(proc.pid, target, ref)
+        if isinstance(asked, asyncio.Future) and asked.done():
+            # The router's fast path (an up connection): the Monitor is
+            # queued and its answer known, so no coroutine is needed.
+            failure = asked.result()
+            if failure is not None:
+                self._down(proc.pid, ref, failure)
+            return self._done_with(ref)
+        return self._monitor_wait(asked, proc, ref)
+
+    async def _monitor_wait(self, asked: Awaitable[Any], proc: Process, ref: Ref) -> Ref:
+        """The rest of :meth:`_monitor_remote` when the router must connect first."""
+        failure = await asked
         if failure is not None:
             self._down(proc.pid, ref, failure)
         return ref
