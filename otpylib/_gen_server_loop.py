@@ -130,8 +130,7 @@ async def _loop(
                         n = len(result)
                         if head is REPLY and n == 3:
                             # _gen.send_reply inlined (once per call).
-                            owner = from_[0]
-                            reply_to, ref = from_[1]
+                            owner, reply_to, ref = from_
                             if watched_by(owner, ref):
                                 sent = send(reply_to, (ref, result[1], MONITOR_ENDED))
                                 release_monitor(owner, ref)  # after the answer is queued
