@@ -106,7 +106,9 @@ async def _loop(
     rt: RuntimeBackend, me: Pid, server: GenServer, state: Any, parent: Pid | None
 ) -> None:
     """Receive and dispatch until a callback stops, the parent exits or a callback raises."""
-    receive = rt.receive
+    # The process API's receive (this loop runs in the server process, of
+    # ``rt``): the runtime's own receive only adds a frame in front of it.
+    receive = process.receive
     send = rt.send
     watched_by = rt.watched_by
     release_monitor = rt.release_monitor
