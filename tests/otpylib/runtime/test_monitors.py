@@ -359,3 +359,75 @@ async def test_a_monitor_on_a_process_killed_before_it_ran_fires(
 
     await run_in(runtime, body)
     assert not ran.is_set()
+
+
+# ------------------------------- a call's monitor: release_monitor, forget_monitor
+
+
+async def test_a_released_monitor_sends_no_down_and_the_owner_forgets_it(
+    runtime: AsyncIOBackend,
+) -> None:
+    async def target() -> None:
+        owner, ref = await process.receive()
+        assert runtime.watched_by(owner, ref)
+        runtime.release_monitor(owner, ref)
+        assert not runtime.watched_by(owner, ref)
+        await process.send(owner, "released")
+        # Ending now sends no DOWN for the released monitor.
+
+    async def body() -> list[Any]:
+        pid = await runtime.spawn(target)
+        ref = await process.monitor(pid)
+        await process.send(pid, (process.self(), ref))
+        assert await process.receive(timeout=DEADLINE) == "released"
+        await wait_gone(runtime, pid)
+        assert runtime.forget_monitor(ref) is True
+        assert runtime.forget_monitor(ref) is False
+        return [m async for m in _queued()]
+
+    assert await run_in(runtime, body) == []
+    assert runtime.statistics().active_monitors == 0
+
+
+async def _queued() -> Any:
+    """The caller's queued messages, taken without waiting."""
+    while True:
+        try:
+            yield await process.receive(timeout=0)
+        except TimeoutError:
+            return
+
+
+async def test_release_monitor_leaves_a_monitor_of_another_owner(
+    runtime: AsyncIOBackend,
+) -> None:
+    async def target() -> None:
+        owner, ref = await process.receive()
+        stranger = Pid(runtime.node_name, 999_999, 1)
+        runtime.release_monitor(stranger, ref)  # not the owner's: nothing happens
+        await process.send(owner, runtime.watched_by(owner, ref))
+        await process.receive()
+
+    async def body() -> Any:
+        pid = await runtime.spawn(target)
+        ref = await process.monitor(pid)
+        await process.send(pid, (process.self(), ref))
+        still = await process.receive(timeout=DEADLINE)
+        return still, runtime.process_info(pid).monitored_by  # type: ignore[union-attr]
+
+    still, monitored_by = await run_in(runtime, body)
+    assert still is True and len(monitored_by) == 1
+
+
+async def test_forget_monitor_flushes_a_down_that_already_came(runtime: AsyncIOBackend) -> None:
+    target = await runtime.spawn(idle)
+
+    async def body() -> list[Any]:
+        ref = await process.monitor(target)
+        await process.exit(target, "kill")
+        await wait_queued(1)
+        # The monitor fired before the owner got to forget it: its DOWN goes too.
+        assert runtime.forget_monitor(ref) is False
+        return [m async for m in _queued()]
+
+    assert await run_in(runtime, body) == []
