@@ -2,7 +2,9 @@
 
 A *call* is a message that expects exactly one answer. Doing it right takes
 more than a send and a receive, and every behaviour needs the same steps, so
-they live here once:
+they live here once, on the runtime's ``request``/``answer`` pair, which
+does the mechanics (a monitor, an alias, a selective receive) in one
+coroutine instead of one runtime method per step:
 
 1. The caller monitors the server before sending, so a server that is dead,
    unknown, dies while working or sits on a lost node produces a ``DOWN``
@@ -10,25 +12,20 @@ they live here once:
    ``noconnection``). A call never hangs on a dead server.
 2. The request is ``(CALL, from_, request)`` where ``from_`` is
    ``(caller_pid, reply_to, ref)`` and ``ref`` is the monitor's ref. The
-   answer is ``(ref, value)`` sent to ``reply_to``; the caller takes it by
-   selective receive on ``ref``, so it can arrive among any other messages.
+   answer is ``(ref, value)`` or ``(ref, value, MONITOR_ENDED)`` sent to
+   ``reply_to``; the caller takes it by selective receive on ``ref``, so it
+   can arrive among any other messages.
 3. After the answer, the monitor ends with no ``DOWN`` of the server ever
    left behind in the caller's mailbox. The server ends its half when it
-   answers from its own loop (``release_monitor``) and says so in the
-   answer, ``(ref, value, MONITOR_ENDED)``; the caller then ends its own
-   half locally (``forget_monitor``). An answer without the mark (sent by
-   another process through ``gen_server.reply``, or by a process that does
-   not hold the monitor) makes the caller demonitor with ``flush``.
+   answers (``rt.answer``, from the process the caller monitors) and says
+   so with ``MONITOR_ENDED``; the caller then ends its own half locally.
+   An answer without the mark (sent by another process the server handed
+   ``from_`` to) makes the caller demonitor with ``flush``.
 
 Differs from Erlang: OTP's caller always demonitors, which costs a
-``DEMONITOR`` signal to the server's node per remote call (an encoded
-control message, its decoding and dispatch there: ~29k instructions of a
-call's ~270k, measured with callgrind). Here that signal is left out when
-the server released its half itself; what the caller can observe is the
-same (the answer, and never a ``DOWN`` after it). The server releases its
-half only after the answer was queued: an answer that cannot be sent
-(``EncodeError``) crashes the server with its half still there, so the
-caller gets the ``DOWN``.
+``DEMONITOR`` signal to the server's node per remote call; here that signal
+is left out when the server released its half itself (see
+``RuntimeBackend.answer``). What the caller can observe is the same.
 
 Late replies, and how none can reach the caller
 -----------------------------------------------
@@ -36,9 +33,9 @@ A call that times out leaves a server that may still answer; so may a
 process the server handed ``from_`` to, after the server died. Erlang/OTP
 24+ sends the answer to a process *alias* that the caller deactivates when
 it stops waiting, so the runtime drops the late answer. We do the same:
-``reply_to`` is ``rt.alias()``, an extra pid that reaches the caller's
-mailbox only until the call ends (answer, ``DOWN`` or timeout), when the
-caller calls ``rt.unalias``. A late answer, from this node or another, is
+``reply_to`` is an alias (``rt.alias()``), an extra pid that reaches the
+caller's mailbox only until the call ends (answer, ``DOWN`` or timeout),
+when ``rt.request`` deactivates it. A late answer, from this node or another, is
 then addressed to an inactive alias and dropped like a message to a dead
 pid. The cost is an id, a dict insert and a dict delete per call
 (``python -m bench.gen_server`` measures it).
@@ -59,13 +56,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeAlias
 
 from otpylib import process
 from otpylib.runtime.atoms import (
-    DOWN,
     KILL,
     KILLED,
     NOCONNECTION,
@@ -76,9 +71,9 @@ from otpylib.runtime.atoms import (
     Atom,
     atom,
 )
-from otpylib.runtime.backends.base import RuntimeBackend, Target
+from otpylib.runtime.backends.base import MONITOR_ENDED, RuntimeBackend, Target
 from otpylib.runtime.data import Pid, Ref
-from otpylib.runtime.errors import NotInProcessError, ProcessExit, UnknownNameError
+from otpylib.runtime.errors import NotInProcessError, ProcessExit
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +100,6 @@ __all__ = [
 CALL: Final = atom.ensure("$gen_call")
 #: Tag of a cast: ``(CAST, request)``.
 CAST: Final = atom.ensure("$gen_cast")
-#: Third element of an answer whose sender ended the caller's monitor on it:
-#: ``(ref, value, MONITOR_ENDED)`` (a bool: no atom to decode on the wire).
-MONITOR_ENDED: Final = True
 #: Reason of a call a process makes to itself (it would wait for itself forever).
 CALLING_SELF: Final = atom.ensure("calling_self")
 
@@ -248,18 +240,9 @@ async def flush(rt: RuntimeBackend, match: Callable[[Any], bool]) -> Any:
 async def send_reply(rt: RuntimeBackend, from_: From, value: Any) -> None:
     """Send the answer ``value`` for the call ``from_`` (dropped if nobody waits).
 
-    From the server that holds the caller's monitor, the answer also ends
-    it (see the module docstring); from any other process, it is a plain
-    ``(ref, value)`` and the caller demonitors.
+    From the server itself it also ends the caller's monitor (``rt.answer``).
     """
-    owner, reply_to, ref = from_
-    if rt.watched_by(owner, ref):
-        sent = rt.send(reply_to, (ref, value, MONITOR_ENDED))
-        # Only once the answer is queued: had it raised, the DOWN is still owed.
-        rt.release_monitor(owner, ref)
-        await sent
-    else:
-        await rt.send(reply_to, (ref, value))
+    await rt.answer(from_, value)
 
 
 async def call(
@@ -274,62 +257,24 @@ async def call(
     ``message_tag`` is the first element of the request message (``CALL``
     for gen_server). Raises :class:`CallError`.
     """
-    # Written for the hot path (every client's every call): no context
-    # manager (contextlib's are Python calls), one rt.self(), and the clock
-    # read only for a finite timeout.
-    if timeout is None:
-        deadline = None
-    elif timeout < 0:
+    if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be None (wait forever) or >= 0 seconds, got {timeout}")
-    else:
-        deadline = time.monotonic() + timeout
-    me = rt.self()
-    if type(target) is Pid and target != me:
+    if type(target) is Pid and target != rt.self():
         dest: Pid | tuple[str, str] = target  # what server_of would find, without its checks
     else:
         dest = server_of(rt, target)
-    mref = await rt.monitor(dest)
-    reply_to = rt.alias()
     try:
-        try:  # noqa: SIM105 (contextlib.suppress costs three Python calls per call)
-            await rt.send(dest, (message_tag, (me, reply_to, mref), request))
-        except UnknownNameError:  # unreachable (name, node): see the DOWN
-            pass
-
-        def match(m: Any) -> bool:
-            if type(m) is not tuple:
-                return False
-            n = len(m)
-            if n == 2 or n == 3:  # the answer, (ref, value[, MONITOR_ENDED])
-                return m[0] == mref
-            return n == 4 and m[0] is DOWN and m[1] == mref
-
-        # The deadline covers the monitor and the send too (for a remote
-        # server they may wait for a connection).
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            msg = await rt.receive(left, match)
-        except TimeoutError:
-            msg = None
-    finally:
-        # From here on the server's answer, if it still comes, is dropped.
-        rt.unalias(reply_to)
-    if msg is None:
-        await rt.demonitor(mref, flush=True)
+        answered, value = await rt.request(dest, message_tag, request, timeout)
+    except TimeoutError:
         raise CallError(
             TIMEOUT,
             target,
             f"call to {target!r} timed out after {timeout} s (timeout); the server may be "
             "busy or stuck: pass a larger timeout, or timeout=None to wait forever",
-        )
-    n = len(msg)
-    if n == 3:  # (ref, value, MONITOR_ENDED): the server ended its half
-        rt.forget_monitor(mref)
-        return msg[1]
-    if n == 2:
-        await rt.demonitor(mref, flush=True)
-        return msg[1]
-    raise CallError(msg[3], target)
+        ) from None
+    if answered:
+        return value
+    raise CallError(value, target)
 
 
 def server_of(rt: RuntimeBackend, target: Target, operation: str = "call") -> Pid | tuple[str, str]:

@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from otpylib import _child_spec, process
-from otpylib._gen import CALL, CAST, MONITOR_ENDED, From, describe_reason, is_quiet, send_reply
+from otpylib._gen import CALL, CAST, From, describe_reason, is_quiet
 from otpylib.runtime.atoms import EXIT, NORMAL, atom, normalize_reason
 from otpylib.runtime.backends.base import RuntimeBackend
 from otpylib.runtime.data import Pid
@@ -109,9 +109,7 @@ async def _loop(
     # The process API's receive (this loop runs in the server process, of
     # ``rt``): the runtime's own receive only adds a frame in front of it.
     receive = process.receive
-    send = rt.send
-    watched_by = rt.watched_by
-    release_monitor = rt.release_monitor
+    answer = rt.answer
     handle_call = server.handle_call
     handle_cast = server.handle_cast
     handle_info = server.handle_info
@@ -131,14 +129,7 @@ async def _loop(
                         head = result[0]
                         n = len(result)
                         if head is REPLY and n == 3:
-                            # _gen.send_reply inlined (once per call).
-                            owner, reply_to, ref = from_
-                            if watched_by(owner, ref):
-                                sent = send(reply_to, (ref, result[1], MONITOR_ENDED))
-                                release_monitor(owner, ref)  # after the answer is queued
-                                await sent
-                            else:
-                                await send(reply_to, (ref, result[1]))
+                            await answer(from_, result[1])
                             state = result[2]
                             continue
                         if head is NOREPLY and n == 2:
@@ -209,7 +200,7 @@ async def _loop(
         await server.terminate(reason, state)
     finally:
         if stop_reply is not None:
-            await send_reply(rt, *stop_reply)
+            await answer(*stop_reply)
     if reason is not NORMAL:
         raise ProcessExit(reason)
 

@@ -361,73 +361,124 @@ async def test_a_monitor_on_a_process_killed_before_it_ran_fires(
     assert not ran.is_set()
 
 
-# ------------------------------- a call's monitor: release_monitor, forget_monitor
+# ------------------------------------------- request / answer: a call's mechanics
+
+TAG = "$test_request"
 
 
-async def test_a_released_monitor_sends_no_down_and_the_owner_forgets_it(
+async def answering(runtime: AsyncIOBackend) -> None:
+    """Take one request, answer it with its payload, then wait to be told to end."""
+    tag, from_, payload = await process.receive()
+    assert tag == TAG
+    await runtime.answer(from_, payload)
+    await process.receive()
+
+
+async def handing_over(runtime: AsyncIOBackend, helper: Pid) -> None:
+    """Take one request and hand it to ``helper`` to answer; then wait."""
+    _, from_, payload = await process.receive()
+    await process.send(helper, (from_, payload))
+    await process.receive()
+
+
+async def helping(runtime: AsyncIOBackend) -> None:
+    from_, payload = await process.receive()
+    await runtime.answer(from_, payload)
+
+
+async def _queued() -> list[Any]:
+    """The caller's queued messages, taken without waiting."""
+    out = []
+    while True:
+        try:
+            out.append(await process.receive(timeout=0))
+        except TimeoutError:
+            return out
+
+
+async def test_an_answer_from_the_monitored_process_ends_the_monitor_on_both_sides(
     runtime: AsyncIOBackend,
 ) -> None:
-    async def target() -> None:
-        owner, ref = await process.receive()
-        assert runtime.watched_by(owner, ref)
-        runtime.release_monitor(owner, ref)
-        assert not runtime.watched_by(owner, ref)
-        await process.send(owner, "released")
-        # Ending now sends no DOWN for the released monitor.
+    server = await runtime.spawn(answering, (runtime,))
 
-    async def body() -> list[Any]:
-        pid = await runtime.spawn(target)
-        ref = await process.monitor(pid)
-        await process.send(pid, (process.self(), ref))
-        assert await process.receive(timeout=DEADLINE) == "released"
-        await wait_gone(runtime, pid)
-        assert runtime.forget_monitor(ref) is True
-        assert runtime.forget_monitor(ref) is False
-        return [m async for m in _queued()]
+    async def body() -> Any:
+        await process.send(process.self(), "before")
+        got = await runtime.request(server, TAG, 42, None)
+        # The answer ended the monitor: nothing of it is left on either side,
+        # and the server ending now sends no DOWN.
+        mine = process.process_info(process.self()).monitors  # type: ignore[union-attr]
+        theirs = runtime.process_info(server).monitored_by  # type: ignore[union-attr]
+        await process.send(server, "end")
+        await wait_gone(runtime, server)
+        return got, mine, theirs, await _queued()
 
-    assert await run_in(runtime, body) == []
+    assert await run_in(runtime, body) == ((True, 42), (), (), ["before"])
     assert runtime.statistics().active_monitors == 0
 
 
-async def _queued() -> Any:
-    """The caller's queued messages, taken without waiting."""
-    while True:
-        try:
-            yield await process.receive(timeout=0)
-        except TimeoutError:
-            return
-
-
-async def test_release_monitor_leaves_a_monitor_of_another_owner(
+async def test_an_answer_from_another_process_ends_the_monitor_by_demonitor(
     runtime: AsyncIOBackend,
 ) -> None:
-    async def target() -> None:
-        owner, ref = await process.receive()
-        stranger = Pid(runtime.node_name, 999_999, 1)
-        runtime.release_monitor(stranger, ref)  # not the owner's: nothing happens
-        await process.send(owner, runtime.watched_by(owner, ref))
-        await process.receive()
+    helper = await runtime.spawn(helping, (runtime,))
+    server = await runtime.spawn(handing_over, (runtime, helper))
 
     async def body() -> Any:
-        pid = await runtime.spawn(target)
-        ref = await process.monitor(pid)
-        await process.send(pid, (process.self(), ref))
-        still = await process.receive(timeout=DEADLINE)
-        return still, runtime.process_info(pid).monitored_by  # type: ignore[union-attr]
+        got = await runtime.request(server, TAG, "via helper", 5.0)
+        mine = process.process_info(process.self()).monitors  # type: ignore[union-attr]
+        theirs = runtime.process_info(server).monitored_by  # type: ignore[union-attr]
+        return got, mine, theirs, await _queued()
 
-    still, monitored_by = await run_in(runtime, body)
-    assert still is True and len(monitored_by) == 1
+    assert await run_in(runtime, body) == ((True, "via helper"), (), (), [])
+    assert runtime.statistics().active_monitors == 0
 
 
-async def test_forget_monitor_flushes_a_down_that_already_came(runtime: AsyncIOBackend) -> None:
-    target = await runtime.spawn(idle)
+async def test_a_request_to_a_dead_pid_returns_noproc_and_leaves_nothing(
+    runtime: AsyncIOBackend,
+) -> None:
+    async def body() -> Any:
+        got = await runtime.request(NEVER_SPAWNED, TAG, 1, None)
+        return got, await _queued()
 
-    async def body() -> list[Any]:
-        ref = await process.monitor(target)
-        await process.exit(target, "kill")
-        await wait_queued(1)
-        # The monitor fired before the owner got to forget it: its DOWN goes too.
-        assert runtime.forget_monitor(ref) is False
-        return [m async for m in _queued()]
+    assert await run_in(runtime, body) == ((False, NOPROC), [])
+    assert runtime.statistics().active_monitors == 0
 
-    assert await run_in(runtime, body) == []
+
+async def test_a_timed_out_request_leaves_nothing_and_its_late_answer_is_dropped(
+    runtime: AsyncIOBackend,
+) -> None:
+    async def late(owner_done: asyncio.Future[None]) -> None:
+        _, from_, payload = await process.receive()
+        await owner_done
+        await runtime.answer(from_, payload)  # to an alias no longer active
+        await process.send(from_[0], "after the late answer")
+        await process.receive()
+
+    timed_out: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    server = await runtime.spawn(late, (timed_out,))
+
+    async def body() -> Any:
+        with pytest.raises(TimeoutError):
+            await runtime.request(server, TAG, "late", 0.05)
+        timed_out.set_result(None)
+        marker = await process.receive(timeout=DEADLINE)
+        return marker, await _queued()
+
+    assert await run_in(runtime, body) == ("after the late answer", [])
+    assert runtime.statistics().active_monitors == 0
+
+
+async def test_a_request_fails_with_the_reason_of_a_target_that_crashes(
+    runtime: AsyncIOBackend,
+) -> None:
+    async def crashing() -> None:
+        await process.receive()
+        raise ValueError("no answer")
+
+    server = await runtime.spawn(crashing)
+
+    async def body() -> Any:
+        answered, reason = await runtime.request(server, TAG, 0, None)
+        return answered, reason, await _queued()
+
+    answered, reason, left = await run_in(runtime, body)
+    assert answered is False and isinstance(reason, ValueError) and left == []

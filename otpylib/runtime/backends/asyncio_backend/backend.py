@@ -51,7 +51,7 @@ from otpylib.runtime.atoms import (
 from otpylib.runtime.backends.asyncio_backend.entry import Entry
 from otpylib.runtime.backends.asyncio_backend.mailbox import receive as _receive_next
 from otpylib.runtime.backends.asyncio_backend.process import Process
-from otpylib.runtime.backends.asyncio_backend.signals import SignalEngine
+from otpylib.runtime.backends.asyncio_backend.signals import SignalEngine, wake
 from otpylib.runtime.backends.base import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     Name,
@@ -538,7 +538,10 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
         (``unalias`` in a ``finally``); one left behind by a process that ended
         is dropped when it ends.
         """
-        proc = self._caller("alias")
+        return self._add_alias(self._caller("alias"))
+
+    def _add_alias(self, proc: Process) -> Pid:
+        """:meth:`alias` for the calling process ``proc``."""
         alias = Pid(self._node_name, next(self._pid_counter), self._creation)
         self._aliases[alias] = proc
         if proc.aliases is None:
@@ -548,7 +551,10 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
 
     def unalias(self, alias: Pid) -> bool:
         """Deactivate the caller's ``alias`` (``unalias/1``); returns whether it was active."""
-        proc = self._caller("unalias")
+        return self._remove_alias(self._caller("unalias"), alias)
+
+    def _remove_alias(self, proc: Process, alias: Pid) -> bool:
+        """:meth:`unalias` for the calling process ``proc``."""
         if self._aliases.get(alias) is not proc:
             return False
         del self._aliases[alias]
@@ -751,7 +757,7 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
             proc.waiter = waiter
             handle = None
             if deadline is not None:
-                handle = loop.call_at(deadline, _wake, waiter)
+                handle = loop.call_at(deadline, wake, waiter)
             try:
                 await waiter
             finally:
@@ -880,8 +886,3 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
             registered_names=len(self._registry),
             exits=dict(self._exits),
         )
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
