@@ -51,7 +51,7 @@ from otpylib.runtime.data import Pid, Ref, exit_kind
 from otpylib.runtime.errors import UnknownNameError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +95,8 @@ class SignalEngine:
     _sender_pid: Callable[[], Pid]
     _check_name: Callable[[Any], str]
     _loop: asyncio.AbstractEventLoop | None
-    _add_alias: Callable[[Process], Pid]
-    _remove_alias: Callable[[Process, Pid], bool]
+    _pid_counter: Iterator[int]
+    _creation: int
     send: Callable[[Any, Any], Awaitable[None]]
     make_ref: Callable[[], Ref]
 
@@ -324,14 +324,39 @@ class SignalEngine:
         client; measured with callgrind). Keep it in step with them.
         """
         proc = self._caller("request")
+        me = proc.pid
         loop = self._loop
         assert loop is not None
         deadline = None if timeout is None else loop.time() + timeout
-        ref = await self._monitor_for(proc, dest)
-        alias = self._add_alias(proc)
+        router = self._router
+        remote: Pid | None = None
+        if type(dest) is Pid and router is not None and dest.node != self._node_name:
+            remote = dest
+            # A pid of another node (the remote call): monitor() inlined, its
+            # checks and frames skipped (the pid is not ours, there is a
+            # router), and the router's answer awaited directly (already
+            # done on an up connection, so no trip through the loop).
+            ref = self.make_ref()
+            self._own_monitor(proc, ref, dest)
+            failure = await router.monitor(me, dest, ref)
+            if failure is not None:
+                self._down(me, ref, failure)
+        else:
+            ref = await self._monitor_for(proc, dest)
+        # alias() inlined, without the process's own alias set: that set lets
+        # _terminate drop the aliases a process leaves behind, and this one is
+        # removed in the ``finally`` below however the request ends.
+        aliases = self._aliases
+        alias = Pid(self._node_name, next(self._pid_counter), self._creation)
+        aliases[alias] = proc
         try:
-            try:  # noqa: SIM105 (contextlib.suppress costs three Python calls per call)
-                await self.send(dest, (message_tag, (proc.pid, alias, ref), payload))
+            message = (message_tag, (me, alias, ref), payload)
+            try:  # not contextlib.suppress: three Python calls per call
+                # To the router straight for a remote pid (what send decides).
+                if remote is None or router is None:
+                    await self.send(dest, message)
+                else:
+                    await router.send(remote, message)
             except UnknownNameError:  # unreachable (name, node): the DOWN says why
                 pass
             # A selective receive of the answer or the DOWN, as _receive with
@@ -372,7 +397,7 @@ class SignalEngine:
                         handle.cancel()
         finally:
             # From here on an answer, if it still comes, is dropped.
-            self._remove_alias(proc, alias)
+            aliases.pop(alias, None)
         size = len(msg)
         if size == 4:  # the DOWN: the monitor is gone already
             return (False, msg[3])
