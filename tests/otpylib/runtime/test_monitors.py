@@ -482,3 +482,29 @@ async def test_a_request_fails_with_the_reason_of_a_target_that_crashes(
 
     answered, reason, left = await run_in(runtime, body)
     assert answered is False and isinstance(reason, ValueError) and left == []
+
+
+async def test_a_short_timeout_fires_on_time_behind_a_longer_pending_one(
+    runtime: AsyncIOBackend,
+) -> None:
+    # Requests share one timer armed for the earliest deadline: a later,
+    # shorter timeout must re-arm it, and the long one must still wait.
+    silent = await runtime.spawn(idle)
+    loop = asyncio.get_running_loop()
+
+    async def long_wait() -> Any:
+        try:
+            return await runtime.request(silent, TAG, "long", 30.0)
+        except asyncio.CancelledError:
+            return "cancelled"
+
+    async def short_wait() -> float:
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await runtime.request(silent, TAG, "short", 0.1)
+        return loop.time() - started
+
+    long_pid = await runtime.spawn(long_wait)
+    waited = await run_in(runtime, short_wait)
+    assert waited < DEADLINE  # woken by its own deadline, not the 30 s one
+    assert runtime.is_alive(long_pid)  # the long request is still waiting

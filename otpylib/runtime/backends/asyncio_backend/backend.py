@@ -48,6 +48,7 @@ from otpylib.runtime.atoms import (
     Atom,
     normalize_reason,
 )
+from otpylib.runtime.backends.asyncio_backend.deadlines import Deadlines
 from otpylib.runtime.backends.asyncio_backend.entry import Entry
 from otpylib.runtime.backends.asyncio_backend.mailbox import receive as _receive_next
 from otpylib.runtime.backends.asyncio_backend.process import Process
@@ -170,6 +171,7 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
         if self._initialized:
             raise RuntimeStateError("this runtime is already initialized")
         self._loop = loop = asyncio.get_running_loop()
+        self._deadlines = Deadlines(loop)
         sent: asyncio.Future[None] = loop.create_future()
         sent.set_result(None)
         self._sent = sent
@@ -257,6 +259,7 @@ class AsyncIOBackend(SignalEngine, RuntimeBackend):
                 left = self._processes.get(pid)
                 if left is not None:
                     self._terminate(left, SHUTDOWN)
+        self._deadlines.close()
         self._closed = True
 
     async def _wait_all_gone(self, timeout: float) -> bool:

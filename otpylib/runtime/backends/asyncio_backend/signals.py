@@ -44,6 +44,7 @@ from otpylib.runtime.atoms import (
     atom,
     normalize_reason,
 )
+from otpylib.runtime.backends.asyncio_backend.deadlines import Deadlines
 from otpylib.runtime.backends.asyncio_backend.process import Process
 from otpylib.runtime.backends.base import MONITOR_ENDED, Name, RemoteRouter
 from otpylib.runtime.context import current_process
@@ -96,6 +97,7 @@ class SignalEngine:
     _check_name: Callable[[Any], str]
     _loop: asyncio.AbstractEventLoop | None
     _pid_counter: Iterator[int]
+    _deadlines: Deadlines
     _creation: int
     send: Callable[[Any, Any], Awaitable[None]]
     make_ref: Callable[[], Ref]
@@ -349,6 +351,7 @@ class SignalEngine:
         aliases = self._aliases
         alias = Pid(self._node_name, next(self._pid_counter), self._creation)
         aliases[alias] = proc
+        timed = False
         try:
             message = (message_tag, (me, alias, ref), payload)
             try:  # not contextlib.suppress: three Python calls per call
@@ -382,22 +385,24 @@ class SignalEngine:
                         scanned += 1
                     if msg is not None:
                         break
-                remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
-                    self._demonitor_for(proc, ref, True)
-                    raise TimeoutError(f"no answer within {timeout} s")
+                if deadline is not None:
+                    if deadline <= loop.time():
+                        self._demonitor_for(proc, ref, True)
+                        raise TimeoutError(f"no answer within {timeout} s")
+                    if not timed:  # one shared timer wakes us (deadlines.py)
+                        self._deadlines.add(proc, deadline)
+                        timed = True
                 waiter = loop.create_future()
                 proc.waiter = waiter
-                handle = None if deadline is None else loop.call_at(deadline, wake, waiter)
                 try:
                     await waiter
                 finally:
                     proc.waiter = None
-                    if handle is not None:
-                        handle.cancel()
         finally:
             # From here on an answer, if it still comes, is dropped.
             aliases.pop(alias, None)
+            if timed:
+                self._deadlines.remove(proc)
         size = len(msg)
         if size == 4:  # the DOWN: the monitor is gone already
             return (False, msg[3])
