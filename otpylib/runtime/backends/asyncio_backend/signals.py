@@ -441,11 +441,16 @@ class SignalEngine:
         owner, reply_to, ref = from_
         proc = current_process.get()
         monitored_by = None if proc is None or proc.runtime is not self else proc.monitored_by
+        router = self._router
+        if router is not None and type(reply_to) is Pid and reply_to.node != self._node_name:
+            send: Callable[[Any, Any], Awaitable[None]] = router.send  # what self.send decides
+        else:
+            send = self.send
         if monitored_by is not None and monitored_by.get(ref) == owner:
-            sent = self.send(reply_to, (ref, value, MONITOR_ENDED))
+            sent = send(reply_to, (ref, value, MONITOR_ENDED))
             del monitored_by[ref]  # after the answer is queued (see above)
             return sent
-        return self.send(reply_to, (ref, value))
+        return send(reply_to, (ref, value))
 
     @staticmethod
     def _flush_down(proc: Process, ref: Ref) -> None:
