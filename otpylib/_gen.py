@@ -10,8 +10,9 @@ coroutine instead of one runtime method per step:
    unknown, dies while working or sits on a lost node produces a ``DOWN``
    whose reason the caller raises (``noproc``, the server's exit reason,
    ``noconnection``). A call never hangs on a dead server.
-2. The request is ``(CALL, from_, request)`` where ``from_`` is
-   ``(caller_pid, reply_to, ref)`` and ``ref`` is the monitor's ref. The
+2. The request is ``(CALL, caller_pid, reply_to, ref, request)`` and
+   ``ref`` is the monitor's ref; the server hands ``from_ = (caller_pid,
+   reply_to, ref)`` to its callback. The
    answer is ``(ref, value)`` or ``(ref, value, MONITOR_ENDED)`` sent to
    ``reply_to``; the caller takes it by selective receive on ``ref``, so it
    can arrive among any other messages.
@@ -96,7 +97,10 @@ __all__ = [
     "server_of",
 ]
 
-#: Tag of a call request: ``(CALL, from_, request)``.
+#: Tag of a call request: ``(CALL, caller, reply_to, ref, request)``.
+#: Differs from Erlang, whose call message is ``{'$gen_call', From, Request}``:
+#: one flat tuple is one cached shape for the codec where the nested form
+#: costs a nested-shape computation per remote call (~8k instructions).
 CALL: Final = atom.ensure("$gen_call")
 #: Tag of a cast: ``(CAST, request)``.
 CAST: Final = atom.ensure("$gen_cast")
@@ -109,8 +113,8 @@ DEFAULT_CALL_TIMEOUT: Final = 5.0
 
 #: Who made a call: ``(caller_pid, reply_to_pid, ref)``. Opaque apart from
 #: ``from_[0]``, the calling process; hand it to ``gen_server.reply``.
-#: Differs from Erlang, whose ``From`` is ``{Pid, Tag}``: one flat tuple
-#: costs the codec one nested shape less per call than ``(pid, (alias, ref))``.
+#: Differs from Erlang, whose ``From`` is ``{Pid, Tag}``: the call message
+#: carries its three parts flat (see :data:`CALL`).
 From: TypeAlias = tuple[Pid, Pid, Ref]
 
 

@@ -122,9 +122,9 @@ async def _loop(
             msg = await receive()
             if type(msg) is tuple and msg:
                 kind = msg[0]
-                if kind is CALL and len(msg) == 3:
-                    from_ = msg[1]
-                    result = await handle_call(msg[2], from_, state)
+                if kind is CALL and len(msg) == 5:
+                    from_ = (msg[1], msg[2], msg[3])
+                    result = await handle_call(msg[4], from_, state)
                     if type(result) is tuple and result:
                         head = result[0]
                         n = len(result)

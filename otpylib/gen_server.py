@@ -38,7 +38,8 @@ Theory of operation
 that ``init`` returned: the pid is handed out only once the server can
 serve. A failed ``init`` raises :class:`StartError` in the starter.
 
-Messages: ``($gen_call, from_, request)``, ``($gen_cast, request)``,
+Messages: ``($gen_call, caller, reply_to, ref, request)`` (``from_`` is
+``(caller, reply_to, ref)``), ``($gen_cast, request)``,
 ``($gen_stop, reason)``; anything else goes to ``handle_info``. The call
 protocol is described in :mod:`otpylib._gen`. In short: the caller monitors
 the server, so a dead, unknown or lost server fails the call with the

@@ -407,7 +407,7 @@ class RuntimeBackend(ABC):
         payload: Any,
         timeout: float | None,
     ) -> tuple[bool, Any]:
-        """Ask ``dest`` and wait: monitor it, send ``(message_tag, (self, alias, ref),
+        """Ask ``dest`` and wait: monitor it, send ``(message_tag, self, alias, ref,
         payload)`` with a new alias as the reply address, and wait for the
         answer (:meth:`answer`) or the monitor's ``DOWN``; both alias and
         monitor are gone on return. ``(True, value)`` or ``(False, reason)``;

@@ -368,16 +368,16 @@ TAG = "$test_request"
 
 async def answering(runtime: AsyncIOBackend) -> None:
     """Take one request, answer it with its payload, then wait to be told to end."""
-    tag, from_, payload = await process.receive()
+    tag, caller, reply_to, ref, payload = await process.receive()
     assert tag == TAG
-    await runtime.answer(from_, payload)
+    await runtime.answer((caller, reply_to, ref), payload)
     await process.receive()
 
 
 async def handing_over(runtime: AsyncIOBackend, helper: Pid) -> None:
     """Take one request and hand it to ``helper`` to answer; then wait."""
-    _, from_, payload = await process.receive()
-    await process.send(helper, (from_, payload))
+    _, caller, reply_to, ref, payload = await process.receive()
+    await process.send(helper, ((caller, reply_to, ref), payload))
     await process.receive()
 
 
@@ -447,10 +447,10 @@ async def test_a_timed_out_request_leaves_nothing_and_its_late_answer_is_dropped
     runtime: AsyncIOBackend,
 ) -> None:
     async def late(owner_done: asyncio.Future[None]) -> None:
-        _, from_, payload = await process.receive()
+        _, caller, reply_to, ref, payload = await process.receive()
         await owner_done
-        await runtime.answer(from_, payload)  # to an alias no longer active
-        await process.send(from_[0], "after the late answer")
+        await runtime.answer((caller, reply_to, ref), payload)  # to an inactive alias
+        await process.send(caller, "after the late answer")
         await process.receive()
 
     timed_out: asyncio.Future[None] = asyncio.get_running_loop().create_future()

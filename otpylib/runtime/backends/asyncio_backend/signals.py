@@ -304,9 +304,10 @@ class SignalEngine:
     ) -> tuple[bool, Any]:
         """Ask ``dest`` and wait for its answer: the mechanics of a call.
 
-        Monitors ``dest``, sends it ``(message_tag, (self, alias, ref),
+        Monitors ``dest``, sends it ``(message_tag, self, alias, ref,
         payload)`` where ``alias`` is a new alias of the caller and ``ref``
-        the monitor's ref, then waits for the answer ``(ref, value)`` or
+        the monitor's ref (the receiver answers ``from_ = (self, alias,
+        ref)``), then waits for the answer ``(ref, value)`` or
         ``(ref, value, MONITOR_ENDED)`` (see :meth:`answer`), or for the
         monitor's ``DOWN``. When it returns, the alias is inactive (a late
         answer is dropped) and the monitor is gone, with no ``DOWN`` of it
@@ -353,7 +354,7 @@ class SignalEngine:
         aliases[alias] = proc
         timed = False
         try:
-            message = (message_tag, (me, alias, ref), payload)
+            message = (message_tag, me, alias, ref, payload)  # flat: one cached shape
             try:  # not contextlib.suppress: three Python calls per call
                 # To the router straight for a remote pid (what send decides).
                 if remote is None or router is None:
