@@ -127,3 +127,19 @@ async def test_an_answer_that_cannot_be_sent_fails_the_call_with_the_servers_rea
     assert "EncodeError" in repr(reason) or isinstance(reason, EncodeError)
     assert left == 0
     assert not b.is_alive(server)
+
+
+async def test_a_request_that_cannot_be_sent_raises_at_the_caller_and_leaves_no_monitor(
+    make_cluster: ClusterFactory,
+) -> None:
+    a, b = await make_cluster(2)
+    server = await gen_server.start(Answers, 0, runtime=b)
+
+    async def body() -> Any:
+        with pytest.raises(EncodeError):
+            await gen_server.call(server, object())
+        still = await gen_server.call(server, "get")
+        return still, monitors_of(a, process.self()), mailbox_len()
+
+    assert await run_in(a, body) == (0, ((), ()), 0)
+    assert monitors_of(b, server) == ((), ())

@@ -363,6 +363,9 @@ class SignalEngine:
                     await router.send(remote, message)
             except UnknownNameError:  # unreachable (name, node): the DOWN says why
                 pass
+            except BaseException:  # unsendable payload (EncodeError): no monitor left behind
+                self._demonitor_for(proc, ref, True)
+                raise
             # A selective receive of the answer or the DOWN, as _receive with
             # the match written out (no closure and no call per message).
             scanned = 0
