@@ -97,6 +97,7 @@ class SignalEngine:
     _check_name: Callable[[Any], str]
     _loop: asyncio.AbstractEventLoop | None
     _pid_counter: Iterator[int]
+    _ref_counter: Iterator[int]
     _deadlines: Deadlines
     _creation: int
     send: Callable[[Any, Any], Awaitable[None]]
@@ -339,8 +340,12 @@ class SignalEngine:
             # checks and frames skipped (the pid is not ours, there is a
             # router), and the router's answer awaited directly (already
             # done on an up connection, so no trip through the loop).
-            ref = self.make_ref()
-            self._own_monitor(proc, ref, dest)
+            ref = Ref(self._node_name, next(self._ref_counter), self._creation)  # make_ref
+            monitors = proc.monitors  # _own_monitor:
+            if monitors is None:
+                monitors = proc.monitors = {}
+            monitors[ref] = dest
+            self._monitors += 1
             failure = await router.monitor(me, dest, ref)
             if failure is not None:
                 self._down(me, ref, failure)
