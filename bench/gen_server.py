@@ -17,7 +17,11 @@ OS process on 127.0.0.1, ``--remote-round-trips``; ``--no-remote`` skips
 it). Ratios are to the raw row of the same table.
 
 Usage: ``python -m bench.gen_server [--round-trips N] [--remote-round-trips M]
-[--repeat R] [--uvloop] [--no-remote]``.
+[--repeat R] [--asyncio] [--no-remote]``. uvloop is used when installed (as
+``otpy-node`` does); ``--asyncio`` measures asyncio's own loop.
+
+Instructions per call (steady under load, unlike these wall-clock rows):
+``bench/gen_server_ir.py`` under callgrind.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bench.harness import run_loop, use_uvloop
 from otpylib import Runtime, gen_server, process
 from otpylib.gen_server import REPLY
 
@@ -172,8 +177,7 @@ async def concurrent_calls(node: Any, server: Any, callers: int, seconds: float)
 def start_peer(uvloop_on: bool) -> tuple[subprocess.Popen[str], int]:
     """Start the peer node's OS process; return it and its port."""
     argv = [sys.executable, "-m", "bench.gen_server", "--serve-node"]
-    if uvloop_on:
-        argv.append("--uvloop")
+    argv.append("--uvloop" if uvloop_on else "--asyncio")
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -184,15 +188,6 @@ def start_peer(uvloop_on: bool) -> tuple[subprocess.Popen[str], int]:
 
 
 # ------------------------------------------------------------------- main
-
-
-def run_loop(coro: Any, uvloop_on: bool) -> Any:
-    """Run ``coro`` on uvloop or the default loop."""
-    if uvloop_on:
-        import uvloop
-
-        return uvloop.run(coro)
-    return asyncio.run(coro)
 
 
 def print_table(title: str, rows: dict[str, float]) -> None:
@@ -213,17 +208,16 @@ def main() -> None:
     parser.add_argument("--round-trips", type=int, default=20_000)
     parser.add_argument("--remote-round-trips", type=int, default=5_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--uvloop", action="store_true", help="use uvloop when installed")
+    parser.add_argument(
+        "--uvloop", action="store_true", help="use uvloop (the default when it is installed)"
+    )
+    parser.add_argument(
+        "--asyncio", action="store_true", help="use asyncio's own loop even if uvloop is installed"
+    )
     parser.add_argument("--no-remote", action="store_true", help="skip the two-node table")
     parser.add_argument("--serve-node", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    uvloop_on = args.uvloop
-    if uvloop_on:
-        try:
-            import uvloop  # noqa: F401
-        except ImportError:
-            print("uvloop is not installed; using the default loop")
-            uvloop_on = False
+    uvloop_on = use_uvloop(args.asyncio, asked=args.uvloop)
     if args.serve_node:
         run_loop(serve_node(), uvloop_on)
         return

@@ -2,18 +2,31 @@
 
 A *call* is a message that expects exactly one answer. Doing it right takes
 more than a send and a receive, and every behaviour needs the same steps, so
-they live here once:
+they live here once, on the runtime's ``request``/``answer`` pair, which
+does the mechanics (a monitor, an alias, a selective receive) in one
+coroutine instead of one runtime method per step:
 
 1. The caller monitors the server before sending, so a server that is dead,
    unknown, dies while working or sits on a lost node produces a ``DOWN``
    whose reason the caller raises (``noproc``, the server's exit reason,
    ``noconnection``). A call never hangs on a dead server.
-2. The request is ``(CALL, from_, request)`` where ``from_`` is
-   ``(caller_pid, (reply_to, ref))`` and ``ref`` is the monitor's ref. The
-   answer is ``(ref, value)`` sent to ``reply_to``; the caller takes it by
-   selective receive on ``ref``, so it can arrive among any other messages.
-3. After the answer, the caller demonitors with ``flush``: no ``DOWN`` of the
-   server is ever left behind in its mailbox.
+2. The request is ``(CALL, caller_pid, reply_to, ref, request)`` and
+   ``ref`` is the monitor's ref; the server hands ``from_ = (caller_pid,
+   reply_to, ref)`` to its callback. The
+   answer is ``(ref, value)`` or ``(ref, value, MONITOR_ENDED)`` sent to
+   ``reply_to``; the caller takes it by selective receive on ``ref``, so it
+   can arrive among any other messages.
+3. After the answer, the monitor ends with no ``DOWN`` of the server ever
+   left behind in the caller's mailbox. The server ends its half when it
+   answers (``rt.answer``, from the process the caller monitors) and says
+   so with ``MONITOR_ENDED``; the caller then ends its own half locally.
+   An answer without the mark (sent by another process the server handed
+   ``from_`` to) makes the caller demonitor with ``flush``.
+
+Differs from Erlang: OTP's caller always demonitors, which costs a
+``DEMONITOR`` signal to the server's node per remote call; here that signal
+is left out when the server released its half itself (see
+``RuntimeBackend.answer``). What the caller can observe is the same.
 
 Late replies, and how none can reach the caller
 -----------------------------------------------
@@ -21,9 +34,9 @@ A call that times out leaves a server that may still answer; so may a
 process the server handed ``from_`` to, after the server died. Erlang/OTP
 24+ sends the answer to a process *alias* that the caller deactivates when
 it stops waiting, so the runtime drops the late answer. We do the same:
-``reply_to`` is ``rt.alias()``, an extra pid that reaches the caller's
-mailbox only until the call ends (answer, ``DOWN`` or timeout), when the
-caller calls ``rt.unalias``. A late answer, from this node or another, is
+``reply_to`` is an alias (``rt.alias()``), an extra pid that reaches the
+caller's mailbox only until the call ends (answer, ``DOWN`` or timeout),
+when ``rt.request`` deactivates it. A late answer, from this node or another, is
 then addressed to an inactive alias and dropped like a message to a dead
 pid. The cost is an id, a dict insert and a dict delete per call
 (``python -m bench.gen_server`` measures it).
@@ -43,15 +56,12 @@ so the answer is never overtaken by the ``DOWN`` that follows it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeAlias
 
 from otpylib import process
 from otpylib.runtime.atoms import (
-    DOWN,
     KILL,
     KILLED,
     NOCONNECTION,
@@ -62,9 +72,9 @@ from otpylib.runtime.atoms import (
     Atom,
     atom,
 )
-from otpylib.runtime.backends.base import RuntimeBackend, Target
+from otpylib.runtime.backends.base import MONITOR_ENDED, RuntimeBackend, Target
 from otpylib.runtime.data import Pid, Ref
-from otpylib.runtime.errors import NotInProcessError, ProcessExit, UnknownNameError
+from otpylib.runtime.errors import NotInProcessError, ProcessExit
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +83,7 @@ __all__ = [
     "CALLING_SELF",
     "CAST",
     "DEFAULT_CALL_TIMEOUT",
+    "MONITOR_ENDED",
     "CallError",
     "From",
     "call",
@@ -86,7 +97,10 @@ __all__ = [
     "server_of",
 ]
 
-#: Tag of a call request: ``(CALL, from_, request)``.
+#: Tag of a call request: ``(CALL, caller, reply_to, ref, request)``.
+#: Differs from Erlang, whose call message is ``{'$gen_call', From, Request}``:
+#: one flat tuple is one cached shape for the codec where the nested form
+#: costs a nested-shape computation per remote call (~8k instructions).
 CALL: Final = atom.ensure("$gen_call")
 #: Tag of a cast: ``(CAST, request)``.
 CAST: Final = atom.ensure("$gen_cast")
@@ -97,9 +111,11 @@ CALLING_SELF: Final = atom.ensure("calling_self")
 #: short enough that a stuck one is reported rather than hanging its clients.
 DEFAULT_CALL_TIMEOUT: Final = 5.0
 
-#: Who made a call: ``(caller_pid, (reply_to_pid, ref))``. Opaque apart from
+#: Who made a call: ``(caller_pid, reply_to_pid, ref)``. Opaque apart from
 #: ``from_[0]``, the calling process; hand it to ``gen_server.reply``.
-From: TypeAlias = tuple[Pid, tuple[Pid, Ref]]
+#: Differs from Erlang, whose ``From`` is ``{Pid, Tag}``: the call message
+#: carries its three parts flat (see :data:`CALL`).
+From: TypeAlias = tuple[Pid, Pid, Ref]
 
 
 class CallError(ProcessExit):
@@ -226,9 +242,11 @@ async def flush(rt: RuntimeBackend, match: Callable[[Any], bool]) -> Any:
 
 
 async def send_reply(rt: RuntimeBackend, from_: From, value: Any) -> None:
-    """Send the answer ``value`` for the call ``from_`` (dropped if nobody waits)."""
-    reply_to, ref = from_[1]
-    await rt.send(reply_to, (ref, value))
+    """Send the answer ``value`` for the call ``from_`` (dropped if nobody waits).
+
+    From the server itself it also ends the caller's monitor (``rt.answer``).
+    """
+    await rt.answer(from_, value)
 
 
 async def call(
@@ -245,42 +263,22 @@ async def call(
     """
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be None (wait forever) or >= 0 seconds, got {timeout}")
-    deadline = None if timeout is None else time.monotonic() + timeout
-    me = rt.self()
-    dest = server_of(rt, target)
-    mref = await rt.monitor(dest)
-    reply_to = rt.alias()
+    if type(target) is Pid and target != rt.self():
+        dest: Pid | tuple[str, str] = target  # what server_of would find, without its checks
+    else:
+        dest = server_of(rt, target)
     try:
-        with contextlib.suppress(UnknownNameError):  # unreachable: see the DOWN
-            await rt.send(dest, (message_tag, (me, (reply_to, mref)), request))
-
-        def match(m: Any) -> bool:
-            return type(m) is tuple and (
-                (len(m) == 2 and m[0] == mref) or (len(m) == 4 and m[0] is DOWN and m[1] == mref)
-            )
-
-        # The deadline covers the monitor and the send too (for a remote
-        # server they may wait for a connection).
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            msg = await rt.receive(left, match)
-        except TimeoutError:
-            msg = None
-    finally:
-        # From here on the server's answer, if it still comes, is dropped.
-        rt.unalias(reply_to)
-    if msg is None:
-        await rt.demonitor(mref, flush=True)
+        answered, value = await rt.request(dest, message_tag, request, timeout)
+    except TimeoutError:
         raise CallError(
             TIMEOUT,
             target,
             f"call to {target!r} timed out after {timeout} s (timeout); the server may be "
             "busy or stuck: pass a larger timeout, or timeout=None to wait forever",
-        )
-    if len(msg) == 2:
-        await rt.demonitor(mref, flush=True)
-        return msg[1]
-    raise CallError(msg[3], target)
+        ) from None
+    if answered:
+        return value
+    raise CallError(value, target)
 
 
 def server_of(rt: RuntimeBackend, target: Target, operation: str = "call") -> Pid | tuple[str, str]:

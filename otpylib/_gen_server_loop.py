@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from otpylib import _child_spec, process
-from otpylib._gen import CALL, CAST, describe_reason, is_quiet
+from otpylib._gen import CALL, CAST, From, describe_reason, is_quiet
 from otpylib.runtime.atoms import EXIT, NORMAL, atom, normalize_reason
 from otpylib.runtime.backends.base import RuntimeBackend
 from otpylib.runtime.data import Pid
@@ -106,29 +106,30 @@ async def _loop(
     rt: RuntimeBackend, me: Pid, server: GenServer, state: Any, parent: Pid | None
 ) -> None:
     """Receive and dispatch until a callback stops, the parent exits or a callback raises."""
-    receive = rt.receive
-    send = rt.send
+    # The process API's receive (this loop runs in the server process, of
+    # ``rt``): the runtime's own receive only adds a frame in front of it.
+    receive = process.receive
+    answer = rt.answer
     handle_call = server.handle_call
     handle_cast = server.handle_cast
     handle_info = server.handle_info
     node = rt.node_name
     msg: Any = None
     reason: Any = NORMAL
-    stop_reply: tuple[tuple[Pid, Any], Any] | None = None
+    stop_reply: tuple[From, Any] | None = None
     try:
         while True:
             msg = await receive()
             if type(msg) is tuple and msg:
                 kind = msg[0]
-                if kind is CALL and len(msg) == 3:
-                    from_ = msg[1]
-                    result = await handle_call(msg[2], from_, state)
+                if kind is CALL and len(msg) == 5:
+                    from_ = (msg[1], msg[2], msg[3])
+                    result = await handle_call(msg[4], from_, state)
                     if type(result) is tuple and result:
                         head = result[0]
                         n = len(result)
                         if head is REPLY and n == 3:
-                            reply_to, ref = from_[1]
-                            await send(reply_to, (ref, result[1]))
+                            await answer(from_, result[1])
                             state = result[2]
                             continue
                         if head is NOREPLY and n == 2:
@@ -137,7 +138,7 @@ async def _loop(
                         if head is STOP and n == 4:
                             # The reply goes after terminate (as OTP): the
                             # caller must not act before the clean-up is done.
-                            stop_reply = (from_[1], result[2])
+                            stop_reply = (from_, result[2])
                             reason, state = result[1], result[3]
                             break
                         if head is STOP and n == 3:
@@ -199,8 +200,7 @@ async def _loop(
         await server.terminate(reason, state)
     finally:
         if stop_reply is not None:
-            (reply_to, ref), value = stop_reply
-            await send(reply_to, (ref, value))
+            await answer(*stop_reply)
     if reason is not NORMAL:
         raise ProcessExit(reason)
 

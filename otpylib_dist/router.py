@@ -152,10 +152,15 @@ class NodeRouter:
         is queued here and the shared done future (result ``None``) returned,
         with no coroutine; anything else takes :meth:`_monitor_slow`.
         """
-        wire_target, node = _wire_target(target)
-        conn = self._up.get(node)
-        if conn is not None and (type(target) is not Pid or conn.peer_creation == target.creation):
-            conn.send_control(control.Monitor(owner, wire_target, ref))
+        if isinstance(target, Pid):  # _wire_target inlined for the common case, a pid
+            conn = self._up.get(target.node)
+            if conn is not None and conn.peer_creation == target.creation:
+                conn.send_control(control.Monitor(owner, target, ref))
+                return self._done
+            return self._monitor_slow(owner, target, ref)
+        conn = self._up.get(target[1])
+        if conn is not None:
+            conn.send_control(control.Monitor(owner, target[0], ref))
             return self._done
         return self._monitor_slow(owner, target, ref)
 

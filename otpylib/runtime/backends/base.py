@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_SHUTDOWN_TIMEOUT",
+    "MONITOR_ENDED",
     "Name",
     "ProcessFunction",
     "RemoteRouter",
@@ -50,6 +51,11 @@ __all__ = [
 #: supervision tree stopping its workers in order is not cut short by the
 #: runtime it runs on. Every backend uses this one default.
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
+
+#: Third element of an answer to a request whose sender released the
+#: requester's monitor on it: ``(ref, value, MONITOR_ENDED)`` (a bool, which
+#: costs no atom decoding on the wire). See ``RuntimeBackend.answer``.
+MONITOR_ENDED: Final = True
 
 #: What a process runs: an async function (or a "module:function" reference,
 #: resolved by import, which is what remote spawn uses).
@@ -383,12 +389,37 @@ class RuntimeBackend(ABC):
         """Remove the link between the caller and ``pid``, if any."""
 
     @abstractmethod
-    async def monitor(self, target: Pid | Name | tuple[str, str]) -> Ref:
-        """Monitor ``target``; a ``(DOWN, ref, pid, reason)`` message follows its end."""
+    def monitor(self, target: Pid | Name | tuple[str, str]) -> Awaitable[Ref]:
+        """Monitor ``target``; a ``(DOWN, ref, pid, reason)`` message follows its end.
+
+        Returns an awaitable of the ref: always ``await`` it (a plain ``def``,
+        as :meth:`send`, so the common case costs no coroutine)."""
 
     @abstractmethod
     async def demonitor(self, ref: Ref, flush: bool = False) -> bool:
         """Remove a monitor; with ``flush`` also drop its DOWN message if queued."""
+
+    @abstractmethod
+    async def request(
+        self,
+        dest: Pid | tuple[str, str],
+        message_tag: Any,
+        payload: Any,
+        timeout: float | None,
+    ) -> tuple[bool, Any]:
+        """Ask ``dest`` and wait: monitor it, send ``(message_tag, self, alias, ref,
+        payload)`` with a new alias as the reply address, and wait for the
+        answer (:meth:`answer`) or the monitor's ``DOWN``; both alias and
+        monitor are gone on return. ``(True, value)`` or ``(False, reason)``;
+        ``TimeoutError`` after ``timeout`` seconds. The mechanics of a call."""
+
+    @abstractmethod
+    def answer(self, from_: tuple[Pid, Pid, Ref], value: Any) -> Awaitable[None]:
+        """Send ``value`` as the answer to the request ``from_``; await the result.
+
+        ``(ref, value, MONITOR_ENDED)`` from the process the requester
+        monitors, which releases its half of that monitor; ``(ref, value)``
+        from any other."""
 
     @abstractmethod
     async def exit(self, pid: Pid, reason: Any) -> None:

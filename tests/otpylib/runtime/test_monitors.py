@@ -359,3 +359,152 @@ async def test_a_monitor_on_a_process_killed_before_it_ran_fires(
 
     await run_in(runtime, body)
     assert not ran.is_set()
+
+
+# ------------------------------------------- request / answer: a call's mechanics
+
+TAG = "$test_request"
+
+
+async def answering(runtime: AsyncIOBackend) -> None:
+    """Take one request, answer it with its payload, then wait to be told to end."""
+    tag, caller, reply_to, ref, payload = await process.receive()
+    assert tag == TAG
+    await runtime.answer((caller, reply_to, ref), payload)
+    await process.receive()
+
+
+async def handing_over(runtime: AsyncIOBackend, helper: Pid) -> None:
+    """Take one request and hand it to ``helper`` to answer; then wait."""
+    _, caller, reply_to, ref, payload = await process.receive()
+    await process.send(helper, ((caller, reply_to, ref), payload))
+    await process.receive()
+
+
+async def helping(runtime: AsyncIOBackend) -> None:
+    from_, payload = await process.receive()
+    await runtime.answer(from_, payload)
+
+
+async def _queued() -> list[Any]:
+    """The caller's queued messages, taken without waiting."""
+    out = []
+    while True:
+        try:
+            out.append(await process.receive(timeout=0))
+        except TimeoutError:
+            return out
+
+
+async def test_an_answer_from_the_monitored_process_ends_the_monitor_on_both_sides(
+    runtime: AsyncIOBackend,
+) -> None:
+    server = await runtime.spawn(answering, (runtime,))
+
+    async def body() -> Any:
+        await process.send(process.self(), "before")
+        got = await runtime.request(server, TAG, 42, None)
+        # The answer ended the monitor: nothing of it is left on either side,
+        # and the server ending now sends no DOWN.
+        mine = process.process_info(process.self()).monitors  # type: ignore[union-attr]
+        theirs = runtime.process_info(server).monitored_by  # type: ignore[union-attr]
+        await process.send(server, "end")
+        await wait_gone(runtime, server)
+        return got, mine, theirs, await _queued()
+
+    assert await run_in(runtime, body) == ((True, 42), (), (), ["before"])
+    assert runtime.statistics().active_monitors == 0
+
+
+async def test_an_answer_from_another_process_ends_the_monitor_by_demonitor(
+    runtime: AsyncIOBackend,
+) -> None:
+    helper = await runtime.spawn(helping, (runtime,))
+    server = await runtime.spawn(handing_over, (runtime, helper))
+
+    async def body() -> Any:
+        got = await runtime.request(server, TAG, "via helper", 5.0)
+        mine = process.process_info(process.self()).monitors  # type: ignore[union-attr]
+        theirs = runtime.process_info(server).monitored_by  # type: ignore[union-attr]
+        return got, mine, theirs, await _queued()
+
+    assert await run_in(runtime, body) == ((True, "via helper"), (), (), [])
+    assert runtime.statistics().active_monitors == 0
+
+
+async def test_a_request_to_a_dead_pid_returns_noproc_and_leaves_nothing(
+    runtime: AsyncIOBackend,
+) -> None:
+    async def body() -> Any:
+        got = await runtime.request(NEVER_SPAWNED, TAG, 1, None)
+        return got, await _queued()
+
+    assert await run_in(runtime, body) == ((False, NOPROC), [])
+    assert runtime.statistics().active_monitors == 0
+
+
+async def test_a_timed_out_request_leaves_nothing_and_its_late_answer_is_dropped(
+    runtime: AsyncIOBackend,
+) -> None:
+    async def late(owner_done: asyncio.Future[None]) -> None:
+        _, caller, reply_to, ref, payload = await process.receive()
+        await owner_done
+        await runtime.answer((caller, reply_to, ref), payload)  # to an inactive alias
+        await process.send(caller, "after the late answer")
+        await process.receive()
+
+    timed_out: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    server = await runtime.spawn(late, (timed_out,))
+
+    async def body() -> Any:
+        with pytest.raises(TimeoutError):
+            await runtime.request(server, TAG, "late", 0.05)
+        timed_out.set_result(None)
+        marker = await process.receive(timeout=DEADLINE)
+        return marker, await _queued()
+
+    assert await run_in(runtime, body) == ("after the late answer", [])
+    assert runtime.statistics().active_monitors == 0
+
+
+async def test_a_request_fails_with_the_reason_of_a_target_that_crashes(
+    runtime: AsyncIOBackend,
+) -> None:
+    async def crashing() -> None:
+        await process.receive()
+        raise ValueError("no answer")
+
+    server = await runtime.spawn(crashing)
+
+    async def body() -> Any:
+        answered, reason = await runtime.request(server, TAG, 0, None)
+        return answered, reason, await _queued()
+
+    answered, reason, left = await run_in(runtime, body)
+    assert answered is False and isinstance(reason, ValueError) and left == []
+
+
+async def test_a_short_timeout_fires_on_time_behind_a_longer_pending_one(
+    runtime: AsyncIOBackend,
+) -> None:
+    # Requests share one timer armed for the earliest deadline: a later,
+    # shorter timeout must re-arm it, and the long one must still wait.
+    silent = await runtime.spawn(idle)
+    loop = asyncio.get_running_loop()
+
+    async def long_wait() -> Any:
+        try:
+            return await runtime.request(silent, TAG, "long", 30.0)
+        except asyncio.CancelledError:
+            return "cancelled"
+
+    async def short_wait() -> float:
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await runtime.request(silent, TAG, "short", 0.1)
+        return loop.time() - started
+
+    long_pid = await runtime.spawn(long_wait)
+    waited = await run_in(runtime, short_wait)
+    assert waited < DEADLINE  # woken by its own deadline, not the 30 s one
+    assert runtime.is_alive(long_pid)  # the long request is still waiting

@@ -46,9 +46,11 @@ from otpylib.runtime.atoms import (
     TRAP_EXIT,
     Atom,
 )
+from otpylib.runtime.backends.asyncio_backend.deadlines import Deadlines
 from otpylib.runtime.backends.asyncio_backend.entry import Entry
 from otpylib.runtime.backends.asyncio_backend.mailbox import receive as _receive_next
 from otpylib.runtime.backends.asyncio_backend.process import Process
+from otpylib.runtime.backends.asyncio_backend.signals import wake
 from otpylib.runtime.backends.asyncio_backend.spawning import Spawner
 from otpylib.runtime.backends.base import (
     DEFAULT_SHUTDOWN_TIMEOUT,
@@ -165,6 +167,7 @@ class AsyncIOBackend(Spawner, RuntimeBackend):
         if self._initialized:
             raise RuntimeStateError("this runtime is already initialized")
         self._loop = loop = asyncio.get_running_loop()
+        self._deadlines = Deadlines(loop)
         sent: asyncio.Future[None] = loop.create_future()
         sent.set_result(None)
         self._sent = sent
@@ -252,6 +255,7 @@ class AsyncIOBackend(Spawner, RuntimeBackend):
                 left = self._processes.get(pid)
                 if left is not None:
                     self._terminate(left, SHUTDOWN)
+        self._deadlines.close()
         self._closed = True
 
     async def _wait_all_gone(self, timeout: float) -> bool:
@@ -329,7 +333,10 @@ class AsyncIOBackend(Spawner, RuntimeBackend):
         (``unalias`` in a ``finally``); one left behind by a process that ended
         is dropped when it ends.
         """
-        proc = self._caller("alias")
+        return self._add_alias(self._caller("alias"))
+
+    def _add_alias(self, proc: Process) -> Pid:
+        """:meth:`alias` for the calling process ``proc``."""
         alias = Pid(self._node_name, next(self._pid_counter), self._creation)
         self._aliases[alias] = proc
         if proc.aliases is None:
@@ -339,7 +346,10 @@ class AsyncIOBackend(Spawner, RuntimeBackend):
 
     def unalias(self, alias: Pid) -> bool:
         """Deactivate the caller's ``alias`` (``unalias/1``); returns whether it was active."""
-        proc = self._caller("unalias")
+        return self._remove_alias(self._caller("unalias"), alias)
+
+    def _remove_alias(self, proc: Process, alias: Pid) -> bool:
+        """:meth:`unalias` for the calling process ``proc``."""
         if self._aliases.get(alias) is not proc:
             return False
         del self._aliases[alias]
@@ -542,7 +552,7 @@ class AsyncIOBackend(Spawner, RuntimeBackend):
             proc.waiter = waiter
             handle = None
             if deadline is not None:
-                handle = loop.call_at(deadline, _wake, waiter)
+                handle = loop.call_at(deadline, wake, waiter)
             try:
                 await waiter
             finally:
@@ -671,8 +681,3 @@ class AsyncIOBackend(Spawner, RuntimeBackend):
             registered_names=len(self._registry),
             exits=dict(self._exits),
         )
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)

@@ -62,8 +62,10 @@ class Entry:
         # _live inlined: this runs once per message received from a peer.
         proc = self._processes.get(to)
         if proc is None:
-            proc = self._rt._alias_owner(to) if self._rt._aliases else None
-            if proc is None:
+            # An alias (a call's reply address: once per remote call):
+            # _alias_owner inlined, stale-alias clean-up left to it.
+            proc = self._rt._aliases.get(to)
+            if proc is None or proc.pid not in self._processes:
                 return False
         message = decode(encoded)
         self._rt._messages += 1
@@ -158,7 +160,8 @@ class Entry:
 
     def monitor(self, target: Pid | str, owner: Pid, ref: Ref) -> Pid | None:
         """A remote ``owner`` monitors our ``target``; its pid, or ``None`` (noproc)."""
-        proc = self._target(target)
+        # _target inlined for a pid (every remote call to a pid starts here).
+        proc = self._processes.get(target) if type(target) is Pid else self._target(target)
         if proc is None or proc.kill_reason is not None:
             return None
         if proc.monitored_by is None:
