@@ -90,7 +90,7 @@ class Outgoing:
         if self._outbox.streams:
             # Slow path while a large message goes out: the signal may have to
             # wait behind its sender's (see _aside).
-            self._aside(_signal_sender(msg), lambda out: self._encoder.encode_into(msg, out), False)
+            self._signal_aside(msg)
         else:
             self._encoder.encode_into(msg, self._out)
             if self._encoder.big >= 0:
@@ -122,8 +122,10 @@ class Outgoing:
         if self._transport is None or self._close_reason is not None:
             return False
         if self._outbox.streams:
-            # Slow path while a large message goes out (see _aside).
-            return self._aside(_sender(), lambda out: self._encoder.send_into(to, term, out))
+            # Slow path while a large message goes out (see _aside). Apart, so
+            # that this function holds no closure: a nested lambda would make
+            # its arguments cells, paid at every call (~1,000 instructions).
+            return self._send_aside(to, term)
         self._encoder.send_into(to, term, self._out)
         if self._encoder.big >= 0:
             self._messages_out += 1
@@ -142,14 +144,21 @@ class Outgoing:
         if self._transport is None or self._close_reason is not None:
             return False
         if self._outbox.streams:
-            return self._aside(
-                sender, lambda out: self._encoder.reg_send_into(sender, name, term, out)
-            )
+            return self._reg_send_aside(sender, name, term)  # apart: as in send_term
         self._encoder.reg_send_into(sender, name, term, self._out)
         if self._encoder.big >= 0:
             self._messages_out += 1
             return self._fragment(self._out, sender)
         return self._queued()
+
+    def _send_aside(self, to: Pid, term: Any) -> bool:
+        return self._aside(_sender(), lambda out: self._encoder.send_into(to, term, out))
+
+    def _reg_send_aside(self, sender: Pid | None, name: str, term: Any) -> bool:
+        return self._aside(sender, lambda out: self._encoder.reg_send_into(sender, name, term, out))
+
+    def _signal_aside(self, msg: Any) -> None:
+        self._aside(_signal_sender(msg), lambda out: self._encoder.encode_into(msg, out), False)
 
     def _aside(
         self, key: Pid | None, encode: Callable[[bytearray], object], message: bool = True
