@@ -71,6 +71,8 @@ class Outgoing:
         #: Runs are formed now: the peer reads them and no large message is
         #: going out (then frames may have to wait behind it: see _aside).
         self._runs_now = False
+        #: The open batch holds signals only (see send_control).
+        self._signals_only = False
         self._bytes_out = 0
         self._messages_out = 0
         #: Held around every transport.write: the tick guard thread writes
@@ -80,10 +82,11 @@ class Outgoing:
     def send_control(self, msg: Any) -> None:
         """Queue one control message; it leaves with this loop step's batch.
 
-        Signals (link, monitor, ...) wait for the end of the step rather than
-        being written at once: they are usually followed by a message in the
-        same step (a gen_server call is a monitor then a send), and both then
-        leave in one write.
+        Signals (link, monitor, ...) are not written at once: they are
+        usually followed by a message in the same step (a gen_server call is
+        a monitor then a send), and that message takes them along in its own
+        write, at once (:meth:`_queued`); signals alone leave at the end of
+        the step.
         """
         if self._transport is None or self._close_reason is not None:
             return
@@ -97,6 +100,10 @@ class Outgoing:
                 self._fragment(self._out, _signal_sender(msg))
         if self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self._flush)
+            # The batch holds signals only: the next message goes as a plain
+            # frame (no run) and takes them along now (see _queued).
+            self._signals_only = True
+            self._runs_now = False
 
     def send_term(self, to: Pid, term: Any) -> bool:
         """Queue a message to the remote ``to``, encoded in one pass (the send fast path).
@@ -212,6 +219,12 @@ class Outgoing:
         self._messages_out += 1
         if self._flush_handle is None:
             self._write_first()
+        elif self._signals_only:
+            # Only signals were queued this step (a call's monitor): this
+            # message leaves with them now instead of at the end of the step
+            # (one loop pass per hop); the batch stays open for the rest.
+            self._end_signals_only()
+            self._write_out()
         return self._paused or len(self._out) > HIGH_WATER
 
     async def drain(self) -> None:
@@ -248,6 +261,16 @@ class Outgoing:
 
     def _flush(self) -> None:
         self._flush_handle = None
+        if self._signals_only:
+            self._end_signals_only()
+        self._write_out()
+
+    def _end_signals_only(self) -> None:
+        self._signals_only = False
+        self._runs_now = self._runs and not self._outbox.streams
+
+    def _write_out(self) -> None:
+        """Write everything queued (and the fragments the window allows) in one write."""
         self._encoder.close_run(self._out)
         # Fragments go after the small frames queued this step, as many as
         # the window allows; the rest leave as the peer acknowledges.

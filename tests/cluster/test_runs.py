@@ -207,3 +207,31 @@ async def test_peer_counters_count_every_message_of_a_run(make_cluster: ClusterF
     [got] = [p for p in b.peer_statistics() if p.peer == a.node_name]
     assert sent.messages_out == 1000
     assert got.messages_in == 1000
+
+
+async def test_a_message_after_signals_takes_them_along_at_once(
+    make_cluster: ClusterFactory,
+) -> None:
+    """A call is a monitor then a message: both leave in one write, inside ``send``."""
+    a, b = await make_cluster(2)
+    sink, done = await _collector(b, 2)
+    assert await a.connect(b.node_name)
+    conn = a.connections.up[b.node_name]
+
+    async def call_like() -> tuple[int, int, int, Any]:
+        await asyncio.sleep(0)  # a fresh loop step: no batch open
+        before = conn.bytes_out
+        monitoring = process.runtime().monitor(sink)  # a plain def: queued here
+        after_signal = conn.bytes_out
+        sending = process.send(sink, (MSG, 0))
+        after_message = conn.bytes_out
+        ref = await monitoring
+        await sending
+        await process.send(sink, (MSG, 1))
+        return before, after_signal, after_message, ref
+
+    before, after_signal, after_message, ref = await run_in(a, call_like)
+    assert after_signal == before  # the monitor alone waits for company
+    assert after_message > before  # the message takes it along at once
+    assert await asyncio.wait_for(done, DEADLINE) == [(MSG, 0), (MSG, 1)]
+    assert ref is not None
