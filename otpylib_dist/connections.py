@@ -519,9 +519,14 @@ class ConnectionTable:
         self._requests.fail_node(peer, reason)
         self._monitors.nodedown(peer, reason, visible=not conn.peer_hidden)
 
-    def dispatch(self, conn: Connection, msg: control.ControlMessage) -> None:
-        """Act on one control message from ``conn``'s peer (no awaits)."""
-        self._dispatcher(conn, msg)
+    @property
+    def dispatch(self) -> Dispatcher:
+        """Acts on one control message from a connection's peer (no awaits).
+
+        The dispatcher itself, not a method calling it: a connection binds it
+        once and calls it with no frame of the table's in between.
+        """
+        return self._dispatcher
 
 
 def _os_failure(exc: OSError, *, tls: bool) -> tuple[ConnectFailureReason, str]:

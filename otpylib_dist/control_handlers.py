@@ -218,11 +218,16 @@ class ControlHandlers:
         self._entry.exit_signal(msg.to, msg.from_, decode_term(msg.reason))
 
     def _monitor(self, conn: Connection, msg: control.Monitor) -> None:
-        self._theirs(conn, "monitor owner", msg.owner)
-        self._theirs(conn, "monitor ref", msg.ref)
-        if type(msg.target) is Pid:
-            self._ours(conn, "monitored process", msg.target)
-        if self._entry.monitor(msg.target, msg.owner, msg.ref) is None:
+        # Every remote gen_server call starts here: the three checks are
+        # _theirs/_ours written out (one frame each saved), same rules.
+        peer, target = conn.peer_name, msg.target
+        if msg.owner.node != peer:
+            self._theirs(conn, "monitor owner", msg.owner)
+        if msg.ref.node != peer:
+            self._theirs(conn, "monitor ref", msg.ref)
+        if type(target) is Pid and target.node != self._node:
+            self._ours(conn, "monitored process", target)
+        if self._entry.monitor(target, msg.owner, msg.ref) is None:
             conn.send_control(
                 control.MonitorExit(msg.target, msg.owner, msg.ref, encode_reason(NOPROC))
             )
