@@ -47,7 +47,14 @@ from otpylib_dist.busy_wait import BusyWait
 from otpylib_dist.outgoing import Outgoing
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import Term, decode_term
-from otpylib_dist.protocol.control import Fragment, FragmentAck, RegSend, Send, SendRun
+from otpylib_dist.protocol.control import (
+    Fragment,
+    FragmentAck,
+    MonitorSend,
+    RegSend,
+    Send,
+    SendRun,
+)
 from otpylib_dist.protocol.errors import (
     AtomLimitReached,
     HandshakeRefused,
@@ -280,7 +287,7 @@ class Connection(Outgoing, asyncio.Protocol):
             hidden=settings.hidden,
             expected_peer=self.expected_peer,
             setup_time=settings.setup_time,
-            flags=Flags.PEERS | Flags.RUNS | Flags.FRAGMENTS,
+            flags=Flags.PEERS | Flags.RUNS | Flags.FRAGMENTS | Flags.MONITOR_SEND,
         )
         self._write_raw(hs.start())
         self._arm_setup_timer(hs.deadline)
@@ -453,6 +460,7 @@ class Connection(Outgoing, asyncio.Protocol):
         self.peer_hidden = event.peer_hidden
         self.peer_flags = event.peer_flags
         self._runs = self._runs_now = bool(event.peer_flags & Flags.RUNS)
+        self.monitor_sends = bool(event.peer_flags & Flags.MONITOR_SEND)
         if event.peer_flags & Flags.FRAGMENTS:
             limit = self._settings.max_message_size
             self._encoder.split_above(FRAGMENT_ABOVE, limit)
@@ -526,6 +534,15 @@ class Connection(Outgoing, asyncio.Protocol):
                         entry.deliver_named_encoded(msg.name, msg.payload, decode_term)
                     except RemoteProtocolError as exc:
                         self._dropped(msg.name, exc)
+                elif type(msg) is MonitorSend:
+                    # The monitor half is checked and set up by the table (as
+                    # a Monitor), then the message is delivered as a Send.
+                    dispatch(self, msg)
+                    received += 1
+                    try:
+                        entry.deliver_encoded(msg.target, msg.payload, decode_term)
+                    except RemoteProtocolError as exc:
+                        self._dropped(msg.target, exc)
                 elif type(msg) is FragmentAck:
                     self._outbox.acked(msg.count)
                     acked = True

@@ -160,6 +160,7 @@ class ControlHandlers:
             control.Exit: self._exit,
             control.Exit2: self._exit2,
             control.Monitor: self._monitor,
+            control.MonitorSend: self._monitor,  # its message: see Connection._steady_data
             control.Demonitor: self._demonitor,
             control.MonitorExit: self._monitor_exit,
             control.SpawnRequest: self._spawn_request,
@@ -217,7 +218,7 @@ class ControlHandlers:
         self._ours(conn, "exit signal to", msg.to)
         self._entry.exit_signal(msg.to, msg.from_, decode_term(msg.reason))
 
-    def _monitor(self, conn: Connection, msg: control.Monitor) -> None:
+    def _monitor(self, conn: Connection, msg: control.Monitor | control.MonitorSend) -> None:
         # Every remote gen_server call starts here: the three checks are
         # _theirs/_ours written out (one frame each saved), same rules.
         peer, target = conn.peer_name, msg.target

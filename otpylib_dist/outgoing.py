@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from otpylib.runtime.context import current_process
-from otpylib.runtime.data import Pid
+from otpylib.runtime.data import Pid, Ref
 from otpylib_dist.busy_wait import BusyWait
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.fragments import Outbox
@@ -73,6 +73,8 @@ class Outgoing:
         self._runs_now = False
         #: The open batch holds signals only (see send_control).
         self._signals_only = False
+        #: The peer reads MonitorSend frames (Flags.MONITOR_SEND).
+        self.monitor_sends = False
         self._bytes_out = 0
         self._messages_out = 0
         #: Held around every transport.write: the tick guard thread writes
@@ -166,6 +168,30 @@ class Outgoing:
 
     def _signal_aside(self, msg: Any) -> None:
         self._aside(_signal_sender(msg), lambda out: self._encoder.encode_into(msg, out), False)
+
+    def monitor_send_term(self, owner: Pid, target: Pid, ref: Ref, term: Any) -> bool:
+        """Queue ``MonitorSend``: ``owner`` monitors ``target``, then ``term`` goes to it.
+
+        The peer must have said it reads them (``monitor_sends``). Returns
+        must_drain, as :meth:`send_term`.
+
+        Raises:
+            EncodeError: ``term`` cannot be sent (nothing is queued).
+        """
+        if self._transport is None or self._close_reason is not None:
+            return False
+        if self._outbox.streams:
+            return self._monitor_send_aside(owner, target, ref, term)
+        self._encoder.monitor_send_into(owner, target, ref, term, self._out)
+        if self._encoder.big >= 0:
+            self._messages_out += 1
+            return self._fragment(self._out, owner)
+        return self._queued()
+
+    def _monitor_send_aside(self, owner: Pid, target: Pid, ref: Ref, term: Any) -> bool:
+        return self._aside(
+            owner, lambda out: self._encoder.monitor_send_into(owner, target, ref, term, out)
+        )
 
     def _aside(
         self, key: Pid | None, encode: Callable[[bytearray], object], message: bool = True

@@ -164,6 +164,33 @@ class NodeRouter:
             return self._done
         return self._monitor_slow(owner, target, ref)
 
+    def monitor_send(self, owner: Pid, target: Pid, ref: Ref, message: Any) -> Awaitable[Any]:
+        """Monitor ``target`` for ``owner``, then send it ``message``; await for why not.
+
+        The fast path (every remote ``gen_server.call``): on an up
+        connection of the target's incarnation, both go in one MonitorSend
+        frame when the peer reads them, else as Monitor then Send, and the
+        result is ``None`` (done, or waiting for room). Otherwise the
+        monitor's answer comes first (``noconnection``, ``noproc``): then
+        the message is not sent.
+        """
+        conn = self._up.get(target.node)
+        if conn is not None and conn.peer_creation == target.creation:
+            if conn.monitor_sends:
+                must_drain = conn.monitor_send_term(owner, target, ref, message)
+            else:
+                conn.send_control(control.Monitor(owner, target, ref))
+                must_drain = conn.send_term(target, message)
+            return conn.drain() if must_drain else self._done
+        encode_term(message)  # an unencodable message raises here, reachable or not
+        return self._monitor_send_slow(owner, target, ref, message)
+
+    async def _monitor_send_slow(self, owner: Pid, target: Pid, ref: Ref, message: Any) -> Any:
+        failure = await self._monitor_slow(owner, target, ref)
+        if failure is None:
+            await self._send_slow(target, message)
+        return failure
+
     async def _monitor_slow(
         self, owner: Pid, target: Pid | tuple[str, str], ref: Ref
     ) -> Atom | None:

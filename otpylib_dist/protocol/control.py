@@ -50,6 +50,7 @@ __all__ = [
     "Link",
     "Monitor",
     "MonitorExit",
+    "MonitorSend",
     "NodeRpc",
     "NodeRpcReply",
     "Peers",
@@ -259,6 +260,23 @@ class FragmentAck(_Control, tag=69, frozen=True):
     count: int
 
 
+class MonitorSend(_Control, tag=70, frozen=True):
+    """:class:`Monitor` then :class:`Send` to the same pid, in one frame.
+
+    ``owner`` monitors ``target`` (with ``ref``), then ``payload`` is
+    delivered to it: what every remote ``gen_server.call`` starts with, one
+    frame to encode, decode and dispatch instead of two. Sent only to a
+    peer whose handshake flags include ``Flags.MONITOR_SEND``.
+
+    Differs from Erlang, which sends DOP_MONITOR_P and then the message.
+    """
+
+    owner: Pid
+    target: Pid
+    ref: Ref
+    payload: Term
+
+
 #: Every control message a peer may send.
 ControlMessage = (
     Link
@@ -278,6 +296,7 @@ ControlMessage = (
     | SendRun
     | Fragment
     | FragmentAck
+    | MonitorSend
 )
 
 
@@ -285,6 +304,13 @@ ControlMessage = (
 # encoded (codec.to_wire output): same tag, same fields, same bytes.
 class _SendTerm(_Control, tag=2, frozen=True):
     to: Pid
+    payload: Any
+
+
+class _MonitorSendTerm(_Control, tag=70, frozen=True):
+    owner: Pid
+    target: Pid
+    ref: Ref
     payload: Any
 
 
@@ -576,6 +602,16 @@ class ControlEncoder:
                 frame limit. ``out`` is left unchanged.
         """
         return self._term_into(_SendTerm, "Send", (to,), term, out)
+
+    def monitor_send_into(
+        self, owner: Pid, target: Pid, ref: Ref, term: Any, out: bytearray
+    ) -> int:
+        """Append ``MonitorSend(owner, target, ref, encode_term(term))`` as a frame, in one pass.
+
+        Raises:
+            EncodeError: as :meth:`send_into`.
+        """
+        return self._term_into(_MonitorSendTerm, "Send", (owner, target, ref), term, out)
 
     def reg_send_into(self, sender: Pid | None, name: str, term: Any, out: bytearray) -> int:
         """Append ``RegSend(sender, name, encode_term(term))`` as a frame, in one pass.

@@ -79,6 +79,7 @@ class Flags(enum.IntFlag):
     PEERS = 2  # understands the Peers control message (connect_all)
     RUNS = 4  # understands SendRun frames (several messages to one pid in one frame)
     FRAGMENTS = 8  # sends and reads large messages in Fragment frames, acknowledged
+    MONITOR_SEND = 16  # reads MonitorSend (a monitor and a message in one frame)
 
 
 class _Wire(msgspec.Struct, array_like=True, frozen=True, gc=False):

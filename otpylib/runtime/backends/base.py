@@ -116,6 +116,17 @@ class RemoteRouter(Protocol):
         A plain ``def`` returning an awaitable, as :meth:`send` (a remote
         ``gen_server.call`` starts with a monitor)."""
 
+    def monitor_send(self, owner: Pid, target: Pid, ref: Ref, message: Any) -> Awaitable[Any]:
+        """:meth:`monitor` then :meth:`send` to the same remote pid, as one operation.
+
+        What every remote ``gen_server.call`` starts with; await it for
+        ``None`` or the reason of an immediate ``DOWN`` (then the message
+        was not sent). A router may send both in one frame.
+
+        Raises:
+            EncodeError: ``message`` cannot be sent (nothing was).
+        """
+
     def demonitor(self, owner: Pid, target: Pid | tuple[str, str], ref: Ref) -> None:
         """Remove a monitor on the remote side (enqueue only)."""
 

@@ -338,17 +338,13 @@ class SignalEngine:
             remote = dest
             # A pid of another node (the remote call): monitor() inlined, its
             # checks and frames skipped (the pid is not ours, there is a
-            # router), and the router's answer awaited directly (already
-            # done on an up connection, so no trip through the loop).
+            # router); the monitor itself goes with the message, below.
             ref = Ref(self._node_name, next(self._ref_counter), self._creation)  # make_ref
             monitors = proc.monitors  # _own_monitor:
             if monitors is None:
                 monitors = proc.monitors = {}
             monitors[ref] = dest
             self._monitors += 1
-            failure = await router.monitor(me, dest, ref)
-            if failure is not None:
-                self._down(me, ref, failure)
         else:
             ref = await self._monitor_for(proc, dest)
         # alias() inlined, without the process's own alias set: that set lets
@@ -365,7 +361,12 @@ class SignalEngine:
                 if remote is None or router is None:
                     await self.send(dest, message)
                 else:
-                    await router.send(remote, message)
+                    # The monitor and the message in one operation (one frame
+                    # when the peer reads MonitorSend), the router's answer
+                    # awaited directly (already done on an up connection).
+                    failure = await router.monitor_send(me, remote, ref, message)
+                    if failure is not None:  # noconnection, noproc: its DOWN
+                        self._down(me, ref, failure)
             except UnknownNameError:  # unreachable (name, node): the DOWN says why
                 pass
             except BaseException:  # unsendable payload (EncodeError): no monitor left behind
