@@ -511,7 +511,7 @@ def _print(args: argparse.Namespace, uvloop_on: bool, rows: dict[str, Any]) -> N
     if erl is not None:
         print(
             f"otpylib / erlang:    one-way {ours[0] / erl[0]:.2f}x (target >= 2.0), "
-            f"round trip {ours[1] / erl[1]:.2f}x (target <= 1.5)"
+            f"round trip {ours[1] / erl[1]:.2f}x (target <= 1.0, default config)"
         )
     if args.compare_spin:
         no_spin = rows[_LABELS["no spin"]]
