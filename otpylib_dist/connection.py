@@ -697,7 +697,13 @@ class Connection(Outgoing, asyncio.Protocol):
     # ----------------------------------------------------------------- close
 
     def close(self, reason: Atom | Any) -> None:
-        """Close with ``reason`` (first reason wins); queued bytes are written first."""
+        """Close with ``reason`` (first reason wins); queued bytes are written first.
+
+        Except what waits for the peer's acknowledgements: the rest of a large
+        message going out in fragments, and the frames held behind it, are
+        dropped with the connection (its senders' links and monitors across
+        it fire ``noconnection`` as for any lost connection).
+        """
         if self._close_reason is None:
             self._close_reason = reason
         if self._transport is not None:

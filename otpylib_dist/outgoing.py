@@ -32,6 +32,7 @@ from otpylib.runtime.context import current_process
 from otpylib.runtime.data import Pid, Ref
 from otpylib_dist.busy_wait import BusyWait
 from otpylib_dist.protocol import control
+from otpylib_dist.protocol.codec import decode_term
 from otpylib_dist.protocol.fragments import Outbox
 from otpylib_dist.protocol.tls_layer import TlsLayer
 
@@ -149,7 +150,7 @@ class Outgoing:
             if queued > 0:  # the buffer's length (the encoder counts run messages)
                 return self._paused or queued > HIGH_WATER
             if queued:  # a large message, marked to go in fragments
-                return self._fragment(self._out, sender)
+                return self._fragment(self._out, _key(sender))
         if self._transport is None or self._close_reason is not None:
             return False
         if self._outbox.streams:
@@ -157,14 +158,16 @@ class Outgoing:
         self._encoder.reg_send_into(sender, name, term, self._out)
         if self._encoder.big >= 0:
             self._messages_out += 1
-            return self._fragment(self._out, sender)
+            return self._fragment(self._out, _key(sender))
         return self._queued()
 
     def _send_aside(self, to: Pid, term: Any) -> bool:
         return self._aside(_sender(), lambda out: self._encoder.send_into(to, term, out))
 
     def _reg_send_aside(self, sender: Pid | None, name: str, term: Any) -> bool:
-        return self._aside(sender, lambda out: self._encoder.reg_send_into(sender, name, term, out))
+        return self._aside(
+            _key(sender), lambda out: self._encoder.reg_send_into(sender, name, term, out)
+        )
 
     def _signal_aside(self, msg: Any) -> None:
         self._aside(_signal_sender(msg), lambda out: self._encoder.encode_into(msg, out), False)
@@ -185,16 +188,16 @@ class Outgoing:
         self._encoder.monitor_send_into(owner, target, ref, term, self._out)
         if self._encoder.big >= 0:
             self._messages_out += 1
-            return self._fragment(self._out, owner)
+            return self._fragment(self._out, _key(owner))
         return self._queued()
 
     def _monitor_send_aside(self, owner: Pid, target: Pid, ref: Ref, term: Any) -> bool:
         return self._aside(
-            owner, lambda out: self._encoder.monitor_send_into(owner, target, ref, term, out)
+            _key(owner), lambda out: self._encoder.monitor_send_into(owner, target, ref, term, out)
         )
 
     def _aside(
-        self, key: Pid | None, encode: Callable[[bytearray], object], message: bool = True
+        self, key: object, encode: Callable[[bytearray], object], message: bool = True
     ) -> bool:
         """Queue a frame (a message, or a signal) while large messages go out; must_drain.
 
@@ -217,7 +220,7 @@ class Outgoing:
             self._write_first()
         return self._paused or len(self._out) > HIGH_WATER
 
-    def _fragment(self, out: bytearray, key: Pid | None) -> bool:
+    def _fragment(self, out: bytearray, key: object) -> bool:
         """The frame just encoded into ``out`` is large: send it in fragments; must_drain.
 
         The sender is told to drain: it waits until most of its message is
@@ -342,23 +345,49 @@ class Outgoing:
                 w.set_result(None)
 
 
-def _sender() -> Pid | None:
-    """The pid of the process running now (``None`` outside any): whose frame this is."""
+#: The key of frames sent from outside any process (``main``, another
+#: thread's callbacks): the runtime speaks for them as its own pid (id 0),
+#: so messages by pid, by name and exit signals from there share one key.
+OUTSIDE: Final = "outside"
+#: The key of the node's own frames (spawn replies without a child, rpc,
+#: peers, a ``noproc`` DOWN for a name): they wait for no process.
+NODE: Final = "node"
+
+
+_FROM: Final = (control.Link, control.Unlink, control.Exit, control.Exit2)
+_OWNER: Final = (control.Monitor, control.Demonitor, control.MonitorSend)
+
+
+def _sender() -> object:
+    """Whose frame this is: the pid of the process running now, or :data:`OUTSIDE`."""
     proc = current_process.get()
-    return proc.pid if proc is not None else None
+    return proc.pid if proc is not None else OUTSIDE
 
 
-def _signal_sender(msg: Any) -> Pid | None:
-    """The process a control message speaks for (``None``: the node itself).
+def _key(pid: Pid | None) -> object:
+    """A sender pid as a key: the runtime's own pid (id 0) or none is :data:`OUTSIDE`."""
+    return pid if pid is not None and pid.id != 0 else OUTSIDE
 
-    Every signal names its sender except the node's own messages (spawn
-    replies, rpc, peers, the ``noproc`` DOWN for a name nobody holds). A
-    DOWN names the process that ended (the router sends its pid even for a
-    monitor by name), so it follows that process's large message.
+
+def _signal_sender(msg: Any) -> object:
+    """The key of the process a control message speaks for (``NODE``: the node itself).
+
+    Each signal names its sender; a DOWN names the process that ended (the
+    router sends its pid even for a monitor by name), so it follows that
+    process's large message; a spawn reply speaks for the new process, so
+    it goes before that process's own frames (its EXIT, if it died at once).
+    Only called while a large message goes out (cost does not matter).
     """
-    sender = getattr(msg, "from_", None) or getattr(msg, "owner", None)
-    if sender is None:
-        sender = getattr(msg, "sender", None)
-    if type(msg) is control.MonitorExit:
-        sender = msg.target if type(msg.target) is Pid else None
-    return sender if type(sender) is Pid else None
+    kind = type(msg)
+    if kind in _FROM:
+        return _key(msg.from_)
+    if kind in _OWNER:
+        return _key(msg.owner)
+    if kind is control.MonitorExit:
+        return _key(msg.target) if type(msg.target) is Pid else NODE
+    if kind is control.SpawnRequest:
+        return _key(msg.sender)
+    if kind is control.SpawnReply and msg.ok:
+        child = decode_term(msg.result)
+        return child if type(child) is Pid else NODE
+    return NODE

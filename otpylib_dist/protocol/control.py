@@ -690,7 +690,7 @@ class ControlDecoder:
         decoder: msgspec.msgpack.Decoder[ControlMessage] = msgspec.msgpack.Decoder(ControlMessage)
         self._decode = decoder.decode
 
-    def decode(self, frame: bytes | memoryview) -> ControlMessage:
+    def decode(self, frame: bytes | bytearray | memoryview) -> ControlMessage:
         """Decode one frame body (as cut by ``FrameReader``).
 
         Payload and reason fields stay encoded (``codec.Term``); pass them

@@ -16,10 +16,11 @@ queue of large messages and of the frames that must wait behind them) and
 Rules the outbox keeps:
 
 - **Per-sender order.** Erlang orders the signals from one process to
-  another. A frame is *keyed* by the process that sent it (its pid, or
-  ``None`` outside any process); while a key has a large message going
-  out, every later frame of that key waits behind it, in order, and is
-  written right after its last fragment. Frames of other keys go at once.
+  another. A frame is *keyed* by the process that sent it (its pid; code
+  outside any process and the node's own replies have keys of their own,
+  see ``outgoing.py``); while a key has a large message going out, every
+  later frame of that key waits behind it, in order, and is written right
+  after its last fragment. Frames of other keys go at once.
 - **One large message at a time** leaves, in the order they were queued;
   a receiver therefore reassembles one message at a time, which bounds its
   memory by one message (:data:`DEFAULT_MAX_MESSAGE`).
@@ -191,7 +192,7 @@ class Reassembly:
     the current one is complete is a protocol error.
     """
 
-    __slots__ = ("_chunks", "_max", "_received", "_seq", "_skip", "_total")
+    __slots__ = ("_buffer", "_max", "_received", "_seq", "_skip", "_total")
 
     def __init__(self, max_message: int = DEFAULT_MAX_MESSAGE) -> None:
         self._max = max_message
@@ -199,14 +200,17 @@ class Reassembly:
         self._total = 0
         self._received = 0
         self._skip = False
-        self._chunks: list[memoryview] = []
+        #: The body so far, copied out of the frames: a fragment's view would
+        #: keep its whole receive chunk alive (a peer could pin megabytes
+        #: with one-byte fragments), and one buffer needs no join at the end.
+        self._buffer = bytearray()
 
     @property
     def in_progress(self) -> int:
         """Bytes of the message being reassembled held so far."""
         return 0 if self._skip else self._received
 
-    def add(self, msg: Fragment) -> bytes | memoryview | None:
+    def add(self, msg: Fragment) -> bytes | bytearray | None:
         """Take one fragment; return the whole frame body once it is complete.
 
         Returns ``None`` while the message is incomplete, and
@@ -236,14 +240,13 @@ class Reassembly:
                 f"fragments of message {seq} add up to more than the {total} bytes announced"
             )
         if not self._skip:
-            self._chunks.append(data)
+            self._buffer += data
         if self._received < total:
             return TOO_LARGE if first and self._skip else None
         self._seq = 0
         if self._skip:
             return TOO_LARGE if first else None
-        body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
-        self._chunks = []
+        body, self._buffer = self._buffer, bytearray()
         return body
 
     @property

@@ -12,6 +12,7 @@ add up close the connection.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -275,3 +276,63 @@ async def test_random_mixes_of_large_and_small_keep_every_pair_in_order(
         for me in range(4):
             sent = [(i, size) for i, (to, size) in enumerate(plans[me]) if to == r]
             assert [(i, len(data)) for who, i, data in got if who == me] == sent
+
+
+async def test_frames_from_outside_any_process_keep_their_order_behind_a_large_one(
+    make_cluster: ClusterFactory,
+) -> None:
+    """Code outside any process (main) sends by pid, by name and exit signals as one
+    sender: a small message by name and an exit signal wait behind its large message."""
+    a, b = await make_cluster(2)
+    sink, done = await _collector(b, 3)
+    await b.register("outside_sink", sink)
+    await a.send(sink, (MSG, "large", bytes(8 << 20)))  # from main: in fragments
+    await a.send(("outside_sink", b.node_name), (MSG, "small by name", b""))
+    await a.exit(sink, "after both")
+    got = await asyncio.wait_for(done, DEADLINE)
+    assert [m[1] for m in got[:2]] == ["large", "small by name"]
+    assert got[2][0] is EXIT and got[2][2] == "after both"
+
+
+async def test_a_spawn_reply_is_not_held_behind_a_large_message_of_main(
+    make_cluster: ClusterFactory,
+) -> None:
+    """A remote spawn_link's reply speaks for the child: the child's EXIT (it dies at
+    once) must not overtake it while the node's main code sends a large message."""
+    a, b = await make_cluster(2)
+    sink, _done = await _collector(a, 1)
+    loop = asyncio.get_running_loop()
+    sends: list[asyncio.Future[None]] = []
+
+    def from_main() -> None:  # a fresh context: outside any process of b
+        sends.append(asyncio.ensure_future(b.send(sink, (MSG, bytes(32 << 20)))))
+
+    async def parent() -> Any:
+        loop.call_soon(from_main, context=contextvars.Context())
+        await asyncio.sleep(0)  # main's large message is queued first
+        child = await process.spawn_link("behaviour_procs:boom", node=b.node_name)
+        return child, await process.receive(timeout=DEADLINE)
+
+    child, exit_msg = await run_in(a, parent, trap_exits=True)
+    assert exit_msg[0] is EXIT and exit_msg[1] == child
+    await asyncio.wait_for(sends[0], DEADLINE)
+
+
+async def test_small_messages_in_the_step_of_a_large_one_stay_after_it(
+    make_cluster: ClusterFactory,
+) -> None:
+    """A large message under the drain mark does not end its sender's step: the small
+    ones after it must not form a run that overtakes it."""
+    a, b = await make_cluster(2)
+    sink, done = await _collector(b, 4)
+    assert await a.connect(b.node_name)  # up already: the four sends share one step
+
+    async def sender() -> None:
+        await process.send(sink, (MSG, 0, b"x"))
+        await process.send(sink, (MSG, 1, b"x" * 300_000))
+        await process.send(sink, (MSG, 2, b"x"))
+        await process.send(sink, (MSG, 3, b"x"))
+
+    await run_in(a, sender)
+    got = await asyncio.wait_for(done, DEADLINE)
+    assert [m[1] for m in got] == [0, 1, 2, 3]

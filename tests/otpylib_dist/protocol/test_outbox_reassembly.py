@@ -240,3 +240,15 @@ def test_reassembly_refuses_fragments_that_do_not_add_up(
     with pytest.raises(RemoteProtocolError, match=error):
         for seq, total, data in fragments:
             reassembly.add(control.Fragment(seq, total, memoryview(data)))
+
+
+def test_reassembly_keeps_copies_not_views_of_the_received_chunks() -> None:
+    """A fragment's data is a view of a whole receive chunk: keeping it would let a
+    peer pin megabytes with one-byte fragments."""
+    reassembly = Reassembly(100)
+    chunk = bytearray(b"a" * 1000)  # stands for a receive chunk
+    view = memoryview(chunk)
+    assert reassembly.add(control.Fragment(1, 4, view[:2])) is None
+    view.release()
+    chunk.extend(b"more")  # raises BufferError if a view of it were still held
+    assert bytes(reassembly.add(control.Fragment(1, 4, memoryview(b"bc"))) or b"") == b"aabc"
