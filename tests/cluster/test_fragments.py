@@ -336,3 +336,34 @@ async def test_small_messages_in_the_step_of_a_large_one_stay_after_it(
     await run_in(a, sender)
     got = await asyncio.wait_for(done, DEADLINE)
     assert [m[1] for m in got] == [0, 1, 2, 3]
+
+
+async def test_fragments_go_on_when_the_transport_resumes(make_cluster: ClusterFactory) -> None:
+    """Acknowledgements that arrive while the transport is paused (its buffer full)
+    open the window, but nothing may be written: the resume must send the next fragments."""
+    (node,) = await make_cluster(1)
+    reader, writer, to = await _raw_peer(node, int(Flags.RUNS | Flags.FRAGMENTS))
+    conn = node.connections.up[to.node]
+    frames = FrameReader(1 << 26)
+
+    def fragments(got: list[Any]) -> int:
+        return sum(type(m) is control.Fragment for m in got)
+
+    async def big() -> None:
+        await process.send(to, (MSG, bytes(2 * WINDOW * FRAGMENT_SIZE)))
+
+    await node.spawn(big)
+    got = await _read_frames(reader, frames, lambda got: fragments(got) >= WINDOW)
+    assert fragments(got) == WINDOW
+    conn.pause_writing()  # as the transport does when its buffer is full
+    written = conn.bytes_out
+    out = bytearray()
+    control.ControlEncoder().encode_into(control.FragmentAck(WINDOW), out)
+    writer.write(bytes(out))
+    await wait_until(lambda: conn._outbox._unacked == 0, "the acknowledgement to be read")
+    await asyncio.sleep(0)  # a scheduled flush, if any, has run
+    assert conn.bytes_out == written  # paused: the open window waits
+    conn.resume_writing()
+    more = await _read_frames(reader, frames, lambda more: fragments(more) > 0)
+    assert fragments(more) > 0
+    writer.close()
