@@ -61,6 +61,7 @@ from bench.harness import (
 )
 from bench.hogs import cpu_hogs
 from otpylib import atom, process
+from otpylib.runtime.gc_tuning import tune_gc
 
 DONE = atom.ensure("done")
 #: ``--busy-wait``: nodes and the raw floor poll after traffic (BEAM-style).
@@ -77,7 +78,9 @@ def node_options(config: str) -> dict[str, Any]:
     The one place that knows the spin knob (``busy_wait``, see
     ``otpylib_dist/busy_wait.py``): when the knob changes, change this.
     *default* passes nothing, so it measures whatever ``Node`` does by
-    default (``otpy-node`` builds the same); *no spin* turns spinning off;
+    default (``otpy-node`` builds the same; every node child also tunes the
+    collector as ``otpy-node`` and ``otpylib.run`` do, and so do the raw
+    floor's processes); *no spin* turns spinning off;
     *spin* asks for a fixed 200 µs window that never backs off (BEAM's
     way, and this node's default before the adaptive spin).
     """
@@ -122,6 +125,7 @@ async def _serve_node(port_file: str, count: int, config: str, metrics: bool = F
 
     node = Node("bench_b@127.0.0.1", cookie=COOKIE, **node_options(config))
     await node.initialize()
+    tune_gc()  # as otpy-node and otpylib.run do once started
     await node.spawn(sink, args=[count])
     await node.spawn(echo)
     metrics_port = 0
@@ -155,6 +159,7 @@ async def _client_node(
 
     node = Node("bench_a@127.0.0.1", cookie=COOKIE, **node_options(config))
     await node.initialize()
+    tune_gc()  # as otpy-node and otpylib.run do once started
     assert await node.connect("bench_b@127.0.0.1", "127.0.0.1", port)
     scraper = None
     if metrics_port:
@@ -211,6 +216,7 @@ _DEC = msgspec.msgpack.Decoder()
 
 async def _serve_raw(port_file: str, count: int) -> None:
     busy = _busy_wait()
+    tune_gc()  # the floor gets the same collector settings as the nodes
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         buf = bytearray()
@@ -259,6 +265,7 @@ def _busy_wait() -> Any:
 async def _client_raw(port: int, count: int, trips: int) -> tuple[float, float]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     busy = _busy_wait()
+    tune_gc()
 
     async def read_one() -> Any:
         (n,) = struct.unpack(">I", await reader.readexactly(4))
