@@ -96,7 +96,7 @@ class Outgoing:
         if self._outbox.streams:
             # Slow path while a large message goes out: the signal may have to
             # wait behind its sender's (see _aside).
-            self._signal_aside(msg)
+            self._aside(_signal_sender(msg), False, self._encoder.encode_into, msg)
         else:
             self._encoder.encode_into(msg, self._out)
             if self._encoder.big >= 0:
@@ -132,10 +132,11 @@ class Outgoing:
         if self._transport is None or self._close_reason is not None:
             return False
         if self._outbox.streams:
-            # Slow path while a large message goes out (see _aside). Apart, so
-            # that this function holds no closure: a nested lambda would make
-            # its arguments cells, paid at every call (~1,000 instructions).
-            return self._send_aside(to, term)
+            # Slow path while a large message goes out (see _aside). The
+            # encoder method and its arguments are passed, not a lambda: a
+            # closure here would make this function's arguments cells, paid
+            # at every call (~1,000 instructions per message).
+            return self._aside(_sender(), True, self._encoder.send_into, to, term)
         self._encoder.send_into(to, term, self._out)
         if self._encoder.big >= 0:
             self._messages_out += 1
@@ -154,23 +155,12 @@ class Outgoing:
         if self._transport is None or self._close_reason is not None:
             return False
         if self._outbox.streams:
-            return self._reg_send_aside(sender, name, term)  # apart: as in send_term
+            return self._aside(_key(sender), True, self._encoder.reg_send_into, sender, name, term)
         self._encoder.reg_send_into(sender, name, term, self._out)
         if self._encoder.big >= 0:
             self._messages_out += 1
             return self._fragment(self._out, _key(sender))
         return self._queued()
-
-    def _send_aside(self, to: Pid, term: Any) -> bool:
-        return self._aside(_sender(), lambda out: self._encoder.send_into(to, term, out))
-
-    def _reg_send_aside(self, sender: Pid | None, name: str, term: Any) -> bool:
-        return self._aside(
-            _key(sender), lambda out: self._encoder.reg_send_into(sender, name, term, out)
-        )
-
-    def _signal_aside(self, msg: Any) -> None:
-        self._aside(_signal_sender(msg), lambda out: self._encoder.encode_into(msg, out), False)
 
     def monitor_send_term(self, owner: Pid, target: Pid, ref: Ref, term: Any) -> bool:
         """Queue ``MonitorSend``: ``owner`` monitors ``target``, then ``term`` goes to it.
@@ -184,32 +174,27 @@ class Outgoing:
         if self._transport is None or self._close_reason is not None:
             return False
         if self._outbox.streams:
-            return self._monitor_send_aside(owner, target, ref, term)
+            encode = self._encoder.monitor_send_into
+            return self._aside(_key(owner), True, encode, owner, target, ref, term)
         self._encoder.monitor_send_into(owner, target, ref, term, self._out)
         if self._encoder.big >= 0:
             self._messages_out += 1
             return self._fragment(self._out, _key(owner))
         return self._queued()
 
-    def _monitor_send_aside(self, owner: Pid, target: Pid, ref: Ref, term: Any) -> bool:
-        return self._aside(
-            _key(owner), lambda out: self._encoder.monitor_send_into(owner, target, ref, term, out)
-        )
-
-    def _aside(
-        self, key: object, encode: Callable[[bytearray], object], message: bool = True
-    ) -> bool:
+    def _aside(self, key: object, message: bool, encode: Callable[..., object], *args: Any) -> bool:
         """Queue a frame (a message, or a signal) while large messages go out; must_drain.
 
-        A frame of a sender (``key``) whose large message is still going out
-        waits behind it, so the peer sees that sender's frames in order; any
-        other sender's frame goes at once, between the fragments (no runs
-        are formed meanwhile: the rare path stays simple).
+        ``encode(*args, out)`` appends the frame (an encoder ``*_into``
+        method). A frame of a sender (``key``) whose large message is still
+        going out waits behind it, so the peer sees that sender's frames in
+        order; any other sender's frame goes at once, between the fragments
+        (no runs are formed meanwhile: the rare path stays simple).
         """
         held = self._outbox.held_for(key)
         self._encoder.close_run(self._out)
         out = self._out if held is None else held
-        encode(out)
+        encode(*args, out)
         if message:
             self._messages_out += 1
         if self._encoder.big >= 0:
