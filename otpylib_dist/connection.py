@@ -236,8 +236,6 @@ class Connection(Outgoing, asyncio.Protocol):
         self._decoder = control.ControlDecoder()
         #: The large message coming in (fragments), once both ends set Flags.FRAGMENTS.
         self._reassembly: Reassembly | None = None
-        #: Fragments taken in this read and not yet acknowledged.
-        self._acks = 0
         self._up = False
         self._close_reason: Any = None
         self._setup_timer: asyncio.TimerHandle | None = None
@@ -501,6 +499,7 @@ class Connection(Outgoing, asyncio.Protocol):
         entry = self._entry
         dispatch = self._owner.dispatch
         received = 0
+        fragments = 0  # taken in this read: acknowledged at its end
         acked = False
         try:
             reader.receive_data(data)
@@ -510,6 +509,7 @@ class Connection(Outgoing, asyncio.Protocol):
                 msg = decode(frame)
                 if type(msg) is Fragment:
                     # A piece of a large message: handled as a whole once complete.
+                    fragments += 1
                     whole = self._reassembled(msg)
                     if whole is None:
                         continue
@@ -548,8 +548,8 @@ class Connection(Outgoing, asyncio.Protocol):
                     acked = True
                 else:
                     dispatch(self, msg)
-            if self._acks:
-                self._acknowledge()
+            if fragments:
+                self._acknowledge(fragments)
             if acked and self._outbox.streams:
                 self._flush()  # the window opened: the next fragments leave now
         except RemoteProtocolError as exc:
@@ -568,7 +568,6 @@ class Connection(Outgoing, asyncio.Protocol):
         reassembly = self._reassembly
         if reassembly is None:
             raise RemoteProtocolError("a Fragment from a peer that did not say it sends them")
-        self._acks += 1
         body = reassembly.add(msg)
         if body is None:
             return None
@@ -590,10 +589,9 @@ class Connection(Outgoing, asyncio.Protocol):
             raise RemoteProtocolError("a fragmented message made of fragments")
         return whole
 
-    def _acknowledge(self) -> None:
+    def _acknowledge(self, count: int) -> None:
         """Tell the peer how many fragments this read took (its window opens)."""
-        self._encoder.encode_into(FragmentAck(self._acks), self._out)
-        self._acks = 0
+        self._encoder.encode_into(FragmentAck(count), self._out)
         if self._flush_handle is None:
             self._write_first()
 

@@ -239,13 +239,13 @@ class Reassembly:
             raise RemoteProtocolError(
                 f"fragments of message {seq} add up to more than the {total} bytes announced"
             )
-        if not self._skip:
-            self._buffer += data
-        if self._received < total:
-            return TOO_LARGE if first and self._skip else None
-        self._seq = 0
+        if self._received == total:
+            self._seq = 0  # complete: the next fragment starts a new message
         if self._skip:
             return TOO_LARGE if first else None
+        self._buffer += data
+        if self._seq:
+            return None
         body, self._buffer = self._buffer, bytearray()
         return body
 
