@@ -41,6 +41,17 @@ async def _tls_node(name: str, pki: GeneratedPki | None, peers: list[Distributed
     return node
 
 
+async def _tls_pair(
+    pki: GeneratedPki, nodes: list[DistributedBackend]
+) -> tuple[DistributedBackend, DistributedBackend]:
+    """Nodes ``a`` and ``b`` over mutual TLS, ``a`` knowing where ``b`` listens."""
+    b = await _tls_node("b", pki, [])
+    nodes.append(b)
+    a = await _tls_node("a", pki, [b])
+    nodes.append(a)
+    return a, b
+
+
 @pytest.fixture
 async def nodes() -> Any:
     started: list[DistributedBackend] = []
@@ -52,10 +63,7 @@ async def nodes() -> Any:
 async def test_messages_links_and_monitors_work_over_mutual_tls(
     pki: GeneratedPki, nodes: list[DistributedBackend]
 ) -> None:
-    b = await _tls_node("b", pki, [])
-    nodes.append(b)
-    a = await _tls_node("a", pki, [b])
-    nodes.append(a)
+    a, b = await _tls_pair(pki, nodes)
 
     async def echo() -> None:
         await process.register("echo")
@@ -84,10 +92,7 @@ async def test_messages_links_and_monitors_work_over_mutual_tls(
 async def test_a_large_message_travels_in_fragments_over_tls(
     pki: GeneratedPki, nodes: list[DistributedBackend]
 ) -> None:
-    b = await _tls_node("b", pki, [])
-    nodes.append(b)
-    a = await _tls_node("a", pki, [b])
-    nodes.append(a)
+    a, b = await _tls_pair(pki, nodes)
     payload = bytes(range(256)) * (3 << 12)  # 3 MiB: about 48 fragments
 
     async def sink() -> None:
@@ -135,10 +140,7 @@ async def test_a_certificate_from_another_ca_is_refused(
 async def test_losing_a_tls_connection_gives_noconnection(
     pki: GeneratedPki, nodes: list[DistributedBackend]
 ) -> None:
-    b = await _tls_node("b", pki, [])
-    nodes.append(b)
-    a = await _tls_node("a", pki, [b])
-    nodes.append(a)
+    a, b = await _tls_pair(pki, nodes)
 
     async def waiter() -> None:
         await process.register("waiter")
