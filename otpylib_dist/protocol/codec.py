@@ -56,6 +56,7 @@ from otpylib_dist.protocol.shapes import (
     PLAIN_TYPES,
     atom_named,
     decoder_for,
+    element_types,
     shape_of,
     tuple_shape,
     unknown_struct,
@@ -269,7 +270,7 @@ def encode_term(value: Any) -> Term:
     """
     try:
         if type(value) is tuple:  # the common case, written out: one cached lookup
-            types = tuple(map(type, value))
+            types = element_types(value)
             shape = FLAT_SHAPES.get(types) or tuple_shape(value, types)
             if shape is not None:
                 return Term(shape, _Raw(_encode(value)))

@@ -20,6 +20,7 @@ from otpylib_dist.protocol.codec import (
 )
 from otpylib_dist.protocol.errors import EncodeError, RemoteProtocolError
 from otpylib_dist.protocol.registry import lookup_type, register_struct
+from otpylib_dist.protocol.shapes import element_types
 
 OK = atom.ensure("ok")
 PID = Pid("a@host1", 123, 7)
@@ -168,6 +169,14 @@ WIRE = [
 def test_exact_bytes_both_ways(value: Any, wire: bytes) -> None:
     assert bytes(encode_term(value)) == wire
     assert same(decode_term(wire), value)
+
+
+@pytest.mark.parametrize("size", range(7))
+def test_element_types_are_the_types_of_the_elements(size: int) -> None:
+    # The unrolled arities (2 to 4) and the general case agree with map(type).
+    value = (OK, PID, 1, "s", 2.0, None)[:size]
+    assert element_types(value) == tuple(map(type, value))
+    assert element_types(tuple(reversed(value))) == tuple(map(type, reversed(value)))
 
 
 def test_common_shapes() -> None:
