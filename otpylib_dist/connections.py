@@ -104,6 +104,7 @@ class ConnectionTable:
         dispatcher: Dispatcher,
         resolve: Resolver,
         tls: TlsConfig | None = None,
+        up: dict[str, Connection] | None = None,
     ) -> None:
         self.settings = settings
         self.entry = entry
@@ -112,7 +113,10 @@ class ConnectionTable:
         self._dispatcher = dispatcher
         self._resolve = resolve
         self._tls = tls
-        self.up: dict[str, Connection] = {}
+        #: The connections that are up, by node. ``up``: the dict to keep
+        #: them in, shared with the router (its ``channels``, which the
+        #: runtime reads on every remote send).
+        self.up: dict[str, Connection] = {} if up is None else up
         #: Connections whose handshake is under way (dialed or accepted).
         self._handshaking: set[Connection] = set()
         #: Our own dials in progress, by node: every caller awaits the same one.

@@ -228,6 +228,7 @@ class Node(AsyncIOBackend):
             dispatcher=handlers,
             resolve=self._resolve,
             tls=self._tls,
+            up=router.channels,
         )
         router.bind(table, entry)
         loop = asyncio.get_running_loop()

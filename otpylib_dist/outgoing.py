@@ -25,15 +25,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from otpylib.runtime.context import current_process
 from otpylib.runtime.data import Pid, Ref
 from otpylib_dist.busy_wait import BusyWait
 from otpylib_dist.protocol import control
-from otpylib_dist.protocol.codec import decode_term
+from otpylib_dist.protocol.codec import decode_term, encode_term
 from otpylib_dist.protocol.fragments import Outbox
+from otpylib_dist.protocol.shapes import element_types
 from otpylib_dist.protocol.tls_layer import TlsLayer
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Outgoing:
     _busy: BusyWait
     _close_reason: Any
     _loop: asyncio.AbstractEventLoop
+    peer_creation: int
     _tls: TlsLayer | None
     _tls_broken: bool
     _transport: asyncio.Transport | None
@@ -81,6 +83,62 @@ class Outgoing:
         #: Held around every transport.write: the tick guard thread writes
         #: between frames only (see tick_guard.py).
         self._wlock = threading.RLock()
+        #: What a send that need not wait returns: one done future, shared.
+        self._done: asyncio.Future[None] = self._loop.create_future()
+        self._done.set_result(None)
+
+    def send_message(self, to: Pid | str, term: Any, sender: Pid | None) -> Awaitable[None]:
+        """Send ``term`` to the peer's pid or registered name ``to``; await for room.
+
+        The remote send fast path (``RemoteChannel``, called straight from
+        ``process.send``): the returned awaitable is already done unless the
+        sender must wait for the buffer to drain (backpressure). A pid of an
+        earlier incarnation of the peer is dead: the message is dropped.
+
+        Raises:
+            EncodeError: ``term`` cannot be sent (nothing is queued).
+        """
+        # Fast path: the next message of the run open for ``to`` (the same
+        # target object and the same element types, a 4-tuple as a burst's
+        # messages usually are), appended to the run here. It skips
+        # send_run_into's frame and its open/close logic, and the checks of
+        # send_term: a run is open only while this step's batch is open on a
+        # live connection with runs allowed (everything that ends one of
+        # those closes the run first, and a closed run has no types), and a
+        # run to a pid was opened after its incarnation was checked. Anything
+        # else, including an item that fails or fills the run, takes the
+        # whole path below (the item is undone first).
+        encoder = self._encoder
+        if encoder.run_to is to and type(term) is tuple:
+            if len(term) == 4:  # shapes.element_types, inlined for the usual size
+                a, b, c, d = term
+                types: tuple[type, ...] = (type(a), type(b), type(c), type(d))
+            else:
+                types = element_types(term)
+            if types == encoder.run_types:
+                out = self._out
+                mark = encoder.run_mark
+                try:
+                    encoder.encode_raw_into(term, out, -1)
+                except BaseException:
+                    del out[mark:]  # the whole path raises or sends it as it should
+                else:
+                    end = len(out)
+                    if end <= encoder.run_end:
+                        encoder.run_mark = end
+                        encoder.run_count += 1
+                        if self._paused or end > HIGH_WATER:
+                            return self.drain()
+                        return self._done
+                    del out[mark:]  # it fills the run: the whole path closes it
+        if isinstance(to, str):
+            must_drain = self.reg_send_term(sender, to, term)
+        elif to.creation == self.peer_creation:
+            must_drain = self.send_term(to, term)
+        else:
+            encode_term(term)  # dropped, but an unencodable message still raises
+            return self._done
+        return self.drain() if must_drain else self._done
 
     def send_control(self, msg: Any) -> None:
         """Queue one control message; it leaves with this loop step's batch.

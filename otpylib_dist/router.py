@@ -53,11 +53,14 @@ ALREADY_REGISTERED: Final = atom.ensure("already_registered")
 class NodeRouter:
     """Routes operations on remote pids to the right connection (a ``RemoteRouter``)."""
 
-    __slots__ = ("_done", "_entry", "_make_ref", "_requests", "_table", "_up")
+    __slots__ = ("_done", "_entry", "_make_ref", "_requests", "_table", "_up", "channels")
 
     def __init__(self, requests: PendingRequests, make_ref: Callable[[], Ref]) -> None:
         self._requests = requests
         self._make_ref = make_ref
+        #: RemoteRouter.channels: each connection that is up is its node's
+        #: channel. The connection table keeps its connections here (bind).
+        self.channels: dict[str, Connection] = {}
 
     def bind(self, table: ConnectionTable, entry: RuntimeEntry) -> None:
         """Give the router its connections and the runtime's entry points.
@@ -67,6 +70,8 @@ class NodeRouter:
         """
         self._table = table
         self._up = table.up
+        if table.up is not self.channels:
+            raise ValueError("the table must keep its connections in the router's channels")
         self._entry = entry
         # What a send that needs no waiting returns: one already-done future,
         # shared (as the runtime's local send does).
@@ -85,46 +90,38 @@ class NodeRouter:
     def send(self, to: Pid, message: Any) -> Awaitable[None]:
         """Send to a remote pid; dropped when the node is unreachable or the pid stale.
 
-        The fast path (what nearly every remote message takes): the
-        connection is up and of the pid's incarnation, so the message is
-        encoded straight into its buffer here, with no coroutine, and the
-        returned awaitable is already done unless the buffer is full (then
-        it waits for room: backpressure). Anything else (no connection yet,
-        a stale pid) takes the coroutine in :meth:`_send_slow`.
+        ``process.send`` goes to the connection itself when it is up
+        (``Connection.send_message``, the fast path); this is for everything
+        else: the runtime's own ``send``, and a node not connected yet, which
+        takes the coroutine in :meth:`_send_slow` (connect, then send).
         """
         conn = self._up.get(to.node)
-        if conn is not None and conn.peer_creation == to.creation:
-            if conn.send_term(to, message):
-                return conn.drain()
-            return self._done
+        if conn is not None:
+            return conn.send_message(to, message, None)
         encode_term(message)  # an unencodable message raises here, reachable or not
         return self._send_slow(to, message)
 
     async def _send_slow(self, to: Pid, message: Any) -> None:
         conn = await self._connection(to.node)
-        if conn is None or conn.peer_creation != to.creation:
-            return
-        if conn.send_term(to, message):
-            await conn.drain()
+        if conn is not None:
+            await conn.send_message(to, message, None)
 
     def send_registered(self, sender: Pid, name: str, node: str, message: Any) -> Awaitable[None]:
         """Send to ``name`` on ``node``; dropped when nobody there holds the name.
 
-        A plain ``def`` with the same fast path as :meth:`send` (no coroutine
-        on an up connection with room).
+        As :meth:`send`: the connection's fast path when it is up, else a
+        coroutine that connects first.
         """
         conn = self._up.get(node)
         if conn is not None:
-            if conn.reg_send_term(sender, name, message):
-                return conn.drain()
-            return self._done
+            return conn.send_message(name, message, sender)
         encode_term(message)  # an unencodable message raises here, reachable or not
         return self._send_registered_slow(sender, name, node, message)
 
     async def _send_registered_slow(self, sender: Pid, name: str, node: str, message: Any) -> None:
         conn = await self._connection(node)
-        if conn is not None and conn.reg_send_term(sender, name, message):
-            await conn.drain()
+        if conn is not None:
+            await conn.send_message(name, message, sender)
 
     async def link(self, local: Pid, remote: Pid) -> Atom | None:
         """Ask the peer to link; unreachable node: noconnection, stale pid: noproc."""

@@ -333,6 +333,16 @@ class ControlEncoder:
             is over the split size (:meth:`split_above`), else -1. The
             connection takes it out (:meth:`take_big`) and sends it in
             fragments; it is always the last frame of that buffer.
+        run_to, run_types, run_mark, run_end, run_count: the open run (see
+            :meth:`send_run_into`): its target, its items' element types
+            (``None``: no run is open), where its next item starts, the
+            buffer length it must not pass, and its items so far. Public
+            for one reader: the connection's send fast path
+            (``Outgoing.send_message``) appends an item that matches with
+            :attr:`encode_raw_into`, then advances ``run_mark`` and
+            ``run_count`` as :meth:`send_run_into` does.
+        encode_raw_into: msgspec's ``encode_into``; ``(obj, out, -1)``
+            appends ``obj``'s msgpack to ``out``.
     """
 
     __slots__ = (
@@ -340,23 +350,24 @@ class ControlEncoder:
         "_encode",
         "_encode_into",
         "_max",
-        "_run_count",
         "_run_count_at",
-        "_run_end",
         "_run_items",
-        "_run_mark",
         "_run_shape",
         "_run_start",
-        "_run_to",
-        "_run_types",
         "_split",
         "big",
+        "encode_raw_into",
+        "run_count",
+        "run_end",
+        "run_mark",
+        "run_to",
+        "run_types",
     )
 
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME) -> None:
         encoder = make_encoder()
         self._encode = encoder.encode
-        self._encode_into = encoder.encode_into
+        self._encode_into = self.encode_raw_into = encoder.encode_into
         self._max = max_frame_size
         self._split = max_frame_size
         self.big = -1
@@ -367,13 +378,13 @@ class ControlEncoder:
         # length past which its frame would exceed the limit.
         self._run_start = -1
         self._run_count_at = 0
-        self._run_to: Pid | str | None = None
-        self._run_types: tuple[type, ...] | None = None
+        self.run_to: Pid | str | None = None
+        self.run_types: tuple[type, ...] | None = None
         self._run_shape = b""
-        self._run_count = 0
-        self._run_end = 0
+        self.run_count = 0
+        self.run_end = 0
         # Where the open run's next item starts; items of runs closed so far.
-        self._run_mark = 0
+        self.run_mark = 0
         self._run_items = 0
 
     # ---------------------------------------------------------------- runs
@@ -399,7 +410,7 @@ class ControlEncoder:
         # against the run's, one tuple compare (no shape lookup), and the
         # target by identity first
         # (a sender loop passes the same object). Where the item starts is
-        # where the last one ended (_run_mark): nothing else writes to
+        # where the last one ended (run_mark): nothing else writes to
         # ``out`` while a run is open. Written out: every opcode here is
         # paid per message of a burst.
         if type(term) is not tuple:
@@ -411,13 +422,13 @@ class ControlEncoder:
             types: tuple[type, ...] = (type(a), type(b), type(c), type(d))
         else:
             types = element_types(term)
-        run_to = self._run_to
-        if types != self._run_types or (run_to is not to and run_to != to):
+        run_to = self.run_to
+        if types != self.run_types or (run_to is not to and run_to != to):
             shape = FLAT_SHAPES.get(types)
             if shape is None:
                 return 0
-            if self._run_types is not None and shape == self._run_shape and run_to == to:
-                self._run_types = types  # other types of the same shape (a bool for an int)
+            if self.run_types is not None and shape == self._run_shape and run_to == to:
+                self.run_types = types  # other types of the same shape (a bool for an int)
             else:
                 self.close_run(out)
                 self._open_run(to, types, shape, out)
@@ -425,7 +436,7 @@ class ControlEncoder:
             self._encode_into(term, out, -1)
         except BaseException as exc:
             # Undo this item only: the run keeps the messages it has.
-            del out[self._run_mark :]
+            del out[self.run_mark :]
             self._close_or_drop_run(out)
             if isinstance(exc, OverflowError):
                 return 0  # an int beyond 64 bits: the tagged form (a plain Send)
@@ -433,10 +444,10 @@ class ControlEncoder:
                 raise encode_failure(exc) from None
             raise
         end = len(out)
-        if end > self._run_end:
+        if end > self.run_end:
             return self._run_full(out, end)
-        self._run_mark = end
-        self._run_count += 1
+        self.run_mark = end
+        self.run_count += 1
         return end
 
     def _run_full(self, out: bytearray, end: int) -> int:
@@ -450,11 +461,11 @@ class ControlEncoder:
         message.
         """
         if end - self._run_start - HEADER_SIZE <= self._split:
-            self._run_count += 1
+            self.run_count += 1
             self.close_run(out)
             return end
         # The item's size in a run of its own: the run's head, then the item.
-        mark = self._run_mark
+        mark = self.run_mark
         alone = self._run_count_at + 4 - self._run_start - HEADER_SIZE + end - mark
         if self._split < alone <= self._max:
             return self._big_run(out, mark)
@@ -470,18 +481,18 @@ class ControlEncoder:
         run head is built apart (``_big_head``), so the item's bytes are
         sent from where they were encoded: no copy, no second encoding.
         """
-        if not self._run_count:  # alone in its run already: the whole frame goes
+        if not self.run_count:  # alone in its run already: the whole frame goes
             self.big = self._run_start
-            self._run_count = 1
+            self.run_count = 1
             self.close_run(out)
             return -1
-        to, types, shape = self._run_to, self._run_types, self._run_shape
+        to, types, shape = self.run_to, self.run_types, self._run_shape
         assert to is not None and types is not None
         self.close_run(out, mark)
         head = bytearray()
         self._open_run(to, types, shape, head)
         self._run_start = -1
-        self._run_types = None
+        self.run_types = None
         _pack_count_into(head, self._run_count_at, 1)
         self._run_items += 1
         self.big = mark
@@ -532,26 +543,26 @@ class ControlEncoder:
         self._encode_into(shape, out, -1)
         self._run_count_at = len(out) + 1
         out += _ARRAY32  # the items' count, filled in by close_run
-        self._run_to, self._run_types, self._run_count = to, types, 0
+        self.run_to, self.run_types, self.run_count = to, types, 0
         self._run_shape = shape
-        self._run_mark = len(out)
-        self._run_end = start + HEADER_SIZE + min(self._max, RUN_BYTES)
+        self.run_mark = len(out)
+        self.run_end = start + HEADER_SIZE + min(self._max, RUN_BYTES)
 
     def _close_or_drop_run(self, out: bytearray) -> None:
         """After a failed item: close a run that has items, drop one that has none."""
-        if self._run_count:
+        if self.run_count:
             self.close_run(out)
         else:
             del out[self._run_start :]
             self._run_start = -1
-            self._run_types = None
+            self.run_types = None
 
     def discard_run(self) -> None:
         """Forget the open run: its buffer was thrown away (the connection died)."""
         if self._run_start >= 0:
-            self._run_items += self._run_count
+            self._run_items += self.run_count
         self._run_start = -1
-        self._run_types = None
+        self.run_types = None
 
     def close_run(self, out: bytearray, end: int = -1) -> None:
         """Finish the open run in ``out`` (its count and length); call before writing ``out``.
@@ -564,20 +575,20 @@ class ControlEncoder:
         if start < 0:
             return
         self._run_start = -1
-        self._run_types = None  # no item matches a closed run
+        self.run_types = None  # no item matches a closed run
         if end < 0:
             end = len(out)
-        if self._run_count == 0:
+        if self.run_count == 0:
             del out[start:end]
             return
-        self._run_items += self._run_count
-        _pack_count_into(out, self._run_count_at, self._run_count)
+        self._run_items += self.run_count
+        _pack_count_into(out, self._run_count_at, self.run_count)
         _pack_header_into(out, start, end - start - HEADER_SIZE)
 
     @property
     def run_messages(self) -> int:
         """Messages queued in runs so far (counted here, not per message by the connection)."""
-        return self._run_items + (self._run_count if self._run_start >= 0 else 0)
+        return self._run_items + (self.run_count if self._run_start >= 0 else 0)
 
     def encode(self, msg: ControlMessage) -> bytes:
         """Return the frame body of ``msg`` (no length header)."""

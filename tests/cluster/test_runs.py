@@ -72,25 +72,82 @@ async def test_bursts_to_two_pids_and_signals_between_keep_their_order(
     assert len(got_second) == 300
 
 
+class NotSendable:
+    pass
+
+
+def _message(size: int, i: Any) -> tuple[Any, ...]:
+    """A message of ``size`` elements carrying ``i``: (msg, i) or (msg, i, "x", 1.5)."""
+    return (MSG, i) if size == 2 else (MSG, i, "x", 1.5)
+
+
+@pytest.mark.parametrize("by_name", [False, True], ids=["pid", "name"])
+@pytest.mark.parametrize("size", [2, 4])  # 4: Outgoing.send_message's inlined fast path
 async def test_an_unencodable_message_raises_and_its_run_neighbours_arrive(
+    make_cluster: ClusterFactory, size: int, by_name: bool
+) -> None:
+    a, b = await make_cluster(2)
+    sink, done = await _collector(b, 5)
+    if by_name:
+        await b.register("runs_sink", sink)
+    to: Any = ("runs_sink", b.node_name) if by_name else sink
+
+    async def burst() -> Any:
+        await process.send(to, _message(size, 0))  # leaves at once; the rest are batched
+        await process.send(to, _message(size, 1))
+        with pytest.raises(EncodeError):
+            await process.send(to, _message(size, NotSendable()))
+        await process.send(to, _message(size, 2))
+        # An int past 64 bits cannot go in the run: it leaves as a Send of its own.
+        await process.send(to, _message(size, 2**70))
+        await process.send(to, _message(size, 3))
+
+    await run_in(a, burst)
+    want = [_message(size, i) for i in (0, 1, 2, 2**70, 3)]
+    assert await asyncio.wait_for(done, DEADLINE) == want
+
+
+@pytest.mark.parametrize("by_name", [False, True], ids=["pid", "name"])
+async def test_a_burst_longer_than_a_run_arrives_whole_and_in_order(
+    make_cluster: ClusterFactory, by_name: bool
+) -> None:
+    # 20,000 messages of ~30 bytes fill several runs (RUN_BYTES each) and the
+    # high-water mark: the message that crosses a run's end, and the drain,
+    # take the whole path from the fast one.
+    count = 20_000
+    a, b = await make_cluster(2)
+    sink, done = await _collector(b, count)
+    if by_name:
+        await b.register("runs_sink", sink)
+    to: Any = ("runs_sink", b.node_name) if by_name else sink
+
+    async def burst() -> Pid:
+        me = process.self()
+        for i in range(count):
+            await process.send(to, (MSG, me, i, "payload"))
+        return me
+
+    me = await run_in(a, burst)
+    got = await asyncio.wait_for(done, DEADLINE)
+    assert got == [(MSG, me, i, "payload") for i in range(count)]
+
+
+async def test_a_message_to_a_pid_of_an_earlier_incarnation_is_dropped_but_still_checked(
     make_cluster: ClusterFactory,
 ) -> None:
     a, b = await make_cluster(2)
-    sink, done = await _collector(b, 4)
+    sink, done = await _collector(b, 2)
+    stale = Pid(b.node_name, sink.id, b.creation ^ 1)  # the same id, another incarnation
 
-    class NotSendable:
-        pass
-
-    async def burst() -> Any:
-        await process.send(sink, (MSG, 0))  # leaves at once; the rest are batched
+    async def send() -> None:
+        await process.send(sink, (MSG, 0))
+        await process.send(stale, (MSG, "lost"))  # dropped, as Erlang drops it
+        with pytest.raises(EncodeError):  # an unencodable message raises all the same
+            await process.send(stale, (MSG, NotSendable()))
         await process.send(sink, (MSG, 1))
-        with pytest.raises(EncodeError):
-            await process.send(sink, (MSG, NotSendable()))
-        await process.send(sink, (MSG, 2))
-        await process.send(sink, (MSG, 3))
 
-    await run_in(a, burst)
-    assert await asyncio.wait_for(done, DEADLINE) == [(MSG, i) for i in range(4)]
+    await run_in(a, send)
+    assert await asyncio.wait_for(done, DEADLINE) == [(MSG, 0), (MSG, 1)]
 
 
 async def _raw_peer(

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, Protocol, TypeAlias
 
 import msgspec
@@ -38,6 +38,7 @@ __all__ = [
     "MONITOR_ENDED",
     "Name",
     "ProcessFunction",
+    "RemoteChannel",
     "RemoteRouter",
     "RuntimeBackend",
     "RuntimeEntry",
@@ -70,6 +71,26 @@ Name: TypeAlias = str | Atom
 Target: TypeAlias = Pid | Name | tuple[str, str]
 
 
+class RemoteChannel(Protocol):
+    """The way out to one node whose connection is up: the remote send fast path.
+
+    The runtime sends a message to another node's pid or registered name
+    straight through the channel of that node (``RemoteRouter.channels``),
+    one call from ``send``; the router's own ``send`` / ``send_registered``
+    do the rest (connecting first, stale pids). Same rules as those: a plain
+    ``def`` whose awaitable is already done when the message is queued with
+    room to spare; raises at once for a message that cannot be encoded.
+    """
+
+    def send_message(self, to: Pid | str, message: Any, sender: Pid | None) -> Awaitable[None]:
+        """Send ``message`` to ``to``, a pid of that node or a name registered there.
+
+        A pid of an earlier incarnation of the node is dead: the message is
+        dropped. ``sender`` is the sending process (for a name; ``None``:
+        none, or not known).
+        """
+
+
 class RemoteRouter(Protocol):
     """Operations out: what the runtime asks of the distribution layer.
 
@@ -81,6 +102,14 @@ class RemoteRouter(Protocol):
     that are plain ``def`` are called from process clean-up (which cannot
     await) and only enqueue.
     """
+
+    @property
+    def channels(self) -> Mapping[str, RemoteChannel]:
+        """The channels of the nodes connected now, by node name.
+
+        A live view the router keeps up to date; the runtime reads it once
+        per remote send (``process.send``'s fast path) and never writes it.
+        """
 
     def send(self, to: Pid, message: Any) -> Awaitable[None]:
         """Send ``message`` to the remote pid ``to`` (dropped if it is dead).

@@ -38,7 +38,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any, Self
 
 from otpylib.runtime.atoms import (
@@ -55,6 +55,7 @@ from otpylib.runtime.backends.asyncio_backend.spawning import Spawner
 from otpylib.runtime.backends.base import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     Name,
+    RemoteChannel,
     RemoteRouter,
     RuntimeBackend,
     RuntimeEntry,
@@ -119,6 +120,8 @@ class AsyncIOBackend(Spawner, RuntimeBackend):
         self._node_name: str = LOCAL_NODE
         self._creation: int = 0
         self._router: RemoteRouter | None = None
+        #: The router's channels (nodes connected now); none until one is attached.
+        self._channels: Mapping[str, RemoteChannel] = {}
         self._processes: dict[Pid, Process] = {}
         self._registry: dict[str, Pid] = {}
         self._pid_counter = itertools.count(1)
@@ -288,6 +291,7 @@ class AsyncIOBackend(Spawner, RuntimeBackend):
         if self._router is not None:
             raise RuntimeStateError("a router is already attached to this runtime")
         self._router = router
+        self._channels = router.channels
         return Entry(self)
 
     def is_local(self, where: Pid | Ref | str) -> bool:
