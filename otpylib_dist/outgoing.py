@@ -184,7 +184,7 @@ class Outgoing:
         if self._flush_handle is not None and self._runs_now:
             queued = self._encoder.send_run_into(to, term, self._out)
             if queued > 0:  # the buffer's length (the encoder counts run messages)
-                return self._paused or queued > HIGH_WATER
+                return self._run_queued(queued)
             if queued:  # a large message, marked to go in fragments
                 return self._fragment(self._out, _sender())
         if self._transport is None or self._close_reason is not None:
@@ -207,7 +207,7 @@ class Outgoing:
         if self._flush_handle is not None and self._runs_now:
             queued = self._encoder.send_run_into(name, term, self._out)
             if queued > 0:  # the buffer's length (the encoder counts run messages)
-                return self._paused or queued > HIGH_WATER
+                return self._run_queued(queued)
             if queued:  # a large message, marked to go in fragments
                 return self._fragment(self._out, _key(sender))
         if self._transport is None or self._close_reason is not None:
@@ -239,6 +239,19 @@ class Outgoing:
             self._messages_out += 1
             return self._fragment(self._out, _key(owner))
         return self._queued()
+
+    def _run_queued(self, length: int) -> bool:
+        """A message joined a run and ``out`` is ``length`` long; return must_drain.
+
+        A run that filled up (``RUN_BYTES``) is closed: it is written now,
+        so the peer decodes it while the burst goes on. Without this a
+        burst would reach the wire only at the high-water mark (1 MiB, some
+        30,000 small messages) and the peer would sit idle meanwhile.
+        """
+        if self._encoder.run_types is None:
+            self._write_out()
+            return self._paused
+        return self._paused or length > HIGH_WATER
 
     def _aside(self, key: object, message: bool, encode: Callable[..., object], *args: Any) -> bool:
         """Queue a frame (a message, or a signal) while large messages go out; must_drain.

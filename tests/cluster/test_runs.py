@@ -292,3 +292,34 @@ async def test_a_message_after_signals_takes_them_along_at_once(
     assert after_message > before  # the message takes it along at once
     assert await asyncio.wait_for(done, DEADLINE) == [(MSG, 0), (MSG, 1)]
     assert ref is not None
+
+
+async def test_a_run_that_fills_up_is_written_at_once(make_cluster: ClusterFactory) -> None:
+    """A burst reaches the wire run by run (RUN_BYTES), not at the end of its loop step.
+
+    Otherwise the peer would wait, idle, for the high-water mark (1 MiB).
+    """
+    a, b = await make_cluster(2)
+    count = 20_000
+    sink, done = await _collector(b, count)
+    assert await a.connect(b.node_name)
+    conn = a.connections.up[b.node_name]
+
+    async def burst() -> tuple[int | None, bool]:
+        await asyncio.sleep(0)  # a fresh loop step
+        stepped = asyncio.Event()
+        asyncio.get_running_loop().call_soon(stepped.set)  # set once the step ends
+        await process.send(sink, _message(4, 0))  # written at once, opens the batch
+        base = conn.bytes_out
+        written_at = None
+        for i in range(1, count):
+            sending = process.send(sink, _message(4, i))
+            if written_at is None and conn.bytes_out > base:
+                written_at, in_step = i, not stepped.is_set()
+            await sending
+        return written_at, in_step
+
+    written_at, in_step = await run_in(a, burst)
+    assert written_at is not None and written_at < count // 2  # ~3,000 messages of ~22 bytes
+    assert in_step  # written inside send, before the step ended
+    assert await asyncio.wait_for(done, DEADLINE) == [_message(4, i) for i in range(count)]
