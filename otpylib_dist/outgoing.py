@@ -33,6 +33,7 @@ from otpylib.runtime.data import Pid, Ref
 from otpylib_dist.busy_wait import BusyWait
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import decode_term, encode_term
+from otpylib_dist.protocol.control_encoder import ControlEncoder
 from otpylib_dist.protocol.fragments import Outbox
 from otpylib_dist.protocol.shapes import element_types
 from otpylib_dist.protocol.tls_layer import TlsLayer
@@ -63,7 +64,7 @@ class Outgoing:
 
     def _init_outgoing(self) -> None:
         self._out = bytearray()
-        self._encoder = control.ControlEncoder()
+        self._encoder = ControlEncoder()
         #: Large messages going out in fragments (once both ends set Flags.FRAGMENTS).
         self._outbox = Outbox(self._encoder.encode_into)
         self._flush_handle: asyncio.Handle | None = None

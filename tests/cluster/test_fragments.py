@@ -29,6 +29,7 @@ from otpylib.runtime.data import Pid
 from otpylib_dist import DistributedBackend
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import decode_term
+from otpylib_dist.protocol.control_encoder import ControlEncoder
 from otpylib_dist.protocol.errors import EncodeError
 from otpylib_dist.protocol.fragments import FRAGMENT_SIZE, WINDOW
 from otpylib_dist.protocol.framing import TICK, FrameReader
@@ -216,7 +217,7 @@ async def test_the_window_holds_until_the_peer_acknowledges_and_others_pass(
     total = got[0].total
     while sum(len(m.data) for m in got if type(m) is control.Fragment) < total:
         out = bytearray()  # acknowledge each window, as a receiver does
-        control.ControlEncoder().encode_into(control.FragmentAck(WINDOW), out)
+        ControlEncoder().encode_into(control.FragmentAck(WINDOW), out)
         writer.write(bytes(out))
         got += await _read_frames(reader, frames, lambda more: fragments(more) > 0)
     body = b"".join(bytes(m.data) for m in got if type(m) is control.Fragment)
@@ -240,7 +241,7 @@ async def test_fragments_that_do_not_add_up_close_the_connection(
     reader, writer, to = await _raw_peer(node, int(flags))
     await wait_until(lambda: to.node in node.nodes(), "the raw peer is up")
     out = bytearray()
-    encoder = control.ControlEncoder()
+    encoder = ControlEncoder()
     for seq, total, data in fragments:
         encoder.encode_into(control.Fragment(seq, total, memoryview(data)), out)
     writer.write(bytes(out))
@@ -358,7 +359,7 @@ async def test_fragments_go_on_when_the_transport_resumes(make_cluster: ClusterF
     conn.pause_writing()  # as the transport does when its buffer is full
     written = conn.bytes_out
     out = bytearray()
-    control.ControlEncoder().encode_into(control.FragmentAck(WINDOW), out)
+    ControlEncoder().encode_into(control.FragmentAck(WINDOW), out)
     writer.write(bytes(out))
     await wait_until(lambda: conn._outbox._unacked == 0, "the acknowledgement to be read")
     await asyncio.sleep(0)  # a scheduled flush, if any, has run

@@ -24,6 +24,7 @@ from otpylib.runtime.data import Pid, Ref
 from otpylib_dist import DistributedBackend
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import decode_term
+from otpylib_dist.protocol.control_encoder import ControlEncoder
 from otpylib_dist.protocol.framing import TICK, FrameReader
 from otpylib_dist.protocol.handshake import Flags
 
@@ -105,7 +106,7 @@ async def test_a_monitor_send_in_another_nodes_name_closes_the_connection(
     owner = Pid("elsewhere@127.0.0.1" if forged == "owner" else name, 1, 7)
     ref = Ref("elsewhere@127.0.0.1" if forged == "ref" else name, 1, 7)
     out = bytearray()
-    control.ControlEncoder().monitor_send_into(owner, target, ref, (MSG, "forged"), out)
+    ControlEncoder().monitor_send_into(owner, target, ref, (MSG, "forged"), out)
     writer.write(bytes(out))
     while await asyncio.wait_for(reader.read(65536), DEADLINE):
         pass  # the node closes the connection: EOF

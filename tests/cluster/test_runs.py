@@ -24,6 +24,7 @@ from otpylib.runtime.atoms import atom
 from otpylib.runtime.data import Pid
 from otpylib_dist import DistributedBackend
 from otpylib_dist.protocol import control
+from otpylib_dist.protocol.control_encoder import ControlEncoder
 from otpylib_dist.protocol.errors import EncodeError
 from otpylib_dist.protocol.framing import TICK, FrameReader
 from otpylib_dist.protocol.handshake import Flags
@@ -202,7 +203,7 @@ async def test_a_bad_item_in_a_run_drops_only_itself(
     (node,) = await make_cluster(1)
     sink, done = await _collector(node, 2)
     _reader, writer, _name = await _raw_peer(node, int(Flags.RUNS))
-    encoder = control.ControlEncoder()
+    encoder = ControlEncoder()
     out = bytearray()
     encoder.send_into(sink, (MSG, 0), out)  # caches the (ax) shape
     shape = FLAT_SHAPES[(type(MSG), int)]

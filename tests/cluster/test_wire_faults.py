@@ -28,6 +28,7 @@ from otpylib.runtime.atoms import atom
 from otpylib_dist import DistributedBackend
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import Term
+from otpylib_dist.protocol.control_encoder import ControlEncoder
 from otpylib_dist.protocol.framing import MAX_HANDSHAKE_FRAME, encode_frame
 
 ClusterFactory = Callable[..., Awaitable[list[DistributedBackend]]]
@@ -191,7 +192,7 @@ async def test_undecodable_payload_is_dropped_with_a_log_and_the_connection_stay
         got.set_result(await process.receive())
 
     await node.spawn(sink)
-    encoder = control.ControlEncoder()
+    encoder = ControlEncoder()
     out = bytearray()
     # A payload holding a msgpack extension type nobody defines, then a good one.
     bad = Term(b"", msgspec.Raw(msgspec.msgpack.encode(msgspec.msgpack.Ext(99, b"?"))))
@@ -222,7 +223,7 @@ async def test_a_payload_for_a_dead_pid_is_not_even_decoded(
     dead = await node.spawn(gone)
     while node.is_alive(dead):
         await asyncio.sleep(0)
-    encoder = control.ControlEncoder()
+    encoder = ControlEncoder()
     out = bytearray()
     # An undecodable payload to a dead pid, or to a name nobody holds, is
     # dropped without decoding (no log line: decoding would have failed),

@@ -18,6 +18,7 @@ from otpylib.runtime.atoms import KILL, NORMAL
 from otpylib_dist import DistributedBackend
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import encode_reason
+from otpylib_dist.protocol.control_encoder import ControlEncoder
 
 COOKIE = "forgery-cookie"
 DEADLINE = 10.0
@@ -32,7 +33,7 @@ async def _forger(node: DistributedBackend) -> tuple[asyncio.StreamReader, async
 
 async def _send(writer: asyncio.StreamWriter, msg: Any) -> None:
     out = bytearray()
-    control.ControlEncoder().encode_into(msg, out)
+    ControlEncoder().encode_into(msg, out)
     writer.write(bytes(out))
     await writer.drain()
 

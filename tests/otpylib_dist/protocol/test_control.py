@@ -11,6 +11,7 @@ from otpylib.runtime.atoms import atom
 from otpylib.runtime.data import Pid, Ref
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import decode_term, encode_reason, encode_term
+from otpylib_dist.protocol.control_encoder import ControlEncoder
 from otpylib_dist.protocol.errors import EncodeError, RemoteProtocolError
 from otpylib_dist.protocol.framing import FrameReader
 
@@ -43,7 +44,7 @@ MESSAGES: list[control.ControlMessage] = [
 
 @pytest.mark.parametrize("msg", MESSAGES, ids=lambda m: type(m).__name__)
 def test_round_trip(msg: control.ControlMessage) -> None:
-    encoder, decoder = control.ControlEncoder(), control.ControlDecoder()
+    encoder, decoder = ControlEncoder(), control.ControlDecoder()
     back = decoder.decode(encoder.encode(msg))
     assert type(back) is type(msg)
     for field in msg.__struct_fields__:
@@ -55,7 +56,7 @@ def test_round_trip(msg: control.ControlMessage) -> None:
 
 
 def test_frames_coalesce_into_one_buffer_and_split_back() -> None:
-    encoder, decoder = control.ControlEncoder(), control.ControlDecoder()
+    encoder, decoder = ControlEncoder(), control.ControlDecoder()
     out = bytearray()
     sizes = [encoder.encode_into(msg, out) for msg in MESSAGES]
     assert sum(sizes) == len(out)
@@ -67,7 +68,7 @@ def test_frames_coalesce_into_one_buffer_and_split_back() -> None:
 
 def test_tags_are_erlangs_operation_numbers() -> None:
     # DOP_LINK = 1, DOP_SEND = 2, DOP_MONITOR_P = 19, DOP_SPAWN_REQUEST = 29
-    encoder = control.ControlEncoder()
+    encoder = ControlEncoder()
     assert encoder.encode(control.Link(A, B))[:2] == b"\x93\x01"
     assert encoder.encode(control.Send(B, PAYLOAD))[:2] == b"\x93\x02"
     assert encoder.encode(control.Monitor(A, B, REF))[:2] == b"\x94\x13"
@@ -86,7 +87,7 @@ TERMS: list[Any] = [
 
 @pytest.mark.parametrize("term", TERMS, ids=lambda t: repr(t)[:30])
 def test_send_into_writes_what_encode_into_would(term: Any) -> None:
-    encoder = control.ControlEncoder()
+    encoder = ControlEncoder()
     fast, slow = bytearray(b"before"), bytearray(b"before")
     encoder.send_into(B, term, fast)
     encoder.encode_into(control.Send(B, encode_term(term)), slow)
@@ -100,7 +101,7 @@ def test_send_into_writes_what_encode_into_would(term: Any) -> None:
 
 
 def test_reg_send_into_writes_what_encode_into_would() -> None:
-    encoder = control.ControlEncoder()
+    encoder = ControlEncoder()
     fast, slow = bytearray(), bytearray()
     encoder.reg_send_into(A, "logger", (OK, 1), fast)
     encoder.encode_into(control.RegSend(A, "logger", encode_term((OK, 1))), slow)
@@ -110,14 +111,14 @@ def test_reg_send_into_writes_what_encode_into_would() -> None:
 def test_unencodable_term_leaves_the_buffer_unchanged() -> None:
     out = bytearray(b"queued")
     with pytest.raises(EncodeError, match=r"^cannot send a value of type function"):
-        control.ControlEncoder().send_into(B, (OK, lambda: 1), out)
+        ControlEncoder().send_into(B, (OK, lambda: 1), out)
     with pytest.raises(EncodeError, match=r"^cannot send a value of type set"):
-        control.ControlEncoder().send_into(B, {1}, out)
+        ControlEncoder().send_into(B, {1}, out)
     assert out == b"queued"
 
 
 def test_message_over_the_frame_limit_is_refused_at_the_sender() -> None:
-    encoder = control.ControlEncoder(max_frame_size=100)
+    encoder = ControlEncoder(max_frame_size=100)
     out = bytearray(b"queued")
     with pytest.raises(
         EncodeError,

@@ -21,6 +21,7 @@ from otpylib.runtime.atoms import atom
 from otpylib.runtime.data import Pid, Ref
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import decode_term, encode_term
+from otpylib_dist.protocol.control_encoder import ControlEncoder
 from otpylib_dist.protocol.errors import HandshakeRefused, RemoteProtocolError
 from otpylib_dist.protocol.framing import (
     CLOSED,
@@ -94,7 +95,7 @@ def test_any_term_round_trips(value: Any) -> None:
 @given(terms)
 def test_any_term_round_trips_through_a_send_frame(value: Any) -> None:
     out = bytearray()
-    control.ControlEncoder().send_into(Pid("b@h", 1, 1), value, out)
+    ControlEncoder().send_into(Pid("b@h", 1, 1), value, out)
     reader = FrameReader()
     reader.receive_data(bytes(out))
     (frame,) = reader.frames()

@@ -15,6 +15,7 @@ from otpylib.runtime.atoms import atom
 from otpylib.runtime.data import Pid
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import decode_term, encode_reason
+from otpylib_dist.protocol.control_encoder import ControlEncoder
 from otpylib_dist.protocol.errors import EncodeError, RemoteProtocolError
 from otpylib_dist.protocol.fragments import (
     FRAGMENT_ABOVE,
@@ -33,8 +34,8 @@ MSG = atom.ensure("msg")
 LIMIT = 64 << 20
 
 
-def _encoder() -> control.ControlEncoder:
-    encoder = control.ControlEncoder()
+def _encoder() -> ControlEncoder:
+    encoder = ControlEncoder()
     encoder.split_above(FRAGMENT_ABOVE, LIMIT)
     return encoder
 
@@ -196,7 +197,7 @@ def test_an_item_that_does_not_fit_the_run_but_is_not_large_opens_the_next_one(
 
 
 def test_a_message_over_the_limit_raises_and_leaves_the_buffer_as_it_was() -> None:
-    encoder = control.ControlEncoder()
+    encoder = ControlEncoder()
     encoder.split_above(FRAGMENT_ABOVE, 1 << 20)
     out = bytearray(b"queued")
     with pytest.raises(EncodeError, match="exceeds the limit of 1048576 bytes"):

@@ -13,6 +13,7 @@ from otpylib.runtime.atoms import atom
 from otpylib.runtime.data import Pid
 from otpylib_dist.protocol import control
 from otpylib_dist.protocol.codec import decode_term
+from otpylib_dist.protocol.control_encoder import RUN_BYTES, ControlEncoder
 from otpylib_dist.protocol.errors import EncodeError
 from otpylib_dist.protocol.framing import FrameReader
 from otpylib_dist.protocol.shapes import run_decoder_for
@@ -38,7 +39,7 @@ ops = st.lists(
 
 def _replay(sequence: list[tuple[str, int, Any]]) -> tuple[list[Any], list[Any]]:
     """Encode ``sequence`` as a connection would; return what was meant and what decodes."""
-    encoder = control.ControlEncoder()
+    encoder = ControlEncoder()
     out = bytearray()
     meant: list[Any] = []
     for kind, index, value in sequence:
@@ -81,7 +82,7 @@ def test_any_mix_of_sends_and_signals_decodes_in_order(sequence: list[Any]) -> N
 
 
 def test_a_burst_to_one_target_becomes_one_run_frame() -> None:
-    encoder = control.ControlEncoder()
+    encoder = ControlEncoder()
     out = bytearray()
     encoder.send_into(TARGETS[0], (MSG, 0), out)  # the first caches the shape
     first = len(out)
@@ -97,7 +98,7 @@ def test_a_burst_to_one_target_becomes_one_run_frame() -> None:
 
 
 def test_an_unencodable_item_leaves_the_run_as_it_was() -> None:
-    encoder = control.ControlEncoder()
+    encoder = ControlEncoder()
     out = bytearray()
     encoder.send_into(TARGETS[0], (MSG, "zero"), out)  # caches the (ax) shape of str too
     assert encoder.send_run_into(TARGETS[0], (MSG, "one"), out)
@@ -122,7 +123,7 @@ def test_an_unencodable_item_leaves_the_run_as_it_was() -> None:
 
 
 def test_a_run_never_grows_past_the_frame_limit() -> None:
-    encoder = control.ControlEncoder(max_frame_size=1000)
+    encoder = ControlEncoder(max_frame_size=1000)
     out = bytearray()
     encoder.send_into(TARGETS[0], (MSG, "x" * 100), out)
     runs = 0
@@ -147,7 +148,7 @@ def _frames(out: bytearray) -> list[Any]:
 def test_other_element_types_of_the_same_shape_stay_in_the_run() -> None:
     # The run checks element types, not shapes, per item; a bool where an
     # int was has the same shape ("x"), so it must not cost a new frame.
-    encoder = control.ControlEncoder()
+    encoder = ControlEncoder()
     out = bytearray()
     items = [(MSG, 1), (MSG, True), (MSG, 2), (MSG, None), (MSG, "three")]
     for item in items:
@@ -162,7 +163,7 @@ def test_other_element_types_of_the_same_shape_stay_in_the_run() -> None:
 
 
 def test_another_shape_or_target_opens_a_new_run() -> None:
-    encoder = control.ControlEncoder()
+    encoder = ControlEncoder()
     out = bytearray()
     encoder.send_into(TARGETS[0], (MSG, 0), out)
     encoder.send_into(TARGETS[0], (MSG, TARGETS[1]), out)  # caches (ap)
@@ -180,7 +181,7 @@ def test_another_shape_or_target_opens_a_new_run() -> None:
 
 
 def test_run_messages_counts_every_item_of_open_and_closed_runs() -> None:
-    encoder = control.ControlEncoder()
+    encoder = ControlEncoder()
     out = bytearray()
     encoder.send_into(TARGETS[0], (MSG, 0), out)  # a plain Send: not counted here
     assert encoder.run_messages == 0
@@ -203,7 +204,7 @@ def test_run_messages_counts_every_item_of_open_and_closed_runs() -> None:
 def test_a_long_burst_goes_as_several_runs_of_bounded_size() -> None:
     # A run is capped (RUN_BYTES) so the receiver can decode the first part
     # of a long burst while the rest is still on the way.
-    encoder = control.ControlEncoder()
+    encoder = ControlEncoder()
     out = bytearray()
     encoder.send_into(TARGETS[0], (MSG, 0), out)
     first = len(out)
@@ -216,7 +217,7 @@ def test_a_long_burst_goes_as_several_runs_of_bounded_size() -> None:
     runs = [f for f in frames if type(f) is control.SendRun]
     assert len(runs) >= 2 and len(runs) == len(frames)  # a full run closes behind its last
     item = len(msgspec.msgpack.encode(("msg", len(sent))))  # the largest item, as sent
-    assert all(len(r.items) <= control.RUN_BYTES + item for r in runs)
+    assert all(len(r.items) <= RUN_BYTES + item for r in runs)
     got: list[Any] = []
     for f in frames:
         if type(f) is control.SendRun:
@@ -227,9 +228,9 @@ def test_a_long_burst_goes_as_several_runs_of_bounded_size() -> None:
 
 
 def test_a_message_larger_than_a_run_closes_it_and_is_encoded_once() -> None:
-    encoder = control.ControlEncoder(max_frame_size=1 << 20)
+    encoder = ControlEncoder(max_frame_size=1 << 20)
     out = bytearray()
-    big = "x" * (control.RUN_BYTES + 1)
+    big = "x" * (RUN_BYTES + 1)
     sent = [(MSG, "small"), (MSG, big), (MSG, big), (MSG, "small"), (MSG, "y" * (1 << 20))]
     encoder.send_into(TARGETS[0], (MSG, "first"), out)
     first = len(out)
