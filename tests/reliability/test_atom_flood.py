@@ -43,7 +43,7 @@ async def test_atoms_past_the_limit_are_dropped_and_the_connection_kept(
         result.set_result(got)
 
     try:
-        with caplog.at_level(logging.ERROR, logger="otpylib_dist.connection"):
+        with caplog.at_level(logging.ERROR, logger="otpylib_dist.incoming"):
             await node.spawn(receiver)
             got = await asyncio.wait_for(result, 60)
             still_up = peer.name in node.nodes()
