@@ -464,6 +464,11 @@ class AsyncIOBackend(Spawner, RuntimeBackend):
     def _send_remote_named(self, target: Any, message: Any) -> Awaitable[None]:
         """Send to ``(name, node)`` on another node, through the router."""
         name, node = target
+        if type(node) is not str:
+            raise TypeError(
+                f"send() target (name, node) needs the node's name as a str "
+                f"(such as 'app@host'); got {type(node).__name__}: {node!r}"
+            )
         router = self._router_for(node)
         if router is None:
             raise UnknownNameError(

@@ -46,13 +46,13 @@ from otpylib.runtime.atoms import (
 )
 from otpylib.runtime.backends.asyncio_backend.deadlines import Deadlines
 from otpylib.runtime.backends.asyncio_backend.process import Process
-from otpylib.runtime.backends.base import MONITOR_ENDED, Name, RemoteRouter
+from otpylib.runtime.backends.base import MONITOR_ENDED, Name, RemoteChannel, RemoteRouter
 from otpylib.runtime.context import current_process
 from otpylib.runtime.data import Pid, Ref, exit_kind
 from otpylib.runtime.errors import UnknownNameError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Awaitable, Callable, Iterator, Mapping
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class SignalEngine:
 
     _node_name: str
     _router: RemoteRouter | None
+    _channels: Mapping[str, RemoteChannel]
     _processes: dict[Pid, Process]
     _registry: dict[str, Pid]
     _aliases: dict[Pid, Process]
@@ -451,16 +452,19 @@ class SignalEngine:
         owner, reply_to, ref = from_
         proc = current_process.get()
         monitored_by = None if proc is None or proc.runtime is not self else proc.monitored_by
-        router = self._router
-        if router is not None and type(reply_to) is Pid and reply_to.node != self._node_name:
-            send: Callable[[Any, Any], Awaitable[None]] = router.send  # what self.send decides
+        ends = monitored_by is not None and monitored_by.get(ref) == owner
+        answer = (ref, value, MONITOR_ENDED) if ends else (ref, value)
+        # To a node whose connection is up: straight to its channel, as
+        # process.send does (what self.send would decide, two frames less).
+        channel = self._channels.get(reply_to.node) if type(reply_to) is Pid else None
+        if channel is not None:
+            sent = channel.send_message(reply_to, answer, None)
         else:
-            send = self.send
-        if monitored_by is not None and monitored_by.get(ref) == owner:
-            sent = send(reply_to, (ref, value, MONITOR_ENDED))
+            sent = self.send(reply_to, answer)
+        if ends:
+            assert monitored_by is not None
             del monitored_by[ref]  # after the answer is queued (see above)
-            return sent
-        return send(reply_to, (ref, value))
+        return sent
 
     @staticmethod
     def _flush_down(proc: Process, ref: Ref) -> None:
