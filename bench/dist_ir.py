@@ -8,7 +8,7 @@ message (sender and receiver), so it is the figure to compare before and
 after a change to the send or receive path. Run it for two sizes; the
 difference cancels start-up::
 
-    /work/briefs/ir_per_msg.sh . "bench/dist_ir.py pid" 20000 60000
+    python -m bench.ir_per_item "bench/dist_ir.py pid" 20000 60000 --uvloop
 
 or by hand: ``valgrind --tool=callgrind --callgrind-out-file=/dev/null
 .venv/bin/python bench/dist_ir.py pid N`` for two values of N, then

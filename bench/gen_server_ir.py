@@ -5,7 +5,7 @@ off, so every instruction is work): callgrind then counts both sides of a
 call, which a shared machine's wall clock cannot measure steadily. The
 difference of two sizes cancels start-up::
 
-    /work/briefs/ir_per_msg.sh . "bench/gen_server_ir.py call" 1280 3840
+    python -m bench.ir_per_item "bench/gen_server_ir.py call" 1280 3840 --uvloop
 
 or by hand: ``valgrind --tool=callgrind --callgrind-out-file=/dev/null
 .venv/bin/python bench/gen_server_ir.py call N`` for two values of N, then

@@ -4,7 +4,7 @@ Wall-clock figures on a shared 2-core VM swing by a third; callgrind's
 instruction count does not. Each workload runs N messages (or round trips)
 and nothing else, so the difference of two sizes cancels start-up::
 
-    /work/briefs/ir_per_msg.sh . "bench/local_ir.py one-way" 5000 15000
+    python -m bench.ir_per_item "bench/local_ir.py one-way" 5000 15000
 
 or by hand: ``valgrind --tool=callgrind --callgrind-out-file=/dev/null
 .venv/bin/python bench/local_ir.py one-way N`` for two values of N, then

@@ -75,7 +75,10 @@ def send(target: Target, message: Any) -> Awaitable[None]:
         dest = None if pid is None else rt._processes.get(pid)
     elif type(target) is tuple and len(target) == 2:
         name, node = target
-        channel = rt._channels.get(node) if type(node) is str else None
+        try:
+            channel = rt._channels.get(node)
+        except TypeError:  # an unhashable node: no target; the runtime's send says why
+            channel = None
         if channel is not None and type(name) is str:
             return channel.send_message(name, message, proc.pid)
         dest = None
