@@ -5,7 +5,12 @@ make them far worse when the cores are taken, because the spinner then
 competes with the very process it waits for. ``bench.dist --hogs N`` runs
 its rows beside N of these to show both sides in one run.
 
-Each hog is a plain ``python -c`` loop at normal priority. It is stopped by
+Each hog is a plain ``python -c`` loop at normal priority, pinned to one
+core (hog *i* to the *i*-th core this process may use, round robin): left
+to the scheduler, two hogs sometimes share a core and leave the other one
+idle, and the measurement then flips between an "every core busy" and an
+"idle core" result from run to run (round trips of 34 or 130 µs with the
+same code). It is stopped by
 :func:`cpu_hogs`' ``finally`` (kill, then reap), and, should the benchmark
 itself be killed with SIGKILL, it notices within milliseconds that its
 parent is gone and exits on its own: no hog outlives the benchmark.
@@ -13,6 +18,7 @@ parent is gone and exits on its own: no hog outlives the benchmark.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -44,15 +50,16 @@ def cpu_hogs(n: int) -> Iterator[list[int]]:
     if n < 0:
         raise ValueError(f"--hogs takes a number of processes >= 0, got {n}")
     procs: list[subprocess.Popen[bytes]] = []
+    cores = sorted(os.sched_getaffinity(0))
     try:
-        for _ in range(n):
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-c", _HOG, MARKER],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                )
+        for i in range(n):
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _HOG, MARKER],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
             )
+            procs.append(proc)
+            os.sched_setaffinity(proc.pid, {cores[i % len(cores)]})
         for proc in procs:
             assert proc.stdout is not None
             if proc.stdout.readline() != b"spinning\n":
