@@ -108,6 +108,11 @@ class _AlreadyDone:
 _ALREADY_DONE: Awaitable[None] = _AlreadyDone()
 
 
+def _not_started() -> asyncio.Future[Any]:
+    """``_new_future`` before ``initialize``: no process can wait yet."""
+    raise RuntimeStateError("the runtime is not initialized; call 'await runtime.initialize()'")
+
+
 class AsyncIOBackend(Spawner, RuntimeBackend):
     """The local runtime: processes, mailboxes, registry, links and monitors.
 
@@ -143,6 +148,10 @@ class AsyncIOBackend(Spawner, RuntimeBackend):
         # What a local send returns: one already-done future of our loop,
         # shared by every send (see ``send``).
         self._sent: Awaitable[None] = _ALREADY_DONE
+        #: The loop's ``create_future``, bound once: what a waiting ``receive``
+        #: calls. ``asyncio.get_running_loop()`` makes a ``getpid`` system
+        #: call each time (CPython checks for a fork), once per wait.
+        self._new_future: Callable[[], asyncio.Future[Any]] = _not_started
         self._shutdown_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ life
@@ -170,6 +179,7 @@ class AsyncIOBackend(Spawner, RuntimeBackend):
         if self._initialized:
             raise RuntimeStateError("this runtime is already initialized")
         self._loop = loop = asyncio.get_running_loop()
+        self._new_future = loop.create_future
         self._deadlines = Deadlines(loop)
         sent: asyncio.Future[None] = loop.create_future()
         sent.set_result(None)

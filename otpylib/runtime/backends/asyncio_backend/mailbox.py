@@ -16,7 +16,6 @@ off the fast path goes to the runtime's method, so both spellings
 from __future__ import annotations
 
 import logging
-from asyncio import get_running_loop
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -124,7 +123,7 @@ async def receive(timeout: float | None = None, match: Callable[[Any], bool] | N
     # nothing to do here; the wait below is the same one-future wait.
     mailbox = proc.mailbox
     while not mailbox:
-        waiter = proc.waiter = get_running_loop().create_future()
+        waiter = proc.waiter = proc.runtime._new_future()
         try:
             await waiter
         finally:
