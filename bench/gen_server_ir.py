@@ -21,27 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
 
+from bench.gen_server import Echo, echo
 from otpylib import gen_server, process
-from otpylib.gen_server import REPLY
 
 #: Callers of the ``concurrent`` workload (bench.gen_server's throughput row).
 CALLERS = 64
-
-
-class Echo(gen_server.GenServer):
-    """Answers every call with its request."""
-
-    async def handle_call(self, request: Any, from_: gen_server.From, state: Any) -> Any:
-        return (REPLY, request, state)
-
-
-async def echo() -> None:
-    """The raw floor's server: send every ``(sender, x)`` back as ``x``."""
-    while True:
-        sender, x = await process.receive()
-        await process.send(sender, x)
 
 
 async def run(workload: str, n: int) -> None:
