@@ -7,8 +7,9 @@ node, setting the connection up first when needed (auto-connect, as Erlang
 does on first use). The one exception is the hottest: ``process.send`` to a
 node that is connected calls that connection itself (``channels``, the
 dict of connections that are up, which this router owns and the connection
-table fills), so a message costs no router frame. It touches only the connection table and, for remote
-spawn, the pending requests: failures go back to the runtime as reasons.
+table fills), so a message costs no router frame. It touches only the
+connection table and, for remote spawn, the pending requests: failures go
+back to the runtime as reasons.
 
 Rules kept here:
 

@@ -97,8 +97,9 @@ class RemoteRouter(Protocol):
     The runtime calls these for a target on another node (decided in one
     place, ``AsyncIOBackend._router_for``; ``process.send`` and ``answer``
     first look the node up in :attr:`channels`, the fast path to a node
-    that is connected); the distribution layer implements them. A failure comes back as a *reason* (``noconnection``, ``noproc``)
-    that the runtime then acts on (fires the link, delivers the DOWN) with its
+    that is connected); the distribution layer implements them. A failure
+    comes back as a *reason* (``noconnection``, ``noproc``) that the
+    runtime then acts on (fires the link, delivers the DOWN) with its
     own rules; the router never calls back into the runtime for that. Methods
     that are plain ``def`` are called from process clean-up (which cannot
     await) and only enqueue.
