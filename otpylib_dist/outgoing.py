@@ -100,8 +100,8 @@ class Outgoing:
             EncodeError: ``term`` cannot be sent (nothing is queued).
         """
         # Fast path: the next message of the run open for ``to`` (the same
-        # target object and the same element types, a 4-tuple as a burst's
-        # messages usually are), appended to the run here. It skips
+        # target object and the same element types; a 4-tuple's, the usual
+        # burst message, are computed inline), appended to the run here. It skips
         # send_run_into's frame and its open/close logic, and the checks of
         # send_term: a run is open only while this step's batch is open on a
         # live connection with runs allowed (everything that ends one of
