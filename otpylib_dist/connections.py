@@ -152,11 +152,14 @@ class ConnectionTable:
         return [c.statistics() for c in [*self.up.values(), *self._handshaking]]
 
     def node_statistics(self) -> NodeStatistics:
-        """Counts of nodeups, nodedowns by reason and handshake refusals by reason."""
+        """Counts of nodeups, nodedowns and handshake refusals by reason, and spin sessions."""
+        busy = self.settings.busy_wait
         return NodeStatistics(
             nodeups=self._nodeups,
             nodedowns=dict(self._nodedowns),
             refusals=dict(self._refusal_counts),
+            spin_sessions=busy.sessions,
+            spin_sessions_starved=busy.starved_sessions,
         )
 
     def is_idle(self) -> bool:

@@ -123,6 +123,16 @@ class NodeCollector(Collector):
         for reason, count in sorted(netstats.nodedowns.items()):
             downs.add_metric([reason], count)
         yield downs
+        yield CounterMetricFamily(
+            "otpy_spin_sessions",
+            "Times the event loop polled after traffic instead of sleeping (busy wait).",
+            value=netstats.spin_sessions,
+        )
+        yield CounterMetricFamily(
+            "otpy_spin_sessions_starved",
+            "Spin sessions that found every CPU taken; the node then sleeps for a while.",
+            value=netstats.spin_sessions_starved,
+        )
         refusals = CounterMetricFamily(
             "otpy_handshake_refusals",
             "Handshakes that ended refused (by us or the peer).",

@@ -406,7 +406,7 @@ class Node(AsyncIOBackend):
         return self._table.peer_statistics() if self._table is not None else []
 
     def node_statistics(self) -> NodeStatistics:
-        """Counts of nodeups, nodedowns by reason and handshake refusals by reason."""
+        """Counts of nodeups, nodedowns and handshake refusals by reason, and spin sessions."""
         if self._table is None:
             return NodeStatistics(nodeups=0, nodedowns={}, refusals={})
         return self._table.node_statistics()

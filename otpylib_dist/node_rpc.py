@@ -92,6 +92,8 @@ def _vitals(node: Node) -> dict[str, Any]:
         "nodeups": net.nodeups,
         "nodedowns": net.nodedowns,
         "handshake_refusals": net.refusals,
+        "spin_sessions": net.spin_sessions,
+        "spin_sessions_starved": net.spin_sessions_starved,
         "peers": [msgspec.to_builtins(p) for p in node.peer_statistics()],
     }
 

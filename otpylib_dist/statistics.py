@@ -62,8 +62,18 @@ class NodeStatistics(msgspec.Struct, frozen=True):
             ``not_allowed``, ``duplicate_name``, ``version_mismatch``,
             ``simultaneous_lost``, ``setup_timeout``, ``protocol_error``,
             ``tls``), whichever side refused.
+        spin_sessions: times the event loop polled after traffic instead of
+            sleeping (the busy wait, ``busy_wait.py``; always 0 with
+            ``busy_wait=0``).
+        spin_sessions_starved: those of them that found every CPU taken
+            (the spin got under half a CPU), after which the node sleeps
+            instead for a quiet period that doubles each time. Many of these
+            mean the machine is crowded and the spin is backing off, as
+            designed.
     """
 
     nodeups: int
     nodedowns: dict[str, int]
     refusals: dict[str, int]
+    spin_sessions: int = 0
+    spin_sessions_starved: int = 0

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import wait_until
 
 from otpylib import process
 from otpylib_dist import DistributedBackend
@@ -228,3 +229,32 @@ async def test_a_taken_port_is_one_clear_error(
     server = await serve(a)
     with pytest.raises(OSError, match=r"^\[Errno 98\] cannot serve metrics on 127\.0\.0\.1:"):
         await start_metrics(a, "127.0.0.1", server.port)
+
+
+async def test_spin_sessions_are_counted_and_none_without_the_busy_wait(
+    pair: tuple[DistributedBackend, DistributedBackend], serve: Serve
+) -> None:
+    a, b = pair  # the default busy wait (adaptive): traffic starts a spin session
+    quiet = DistributedBackend("q@127.0.0.1", cookie=COOKIE, busy_wait=0.0)
+    await quiet.initialize()
+    try:
+        quiet.add_address("b@127.0.0.1", "127.0.0.1", b.port)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await b.spawn(sink, [20, done])
+
+        async def sender() -> None:
+            for i in range(10):
+                await process.send(("sink", "b@127.0.0.1"), i)
+
+        await a.spawn(sender)
+        await quiet.spawn(sender)
+        await asyncio.wait_for(done, DEADLINE)
+        await wait_until(lambda: a.node_statistics().spin_sessions >= 1, "a spin session on a")
+        samples = await scrape(await serve(a))
+        assert samples[("otpy_spin_sessions_total", ())] >= 1
+        starved = samples[("otpy_spin_sessions_starved_total", ())]
+        assert 0 <= starved <= samples[("otpy_spin_sessions_total", ())]
+        assert quiet.node_statistics().spin_sessions == 0  # busy_wait=0 never spins
+        assert (await scrape(await serve(quiet)))[("otpy_spin_sessions_total", ())] == 0
+    finally:
+        await quiet.shutdown()
