@@ -28,6 +28,29 @@ async def run_in(node: DistributedBackend, fn: Any, *args: Any, trap_exits: bool
     return await asyncio.wait_for(done, DEADLINE)
 
 
+async def collector(
+    node: DistributedBackend, count: int, log: list[Any] | None = None
+) -> tuple[Any, asyncio.Future[list[Any]]]:
+    """A process on ``node`` that traps exits and takes ``count`` messages.
+
+    Returns its pid and a future of the messages, in the order received;
+    ``log``, if given, also gets each one as it arrives.
+    """
+    done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+
+    async def collect() -> None:
+        process.flag("trap_exit", True)
+        got = []
+        while len(got) < count:
+            msg = await process.receive()
+            got.append(msg)
+            if log is not None:
+                log.append(msg)
+        done.set_result(got)
+
+    return await node.spawn(collect), done
+
+
 async def node_events(node: DistributedBackend) -> asyncio.Queue[Any]:
     """Subscribe a process of ``node`` to nodeup/nodedown; the queue gets each one."""
     queue: asyncio.Queue[Any] = asyncio.Queue()

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from cluster_helpers import DEADLINE, run_in
+from cluster_helpers import DEADLINE, collector, run_in
 from raw_peer import authenticated
 from waiting import wait_until
 
@@ -40,27 +40,9 @@ COOKIE = "cluster-test-cookie"
 MSG = atom.ensure("msg")
 
 
-async def _collector(
-    node: DistributedBackend, count: int, log: list[Any] | None = None
-) -> tuple[Any, asyncio.Future[list[Any]]]:
-    done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-
-    async def collect() -> None:
-        process.flag("trap_exit", True)
-        got = []
-        while len(got) < count:
-            msg = await process.receive()
-            got.append(msg)
-            if log is not None:
-                log.append(msg)
-        done.set_result(got)
-
-    return await node.spawn(collect), done
-
-
 async def test_large_messages_arrive_whole_by_pid_and_by_name(make_cluster: ClusterFactory) -> None:
     a, b = await make_cluster(2)
-    sink, done = await _collector(b, 3)
+    sink, done = await collector(b, 3)
     await b.register("big_sink", sink)
     payloads = [bytes(range(256)) * 1200, b"n" * (3 << 20) + b"end", "t" * (1 << 20)]
 
@@ -79,8 +61,8 @@ async def test_a_small_message_of_another_process_does_not_wait_for_a_large_one(
 ) -> None:
     a, b = await make_cluster(2)
     arrivals: list[Any] = []
-    big_sink, big_done = await _collector(b, 1, arrivals)
-    small_sink, small_done = await _collector(b, 1, arrivals)
+    big_sink, big_done = await collector(b, 1, arrivals)
+    small_sink, small_done = await collector(b, 1, arrivals)
     big_started = asyncio.Event()
 
     async def big_sender() -> None:
@@ -102,7 +84,7 @@ async def test_one_process_frames_stay_in_order_behind_its_large_message(
     make_cluster: ClusterFactory,
 ) -> None:
     a, b = await make_cluster(2)
-    sink, done = await _collector(b, 4)
+    sink, done = await collector(b, 4)
 
     async def sender() -> None:
         await process.link(sink)
@@ -123,7 +105,7 @@ async def test_a_message_over_max_message_size_raises_at_its_sender(
     make_cluster: ClusterFactory,
 ) -> None:
     a, b = await make_cluster(2, max_message_size=1 << 20)
-    sink, done = await _collector(b, 1)
+    sink, done = await collector(b, 1)
 
     async def send() -> None:
         with pytest.raises(EncodeError, match=r"exceeds the limit of 1048576 bytes.*max_message"):
@@ -140,7 +122,7 @@ async def test_a_receiver_with_a_lower_limit_drops_the_message_and_says_so(
     caplog.set_level(logging.ERROR)
     (a,) = await make_cluster(1, max_message_size=8 << 20)
     (b,) = await make_cluster(1, max_message_size=1 << 20)
-    sink, done = await _collector(b, 1)
+    sink, done = await collector(b, 1)
 
     async def send() -> None:
         await process.send(sink, (MSG, bytes(2 << 20)))
@@ -264,7 +246,7 @@ async def test_random_mixes_of_large_and_small_keep_every_pair_in_order(
         for _ in range(4)
     ]
     counts = [sum(1 for plan in plans for to, _ in plan if to == r) for r in range(3)]
-    sinks = [await _collector(b, count) for count in counts]
+    sinks = [await collector(b, count) for count in counts]
 
     async def sender(me: int) -> None:
         for i, (to, size) in enumerate(plans[me]):
@@ -285,7 +267,7 @@ async def test_frames_from_outside_any_process_keep_their_order_behind_a_large_o
     """Code outside any process (main) sends by pid, by name and exit signals as one
     sender: a small message by name and an exit signal wait behind its large message."""
     a, b = await make_cluster(2)
-    sink, done = await _collector(b, 3)
+    sink, done = await collector(b, 3)
     await b.register("outside_sink", sink)
     await a.send(sink, (MSG, "large", bytes(8 << 20)))  # from main: in fragments
     await a.send(("outside_sink", b.node_name), (MSG, "small by name", b""))
@@ -301,7 +283,7 @@ async def test_a_spawn_reply_is_not_held_behind_a_large_message_of_main(
     """A remote spawn_link's reply speaks for the child: the child's EXIT (it dies at
     once) must not overtake it while the node's main code sends a large message."""
     a, b = await make_cluster(2)
-    sink, _done = await _collector(a, 1)
+    sink, _done = await collector(a, 1)
     loop = asyncio.get_running_loop()
     sends: list[asyncio.Future[None]] = []
 
@@ -325,7 +307,7 @@ async def test_small_messages_in_the_step_of_a_large_one_stay_after_it(
     """A large message under the drain mark does not end its sender's step: the small
     ones after it must not form a run that overtakes it."""
     a, b = await make_cluster(2)
-    sink, done = await _collector(b, 4)
+    sink, done = await collector(b, 4)
     assert await a.connect(b.node_name)  # up already: the four sends share one step
 
     async def sender() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from cluster_helpers import DEADLINE, run_in
+from cluster_helpers import DEADLINE, collector, run_in
 from raw_peer import authenticated
 from waiting import wait_until
 
@@ -35,25 +35,12 @@ COOKIE = "cluster-test-cookie"
 MSG = atom.ensure("msg")
 
 
-async def _collector(node: DistributedBackend, count: int) -> tuple[Any, asyncio.Future[list[Any]]]:
-    done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-
-    async def collect() -> None:
-        process.flag("trap_exit", True)
-        got = []
-        while len(got) < count:
-            got.append(await process.receive())
-        done.set_result(got)
-
-    return await node.spawn(collect), done
-
-
 async def test_bursts_to_two_pids_and_signals_between_keep_their_order(
     make_cluster: ClusterFactory,
 ) -> None:
     a, b = await make_cluster(2)
-    first, first_done = await _collector(b, 301)
-    second, second_done = await _collector(b, 300)
+    first, first_done = await collector(b, 301)
+    second, second_done = await collector(b, 300)
 
     async def burst() -> None:
         await process.link(first)
@@ -88,7 +75,7 @@ async def test_an_unencodable_message_raises_and_its_run_neighbours_arrive(
     make_cluster: ClusterFactory, size: int, by_name: bool
 ) -> None:
     a, b = await make_cluster(2)
-    sink, done = await _collector(b, 5)
+    sink, done = await collector(b, 5)
     if by_name:
         await b.register("runs_sink", sink)
     to: Any = ("runs_sink", b.node_name) if by_name else sink
@@ -117,7 +104,7 @@ async def test_a_burst_longer_than_a_run_arrives_whole_and_in_order(
     # take the whole path from the fast one.
     count = 20_000
     a, b = await make_cluster(2)
-    sink, done = await _collector(b, count)
+    sink, done = await collector(b, count)
     if by_name:
         await b.register("runs_sink", sink)
     to: Any = ("runs_sink", b.node_name) if by_name else sink
@@ -137,7 +124,7 @@ async def test_a_message_to_a_pid_of_an_earlier_incarnation_is_dropped_but_still
     make_cluster: ClusterFactory,
 ) -> None:
     a, b = await make_cluster(2)
-    sink, done = await _collector(b, 2)
+    sink, done = await collector(b, 2)
     stale = Pid(b.node_name, sink.id, b.creation ^ 1)  # the same id, another incarnation
 
     async def send() -> None:
@@ -201,7 +188,7 @@ async def test_a_bad_item_in_a_run_drops_only_itself(
 ) -> None:
     caplog.set_level(logging.ERROR)
     (node,) = await make_cluster(1)
-    sink, done = await _collector(node, 2)
+    sink, done = await collector(node, 2)
     _reader, writer, _name = await _raw_peer(node, int(Flags.RUNS))
     encoder = ControlEncoder()
     out = bytearray()
@@ -228,7 +215,7 @@ async def test_the_first_message_of_a_step_is_written_before_send_returns(
     step), so a reply never waits a loop iteration for its write.
     """
     a, b = await make_cluster(2)
-    sink, done = await _collector(b, 2)
+    sink, done = await collector(b, 2)
     assert await a.connect(b.node_name)
     conn = a.connections.up[b.node_name]
 
@@ -253,7 +240,7 @@ async def test_peer_counters_count_every_message_of_a_run(make_cluster: ClusterF
     # Run items are counted by the encoder, not per message by the
     # connection: a burst's statistics must still add up on both sides.
     a, b = await make_cluster(2)
-    sink, done = await _collector(b, 1000)
+    sink, done = await collector(b, 1000)
 
     async def burst() -> None:
         for i in range(1000):
@@ -272,7 +259,7 @@ async def test_a_message_after_signals_takes_them_along_at_once(
 ) -> None:
     """A call is a monitor then a message: both leave in one write, inside ``send``."""
     a, b = await make_cluster(2)
-    sink, done = await _collector(b, 2)
+    sink, done = await collector(b, 2)
     assert await a.connect(b.node_name)
     conn = a.connections.up[b.node_name]
 
@@ -302,7 +289,7 @@ async def test_a_run_that_fills_up_is_written_at_once(make_cluster: ClusterFacto
     """
     a, b = await make_cluster(2)
     count = 20_000
-    sink, done = await _collector(b, count)
+    sink, done = await collector(b, count)
     assert await a.connect(b.node_name)
     conn = a.connections.up[b.node_name]
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from cluster_helpers import DEADLINE, run_in
+from cluster_helpers import DEADLINE, collector, run_in
 from waiting import wait_until
 
 from otpylib import EXIT, process
@@ -32,19 +32,6 @@ MSG = atom.ensure("msg")
 COUNT = 20_000
 
 
-async def _collector(node: DistributedBackend, count: int) -> tuple[Any, asyncio.Future[list[Any]]]:
-    done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-
-    async def collect() -> None:
-        process.flag("trap_exit", True)
-        got = []
-        while len(got) < count:
-            got.append(await process.receive())
-        done.set_result(got)
-
-    return await node.spawn(collect), done
-
-
 def _small(me: Any, i: int) -> tuple[Any, ...]:
     return (MSG, me, i, b"p")
 
@@ -54,7 +41,7 @@ async def test_exit_signals_in_the_middle_of_long_bursts_keep_their_place(
 ) -> None:
     a, b = await make_cluster(2)
     marks = {3000, 3001, 9999, 15000}
-    sink, done = await _collector(b, COUNT + len(marks))
+    sink, done = await collector(b, COUNT + len(marks))
 
     async def burst() -> Any:
         me = process.self()
@@ -77,7 +64,7 @@ async def test_exit_signals_in_the_middle_of_long_bursts_keep_their_place(
 
 async def test_pid_and_name_sends_interleaved_in_a_long_burst(make_cluster: ClusterFactory) -> None:
     a, b = await make_cluster(2)
-    sink, done = await _collector(b, COUNT)
+    sink, done = await collector(b, COUNT)
     await b.register("rv_sink", sink)
 
     async def burst() -> Any:
@@ -93,7 +80,7 @@ async def test_pid_and_name_sends_interleaved_in_a_long_burst(make_cluster: Clus
 
 async def test_two_bursting_senders_each_keep_their_order(make_cluster: ClusterFactory) -> None:
     a, b = await make_cluster(2)
-    sink, done = await _collector(b, 2 * COUNT)
+    sink, done = await collector(b, 2 * COUNT)
     await b.register("rv_sink", sink)
 
     async def burst(by_name: bool) -> Any:
@@ -117,7 +104,7 @@ async def test_large_messages_in_the_middle_of_a_burst_keep_their_place(
 ) -> None:
     a, b = await make_cluster(2)
     big_at = {1, 2, 5000, 5001, 12345}
-    sink, done = await _collector(b, COUNT)
+    sink, done = await collector(b, COUNT)
     await b.register("rv_sink", sink)
     big = b"x" * (300 << 10)  # fragments (over FRAGMENT_ABOVE), same element types
 
@@ -138,7 +125,7 @@ async def test_message_over_the_limit_in_a_run_raises_and_the_rest_arrive(
     make_cluster: ClusterFactory,
 ) -> None:
     a, b = await make_cluster(2, max_message_size=FRAGMENT_ABOVE)
-    sink, done = await _collector(b, 3000)
+    sink, done = await collector(b, 3000)
     too_big = b"x" * (FRAGMENT_ABOVE + 100)
 
     async def burst() -> Any:
@@ -168,7 +155,7 @@ async def test_message_over_the_limit_in_a_run_raises_and_the_rest_arrive(
 async def test_small_messages_to_a_paused_peer_stay_bounded(make_cluster: ClusterFactory) -> None:
     a, b = await make_cluster(2)
     count = 400_000
-    sink, done = await _collector(b, count)
+    sink, done = await collector(b, count)
     assert await a.connect(b.node_name)
     b_side = b.connections.up[a.node_name]
     assert b_side._transport is not None
@@ -199,7 +186,7 @@ async def test_small_messages_to_a_paused_peer_stay_bounded(make_cluster: Cluste
 
 async def test_stale_pid_four_tuple_unencodable_raises(make_cluster: ClusterFactory) -> None:
     a, b = await make_cluster(2)
-    sink, done = await _collector(b, 3)
+    sink, done = await collector(b, 3)
     stale = Pid(b.node_name, sink.id, b.creation ^ 1)
 
     class NotSendable:
@@ -224,7 +211,7 @@ async def test_burst_on_a_blocked_loop_with_the_tick_guard_arrives_whole(
 
     a, b = await make_cluster(2, net_ticktime=1.0)
     count = 6000
-    sink, done = await _collector(b, count + 1)
+    sink, done = await collector(b, count + 1)
     assert await a.connect(b.node_name)
     conn = a.connections.up[b.node_name]
 
@@ -259,7 +246,7 @@ async def test_tls_burst_with_signal_and_large_message_in_order(tmp_path: Any) -
     await a.initialize()
     a.add_address(b.node_name, "127.0.0.1", b.port)
     try:
-        sink, done = await _collector(b, COUNT + 1)
+        sink, done = await collector(b, COUNT + 1)
         big = b"x" * (300 << 10)
 
         async def burst() -> Any:
@@ -285,8 +272,8 @@ async def test_local_targets_through_process_send_on_a_connected_node(
     from otpylib.runtime.atoms import atom as atoms
 
     a, b = await make_cluster(2)
-    local, local_done = await _collector(a, 4)
-    remote, remote_done = await _collector(b, 1)
+    local, local_done = await collector(a, 4)
+    remote, remote_done = await collector(b, 1)
     await a.register("rv_local", local)
     await b.register("rv_remote", remote)
     assert await a.connect(b.node_name)
