@@ -23,6 +23,7 @@ import argparse
 import asyncio
 
 from bench.gen_server import Echo, echo
+from bench.harness import run_loop
 from otpylib import gen_server, process
 
 #: Callers of the ``concurrent`` workload (bench.gen_server's throughput row).
@@ -74,13 +75,7 @@ def main() -> None:
     parser.add_argument("n", type=int, nargs="?", default=5_000)
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop (must be installed)")
     args = parser.parse_args()
-    coro = run(args.workload, args.n)
-    if args.uvloop:
-        import uvloop
-
-        uvloop.run(coro)
-    else:
-        asyncio.run(coro)
+    run_loop(run(args.workload, args.n), args.uvloop)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from bench.harness import run_loop
 from bench.local import RawMailbox
 from otpylib import Runtime, process
 from otpylib.runtime.gc_tuning import tune_gc
@@ -128,13 +129,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.gc_tuned:
         tune_gc()
-    coro = WORKLOADS[args.workload](args.n)
-    if args.uvloop:
-        import uvloop
-
-        uvloop.run(coro)
-    else:
-        asyncio.run(coro)
+    run_loop(WORKLOADS[args.workload](args.n), args.uvloop)
 
 
 if __name__ == "__main__":
