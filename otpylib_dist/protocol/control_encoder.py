@@ -137,11 +137,13 @@ class ControlEncoder:
         """
         # The check that the item fits the open run is its element types
         # against the run's, one tuple compare (no shape lookup), and the
-        # target by identity first
-        # (a sender loop passes the same object). Where the item starts is
-        # where the last one ended (run_mark): nothing else writes to
-        # ``out`` while a run is open. Written out: every opcode here is
-        # paid per message of a burst.
+        # target by identity first (a sender loop passes the same object).
+        # Where the item starts is where the last one ended (run_mark):
+        # nothing else writes to ``out`` while a run is open. Written out:
+        # the connection appends a burst's items itself when the target is
+        # the run's own object (Outgoing.send_message), but a target that
+        # is only equal (a pid decoded from each request) comes here for
+        # every message of its burst.
         if type(term) is not tuple:
             return 0
         # shapes.element_types, inlined for the usual message (a 4-tuple
