@@ -38,6 +38,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,8 @@ MSG = atom.ensure("msg")
 DONE = atom.ensure("done")
 #: Seconds a mesh has to form before the run is reported as failed.
 MESH_DEADLINE = 120.0
+#: Lines of each node's log kept to explain a mesh that did not form.
+_TAIL_LINES = 20
 
 
 # --------------------------------------------------------------- processes
@@ -247,6 +250,7 @@ async def mesh_point(n: int, idle_seconds: float, uvloop_on: bool) -> MeshPoint:
     loop = "uvloop" if uvloop_on else "asyncio"
     start = time.perf_counter()
     procs = []
+    readers: list[asyncio.Future[None]] = []
     try:
         for i in range(n):
             argv = ["--name", f"s{i}@127.0.0.1", "--port", str(ports[i]), "--cookie", cookie]
@@ -275,11 +279,19 @@ async def mesh_point(n: int, idle_seconds: float, uvloop_on: bool) -> MeshPoint:
                 if _LISTENING.match(line.decode().strip()):
                     ready_at.append(time.perf_counter() - start)
 
+        # What each node logged last, and the peers it saw: printed if the
+        # mesh does not form in time (a stall should say where it stalled).
+        tails: list[deque[str]] = [deque(maxlen=_TAIL_LINES) for _ in procs]
+        seen: list[set[str]] = [set() for _ in procs]
+
         async def watch_stderr(proc: asyncio.subprocess.Process) -> None:
             assert proc.stderr is not None
-            peers: set[str] = set()
+            i = procs.index(proc)
+            peers = seen[i]
             async for raw in proc.stderr:
-                match = _NODEUP.search(raw.decode())
+                line = raw.decode()
+                tails[i].append(line.rstrip())
+                match = _NODEUP.search(line)
                 if match:
                     peers.add(match.group(1))
                     if len(peers) == n - 1:
@@ -288,14 +300,24 @@ async def mesh_point(n: int, idle_seconds: float, uvloop_on: bool) -> MeshPoint:
                 raise RuntimeError(f"a node exited before the mesh was full (rc {proc.returncode})")
 
         # The readers run until the nodes stop (their pipes must not fill).
-        readers = [asyncio.ensure_future(watch_stdout(p)) for p in procs]
+        readers += [asyncio.ensure_future(watch_stdout(p)) for p in procs]
         readers += [asyncio.ensure_future(watch_stderr(p)) for p in procs]
-        async with asyncio.timeout(MESH_DEADLINE):
-            while len(meshed_at) < n or len(ready_at) < n:
-                failed = [r for r in readers if r.done() and r.exception() is not None]
-                if failed:
-                    raise failed[0].exception()  # type: ignore[misc]
-                await asyncio.sleep(0.01)
+        try:
+            async with asyncio.timeout(MESH_DEADLINE):
+                while len(meshed_at) < n or len(ready_at) < n:
+                    failed = [r for r in readers if r.done() and r.exception() is not None]
+                    if failed:
+                        raise failed[0].exception()  # type: ignore[misc]
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            report = [
+                f"s{i}: saw {sorted(seen[i]) or 'no peer'}; last lines:\n    "
+                + "\n    ".join(tails[i])
+                for i in range(n)
+            ]
+            raise RuntimeError(
+                f"the {n}-node mesh was not full after {MESH_DEADLINE:.0f} s\n" + "\n".join(report)
+            ) from None
         mesh_s = max(meshed_at)
         idle = await _idle_cpu([p.pid for p in procs], idle_seconds)
         return MeshPoint(n, mesh_s, max(ready_at), idle)
@@ -310,6 +332,9 @@ async def mesh_point(n: int, idle_seconds: float, uvloop_on: bool) -> MeshPoint:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+        # The readers end with their nodes' pipes; a failed run's errors are
+        # in the report raised above, not left as "never retrieved" noise.
+        await asyncio.gather(*readers, return_exceptions=True)
 
 
 _ERL_SOURCE = """
